@@ -1,0 +1,161 @@
+"""The ``nsfw-mobile`` command: thin click commands over the library.
+
+Exit codes (the same for every command):
+
+* 0: success
+* 1: error (bad model file, failed conversion, ...)
+* 2: usage error (bad option or combination)
+* 3: predict: some input files could not be read (the others were classified)
+* 4: validate / release: a candidate model failed validation
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import NsfwMobileError, UsageError, ValidationFailed
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_VALIDATION_FAILED = 4
+
+
+def handle_errors(command):
+    """Turn library errors into one-line messages and documented exit codes."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageError as exc:
+            click.echo(f"Usage error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except ValidationFailed as exc:
+            click.echo(f"Validation failed: {exc}", err=True)
+            sys.exit(EXIT_VALIDATION_FAILED)
+        except NsfwMobileError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nsfw-mobile")
+def main():
+    """NSFW image classifier (Neutral / Porn / Sexy) for phones: classify, convert,
+    validate and benchmark Core ML and TFLite models.
+
+    \b
+    Examples:
+      nsfw-mobile predict photos/
+      nsfw-mobile convert --to all --out dist/
+      nsfw-mobile validate dist/*.tflite dist/NSFW.mlmodel
+    """
+
+
+def _echo_json(document) -> None:
+    click.echo(json.dumps(document, sort_keys=False))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage "
+                   "(default: the pretrained model).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Mark files whose nsfw_score = P(Porn) + P(Sexy) is above this.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Decoding threads and TFLite threads (default: one per core).")
+@click.option("--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code).")
+@handle_errors
+def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
+    """Classify image files and folders (recursively).
+
+    Every readable file is classified even when others fail; exit code 3 says
+    that some files could not be read (their errors are in the output).
+
+    \b
+    Examples:
+      nsfw-mobile predict photo.jpg
+      nsfw-mobile predict photos/ --threshold 0.5
+      nsfw-mobile predict photos/ --json > results.jsonl
+      nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite
+    """
+    from .images import find_images
+    from .predict import classify
+    from .runtime import open_runner, runner_kind
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    files = find_images(paths)
+    if not files:
+        raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
+    options = {"allow_unsafe": unsafe} if runner_kind(model_path) == "keras" else {}
+    runner = open_runner(model_path, num_threads=threads, **options)
+    failures = 0
+    show_progress = len(files) > 1 and not as_json and sys.stderr.isatty()
+    if not as_json:
+        header = "  ".join(f"{name:>8}" for name in runner.labels)
+        click.echo(f"{'label':<8}  {header}  {'nsfw':>6}  path")
+    with click.progressbar(length=len(files), label="Classifying", file=sys.stderr,
+                           hidden=not show_progress) as bar:
+        for prediction in classify(runner, files, batch_size=batch_size, workers=threads):
+            bar.update(1)
+            failures += prediction.error is not None
+            flagged = (
+                threshold is not None
+                and prediction.nsfw_score is not None
+                and prediction.nsfw_score > threshold
+            )
+            if as_json:
+                document = prediction.to_dict()
+                if threshold is not None and prediction.error is None:
+                    document["flagged"] = flagged
+                _echo_json(document)
+            elif prediction.error is not None:
+                click.echo(f"{'ERROR':<8}  {prediction.error}  {prediction.path}")
+            else:
+                probs = "  ".join(f"{prediction.probabilities[n]:>8.4f}" for n in runner.labels)
+                mark = "  FLAGGED" if flagged else ""
+                click.echo(f"{prediction.label:<8}  {probs}  {prediction.nsfw_score:>6.3f}  "
+                           f"{prediction.path}{mark}")
+    if failures:
+        click.echo(f"{failures} of {len(files)} files could not be read", err=True)
+        sys.exit(EXIT_UNREADABLE)
+
+
+@main.command("import-tfjs")
+@click.argument("model_json", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@handle_errors
+def import_tfjs(model_json, out):
+    """Convert a TF.js layers model (model.json + shards) to a .keras file.
+
+    \b
+    Example:
+      nsfw-mobile import-tfjs web_model/model.json model.keras
+    """
+    from .atomic import atomic_path
+    from .tfjs import tfjs2keras
+
+    if out.suffix != ".keras":
+        raise UsageError(f"{out}: the output must end in .keras")
+    model = tfjs2keras(model_json)
+    with atomic_path(out) as temporary:
+        model.save(temporary)
+    click.echo(f"wrote {out} ({model.count_params():,} parameters)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,40 @@
+"""Typed errors. The library raises these; only ``cli.py`` turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class NsfwMobileError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+
+class UsageError(NsfwMobileError):
+    """A bad option or combination of options; the message names the fix."""
+
+
+class ImageError(NsfwMobileError):
+    """A file that could not be read as an image (empty, truncated, not an image, too large)."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ModelFileError(NsfwMobileError):
+    """A model file that is missing, corrupt, of an unknown kind or unsafe to load."""
+
+
+class UnsupportedOpError(NsfwMobileError):
+    """A model contains an operation the toolkit cannot convert or execute."""
+
+
+class ConversionError(NsfwMobileError):
+    """A converter failed; no artefact was written under its final name."""
+
+
+class LabelMismatchError(NsfwMobileError):
+    """Two models disagree on their classes or their order: not comparable at all."""
+
+
+class ValidationFailed(NsfwMobileError):
+    """A candidate model disagrees with its reference beyond its format's tolerance."""

@@ -1,0 +1,47 @@
+"""The product's classes, NSFWJS's classes, and the merge from five to three."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABELS: tuple[str, ...] = ("Neutral", "Porn", "Sexy")
+"""The product's classes, in output order."""
+
+NSFWJS_LABELS: tuple[str, ...] = ("Drawing", "Hentai", "Neutral", "Porn", "Sexy")
+"""The classes of GantMan's model as NSFWJS orders them."""
+
+MERGE_5_TO_3: dict[str, tuple[str, ...]] = {
+    "Neutral": ("Drawing", "Neutral"),
+    "Porn": ("Hentai", "Porn"),
+    "Sexy": ("Sexy",),
+}
+
+NSFW_CLASSES: tuple[str, ...] = ("Porn", "Sexy")
+"""Classes whose probabilities add up to the nsfw_score."""
+
+
+def merge_matrix() -> np.ndarray:
+    """The (5, 3) 0/1 matrix M with probs3 = probs5 @ M."""
+    matrix = np.zeros((len(NSFWJS_LABELS), len(LABELS)), dtype=np.float32)
+    for column, target in enumerate(LABELS):
+        for source in MERGE_5_TO_3[target]:
+            matrix[NSFWJS_LABELS.index(source), column] = 1.0
+    return matrix
+
+
+def merge_5_to_3(probabilities: np.ndarray) -> np.ndarray:
+    """Merge NSFWJS's five probabilities (N, 5) into the product's three (N, 3)."""
+    return np.asarray(probabilities, dtype=np.float32) @ merge_matrix()
+
+
+def nsfw_score(probabilities: np.ndarray, labels=LABELS) -> np.ndarray:
+    """P(Porn) + P(Sexy) for every row of (N, classes) probabilities in ``labels`` order.
+
+    Works for the five NSFWJS classes too, where Hentai counts as Porn.
+    """
+    probabilities = np.asarray(probabilities)
+    nsfw = {"Porn", "Sexy", "Hentai"}
+    columns = [i for i, name in enumerate(labels) if name in nsfw]
+    if not columns:
+        raise ValueError(f"labels {list(labels)} have none of the NSFW classes {sorted(nsfw)}")
+    return probabilities[..., columns].sum(axis=-1)

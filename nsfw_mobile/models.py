@@ -1,0 +1,185 @@
+"""Model sources: the seed architecture, the pretrained default and model files.
+
+Every model the toolkit works with is a Keras model with one input named
+``image`` that takes float RGB in [0, 1], shape (N, H, W, 3), and one softmax
+output in label order. :class:`SourceModel` carries such a model together with
+its labels and provenance (file and SHA-256), which every export records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._tf import import_keras
+from .errors import ModelFileError, UsageError
+from .labels import LABELS, NSFWJS_LABELS, merge_matrix
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "mobilenet_v2"
+PRETRAINED_JSON = PRETRAINED_DIR / "model.json"
+PRETRAINED_NAME = "nsfwjs-mobilenet_v2"
+INPUT_NAME = "image"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pretrained_sha256() -> str:
+    """Checksum of the shipped TF.js model (model.json followed by its shard)."""
+    digest = hashlib.sha256()
+    for name in ("model.json", "group1-shard1of1.bin"):
+        digest.update((PRETRAINED_DIR / name).read_bytes())
+    return digest.hexdigest()
+
+
+def build_classifier(
+    *,
+    classes: int = 3,
+    alpha: float = 1.0,
+    input_size: int = 224,
+    weights: str | Path | None = "imagenet",
+    dense_units: int = 32,
+    dropout: float = 0.5,
+    name: str = "nsfw_classifier",
+):
+    """The seed architecture: MobileNetV2 plus a small head.
+
+    Head: average pooling over the whole final feature map (7x7 at 224), Flatten,
+    Dense(32, relu), BatchNormalization, Dropout(0.5), Dense(classes, softmax).
+    The input is float RGB in [0, 1] as the seed fed it. ``weights`` is the
+    backbone's initialisation: None, "imagenet" (Keras downloads it) or a
+    local weights file.
+    """
+    keras = import_keras()
+    if input_size % 32 or input_size < 32:
+        raise UsageError(f"input size {input_size} must be a multiple of 32 (MobileNetV2's stride)")
+    if weights is not None and weights != "imagenet" and not Path(weights).is_file():
+        raise UsageError(f"backbone weights {weights!r}: expected None, 'imagenet' or a file")
+    inputs = keras.Input((input_size, input_size, 3), name=INPUT_NAME)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(input_size, input_size, 3),
+        alpha=alpha,
+        include_top=False,
+        weights=None if weights is None else str(weights),
+    )
+    features = backbone(inputs)
+    grid = input_size // 32
+    x = keras.layers.AveragePooling2D(pool_size=grid, name="head_pool")(features)
+    x = keras.layers.Flatten(name="head_flatten")(x)
+    x = keras.layers.Dense(dense_units, activation="relu", name="head_dense")(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def pretrained(classes: int = 3):
+    """GantMan's MobileNetV2 NSFW model as NSFWJS 4.3.0 ships it, as a Keras model.
+
+    ``classes=3`` appends the five-to-three merge (Neutral = Drawing + Neutral,
+    Porn = Hentai + Porn, Sexy) as a fixed linear layer, so every export of it
+    carries the merge. ``classes=5`` keeps NSFWJS's five outputs.
+    """
+    if classes not in (3, 5):
+        raise UsageError(f"pretrained(classes={classes}): choose 3 or 5")
+    keras = import_keras()
+    from .tfjs import tfjs2keras
+
+    five = tfjs2keras(PRETRAINED_JSON, input_name=INPUT_NAME)
+    if classes == 5:
+        return five
+    merge = keras.layers.Dense(3, use_bias=False, trainable=False, name="merge_to_3")
+    outputs = merge(five.output)
+    merge.set_weights([merge_matrix()])
+    return keras.Model(five.input, outputs, name="nsfw_mobilenet_v2")
+
+
+def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
+    """Load a ``.keras`` file with Keras's safe mode on unless the user opts out."""
+    keras = import_keras()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise ModelFileError(
+                f"{path}: contains a Lambda layer (arbitrary Python code); refused in safe mode. "
+                "Load it only if you trust its author: pass --unsafe (allow_unsafe=True)"
+            ) from None
+        raise ModelFileError(f"{path}: not a loadable Keras model ({exc})") from None
+    except Exception as exc:  # zip, h5 and JSON errors come in many types
+        raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
+
+
+def labels_for(model, path: Path | None = None) -> tuple[str, ...]:
+    """A model's class names: ``labels.txt`` beside its file, else by output width."""
+    if path is not None:
+        labels_file = Path(path).with_name("labels.txt")
+        if labels_file.is_file():
+            labels = tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
+            if len(labels) != model.output.shape[-1]:
+                raise ModelFileError(
+                    f"{labels_file}: {len(labels)} labels for a model with "
+                    f"{model.output.shape[-1]} outputs"
+                )
+            return labels
+    width = model.output.shape[-1]
+    if width == len(LABELS):
+        return LABELS
+    if width == len(NSFWJS_LABELS):
+        return NSFWJS_LABELS
+    raise ModelFileError(
+        f"model has {width} outputs and no labels.txt beside it: write one label per line"
+    )
+
+
+@dataclass
+class SourceModel:
+    """A Keras model with its labels and where it came from."""
+
+    model: object
+    labels: tuple[str, ...]
+    name: str
+    path: str
+    sha256: str
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        _, height, width, _ = self.model.input.shape
+        return int(height), int(width)
+
+
+def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -> SourceModel:
+    """Open a model source: None (the pretrained model), a ``.keras`` file or a TF.js model.json."""
+    if spec is None or str(spec) == "pretrained":
+        model = pretrained(classes=3)
+        return SourceModel(model, LABELS, PRETRAINED_NAME, "pretrained:" + PRETRAINED_NAME, pretrained_sha256())
+    path = Path(spec)
+    if path.is_dir() and (path / "model.json").is_file():
+        path = path / "model.json"
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if path.suffix == ".keras":
+        model = load_keras_model(path, allow_unsafe=allow_unsafe)
+        checksum = sha256_file(path)
+    elif path.suffix == ".json":
+        from .tfjs import tfjs2keras
+
+        model = tfjs2keras(path)
+        checksum = sha256_file(path.parent)
+    else:
+        raise ModelFileError(
+            f"{path}: expected a .keras file or a TF.js model.json as the source model"
+        )
+    return SourceModel(model, labels_for(model, path), path.stem, str(path), checksum)

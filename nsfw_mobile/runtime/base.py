@@ -1,0 +1,30 @@
+"""The Runner contract shared by every format."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Runner(ABC):
+    """Runs one model on uint8 RGB batches and returns probabilities in label order."""
+
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]
+    """(height, width) of the images the model takes."""
+    name: str
+
+    @abstractmethod
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels``: uint8 (N, H, W, 3). Returns float32 (N, len(labels))."""
+
+    def check_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        height, width = self.input_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (height, width, 3):
+            raise ValueError(
+                f"{self.name} takes uint8 images of shape (N, {height}, {width}, 3), "
+                f"got {pixels.dtype} {pixels.shape}"
+            )
+        return pixels

@@ -1,0 +1,251 @@
+"""Import TF.js *layers* models (model.json + binary shards) as Keras 3 models.
+
+The manifest is checked against the shards before anything is trusted: shard
+paths stay inside the model's folder, byte counts match, and every weight is
+used exactly once with the shape its layer expects. Quantized weights are
+dequantized as tfjs does (``q * scale + min`` in double precision, stored as
+float32; float16 widened exactly).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFileError, UnsupportedOpError
+
+BYTES_PER_ELEMENT = {"float32": 4, "int32": 4, "uint16": 2, "float16": 2, "uint8": 1, "bool": 1}
+
+# Keras 2 layer classes we map onto Keras 3, by name. Anything else is refused.
+SUPPORTED_LAYERS = (
+    "InputLayer Conv2D DepthwiseConv2D SeparableConv2D BatchNormalization ReLU Activation "
+    "Add Multiply Concatenate ZeroPadding2D AveragePooling2D MaxPooling2D "
+    "GlobalAveragePooling2D GlobalMaxPooling2D Flatten Dense Dropout Reshape Softmax"
+).split()
+
+# Options that only matter for training from scratch; weights come from the shards.
+_TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+_IGNORED_KEYS = {"activity_regularizer", "dtype"}
+
+# Keras 2 wrote some weights under names that Keras 3 renamed.
+_WEIGHT_ALIASES = {"depthwise_kernel": "kernel"}
+
+
+@dataclass(frozen=True)
+class _WeightSpec:
+    name: str
+    shape: tuple[int, ...]
+    values: np.ndarray
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not a JSON file ({exc})") from None
+
+
+def _dequantize(raw: bytes, spec: dict, where: str) -> np.ndarray:
+    dtype = spec.get("dtype", "float32")
+    quantization = spec.get("quantization")
+    storage = quantization["dtype"] if quantization else dtype
+    if storage not in BYTES_PER_ELEMENT:
+        raise ModelFileError(f"{where}: unsupported weight dtype {storage!r}")
+    stored = np.frombuffer(raw, dtype=np.dtype(storage).newbyteorder("<"))
+    if not quantization:
+        return stored.astype(dtype)
+    if storage == "float16":
+        return stored.astype(np.float32)
+    if "scale" not in quantization or "min" not in quantization:
+        raise ModelFileError(f"{where}: {storage} quantization without scale and min")
+    values = stored.astype(np.float64) * float(quantization["scale"]) + float(quantization["min"])
+    if dtype == "int32":
+        return np.round(values).astype(np.int32)
+    return values.astype(np.float32)
+
+
+def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
+    """Read and check a TF.js model folder: returns (topology, weights by name)."""
+    model_json = Path(model_json)
+    document = _read_json(model_json)
+    if not isinstance(document, dict) or "modelTopology" not in document:
+        raise ModelFileError(f"{model_json}: no modelTopology: not a TF.js layers model")
+    if document.get("format", "layers-model") != "layers-model":
+        raise ModelFileError(
+            f"{model_json}: format {document.get('format')!r} is a TF.js graph model; "
+            "only layers models can be imported"
+        )
+    folder = model_json.parent.resolve()
+    weights: dict[str, _WeightSpec] = {}
+    for group in document.get("weightsManifest", []):
+        buffer = bytearray()
+        for shard in group["paths"]:
+            shard_path = (folder / shard).resolve()
+            if not shard_path.is_relative_to(folder):
+                raise ModelFileError(
+                    f"{model_json}: shard path {shard!r} points outside the model's folder"
+                )
+            try:
+                buffer += shard_path.read_bytes()
+            except OSError as exc:
+                raise ModelFileError(f"{shard_path}: cannot read shard ({exc.strerror})") from None
+        offset = 0
+        for spec in group["weights"]:
+            name, shape = spec["name"], tuple(int(d) for d in spec["shape"])
+            storage = (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
+            size = int(np.prod(shape, dtype=np.int64)) * BYTES_PER_ELEMENT.get(storage, 4)
+            if offset + size > len(buffer):
+                raise ModelFileError(
+                    f"{model_json}: shards {group['paths']} hold {len(buffer)} bytes but weight "
+                    f"{name!r} needs bytes {offset}..{offset + size}: shard is short or truncated"
+                )
+            values = _dequantize(bytes(buffer[offset : offset + size]), spec, f"weight {name!r}")
+            if name in weights:
+                raise ModelFileError(f"{model_json}: weight {name!r} appears twice in the manifest")
+            weights[name] = _WeightSpec(name, shape, values.reshape(shape))
+            offset += size
+        if offset != len(buffer):
+            raise ModelFileError(
+                f"{model_json}: shards {group['paths']} hold {len(buffer)} bytes, "
+                f"the manifest describes {offset}: shard and manifest do not match"
+            )
+    return document["modelTopology"], weights
+
+
+def _layer_kwargs(layer_class, class_name: str, config: dict, layer_name: str) -> dict:
+    accepted = set(inspect.signature(layer_class.__init__).parameters) | {"name", "trainable"}
+    kwargs = {}
+    for key, value in config.items():
+        if key.endswith(_TRAINING_ONLY_SUFFIXES) or key in _IGNORED_KEYS:
+            continue
+        if key == "batch_input_shape":
+            kwargs["batch_shape"] = tuple(value)
+            continue
+        if key not in accepted:
+            raise UnsupportedOpError(
+                f"layer {layer_name!r} ({class_name}) has option {key!r} that Keras 3 does not know"
+            )
+        if key == "axis" and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        kwargs[key] = value
+    return kwargs
+
+
+def _build_layer(keras, spec: dict):
+    class_name, config = spec["class_name"], dict(spec["config"])
+    name = spec.get("name") or config.get("name")
+    if class_name not in SUPPORTED_LAYERS:
+        raise UnsupportedOpError(
+            f"layer {name!r} is a {class_name}, which the TF.js importer does not support "
+            f"(supported: {', '.join(SUPPORTED_LAYERS)})"
+        )
+    layer_class = getattr(keras.layers, class_name)
+    return layer_class(**_layer_kwargs(layer_class, class_name, config, name))
+
+
+def _model_layers(topology: dict) -> tuple[list[dict], list, list, str]:
+    config = topology.get("model_config", topology)
+    class_name = config.get("class_name")
+    body = config.get("config", {})
+    if class_name == "Sequential":
+        layers = body["layers"] if isinstance(body, dict) else body
+        return layers, [], [], body.get("name", "sequential") if isinstance(body, dict) else "model"
+    if class_name in ("Model", "Functional"):
+        return body["layers"], body["input_layers"], body["output_layers"], body.get("name", "model")
+    raise ModelFileError(f"model class {class_name!r} is neither Sequential nor Model")
+
+
+def _assign_weights(model, weights: dict[str, _WeightSpec], source: Path) -> None:
+    unused = set(weights)
+    for layer in model.layers:
+        for variable in layer.weights:
+            short = variable.path.split("/")[-1]
+            candidates = [f"{layer.name}/{short}"] + [
+                f"{layer.name}/{old}" for old, new in _WEIGHT_ALIASES.items() if new == short
+            ]
+            found = [c for c in candidates if c in weights]
+            if not found:
+                raise ModelFileError(
+                    f"{source}: weight {candidates[0]!r} of layer {layer.name!r} is missing "
+                    "from the weights manifest"
+                )
+            spec = weights[found[0]]
+            if spec.shape != tuple(variable.shape):
+                raise ModelFileError(
+                    f"{source}: weight {spec.name!r} has shape {spec.shape}, "
+                    f"layer {layer.name!r} expects {tuple(variable.shape)}"
+                )
+            variable.assign(spec.values)
+            unused.discard(spec.name)
+    if unused:
+        raise ModelFileError(
+            f"{source}: weights {sorted(unused)} in the manifest belong to no layer of the model"
+        )
+
+
+def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
+    """Build a Keras 3 model from a TF.js layers model folder.
+
+    The model's (single) input layer is renamed ``input_name`` so that every
+    export has an input called ``image``.
+    """
+    import keras
+
+    model_json = Path(model_json)
+    topology, weights = read_weights(model_json)
+    specs, input_refs, output_refs, model_name = _model_layers(topology)
+    if not specs:
+        raise ModelFileError(f"{model_json}: the topology has no layers")
+
+    if not input_refs:  # Sequential: chain the layers.
+        first = dict(specs[0]["config"])
+        shape = first.get("batch_input_shape")
+        if shape is None:
+            raise ModelFileError(f"{model_json}: first Sequential layer has no batch_input_shape")
+        inputs = keras.Input(batch_shape=tuple(shape), name=input_name)
+        tensor = inputs
+        for spec in specs:
+            if spec["class_name"] == "InputLayer":
+                continue
+            config = {k: v for k, v in spec["config"].items() if k != "batch_input_shape"}
+            tensor = _build_layer(keras, {**spec, "config": config})(tensor)
+        model = keras.Model(inputs, tensor, name=model_name)
+        _assign_weights(model, weights, model_json)
+        return model
+
+    if len(input_refs) != 1:
+        raise UnsupportedOpError(f"{model_json}: models with {len(input_refs)} inputs are not supported")
+    tensors: dict[str, object] = {}
+    input_layer_name = input_refs[0][0]
+    for spec in specs:
+        name = spec["name"]
+        if spec["class_name"] == "InputLayer":
+            shape = spec["config"].get("batch_input_shape") or spec["config"].get("batch_shape")
+            tensors[name] = keras.Input(
+                batch_shape=tuple(shape),
+                name=input_name if name == input_layer_name else name,
+            )
+            continue
+        layer = _build_layer(keras, spec)
+        nodes = spec.get("inbound_nodes") or []
+        if len(nodes) != 1:
+            raise UnsupportedOpError(
+                f"layer {name!r} is called {len(nodes)} times; shared layers are not supported"
+            )
+        try:
+            sources = [tensors[ref[0]] for ref in nodes[0]]
+        except KeyError as exc:
+            raise ModelFileError(f"{model_json}: layer {name!r} reads unknown layer {exc}") from None
+        tensors[name] = layer(sources if len(sources) > 1 else sources[0])
+    outputs = [tensors[ref[0]] for ref in output_refs]
+    model = keras.Model(
+        tensors[input_layer_name], outputs if len(outputs) > 1 else outputs[0], name=model_name
+    )
+    _assign_weights(model, weights, model_json)
+    return model
