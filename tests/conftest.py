@@ -1,0 +1,115 @@
+"""Shared fixtures: tiny trained models, sample images, and the pretrained model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from nsfw_mobile.images import load_images, sample_images
+
+TINY_SIZE = 96
+
+
+def synthetic_batch(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three learnable classes: reddish noise, greenish stripes, bluish blobs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = np.zeros((count, size, size, 3), np.float32)
+    ys, xs = np.mgrid[0:size, 0:size]
+    for i, label in enumerate(labels):
+        base = rng.uniform(40, 120, 3)
+        base[label] += 100
+        texture = {
+            0: rng.normal(0, 30, (size, size, 1)),
+            1: 40 * np.sin(xs / rng.uniform(2, 5))[..., None],
+            2: 50 * np.exp(-((xs - size / 2) ** 2 + (ys - size / 2) ** 2) / (size * 4))[..., None],
+        }[int(label)]
+        images[i] = np.clip(base + texture, 0, 255)
+    return images.astype(np.uint8), labels
+
+
+def set_batchnorm_statistics(model, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to those of one real batch.
+
+    A fresh MobileNetV2 keeps mean 0 / variance 1, so its inference output is
+    the same for every image; a few hundred training steps would not move the
+    statistics far at momentum 0.999.
+    """
+    import keras
+
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images.astype(np.float32) / 255.0, training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+def train_tiny_model(size: int = TINY_SIZE, epochs: int = 6, seed: int = 0):
+    """MobileNetV2 alpha 0.35 trained briefly on synthetic data, so outputs vary by image."""
+    import keras
+
+    from nsfw_mobile.models import build_classifier
+
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(alpha=0.35, input_size=size, weights=None, classes=3)
+    images, labels = synthetic_batch(96, size, seed)
+    set_batchnorm_statistics(model, images)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(images / 255.0, labels, batch_size=32, epochs=epochs, verbose=0)
+    set_batchnorm_statistics(model, images)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
+    train_tiny_model().save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    from nsfw_mobile.models import load_keras_model
+
+    return load_keras_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return sample_images()
+
+
+@pytest.fixture(scope="session")
+def sample_pixels_224(samples):
+    return load_images(samples, 224).pixels
+
+
+@pytest.fixture(scope="session")
+def sample_pixels_tiny(samples):
+    """The shipped images plus synthetic ones, at the tiny models' input size."""
+    natural = load_images(samples, TINY_SIZE).pixels
+    synthetic, _ = synthetic_batch(12, TINY_SIZE, seed=1)
+    return np.concatenate([natural, synthetic])
+
+
+@pytest.fixture(scope="session")
+def pretrained3():
+    from nsfw_mobile.models import pretrained
+
+    return pretrained(classes=3)
+
+
+def assert_outputs_vary(probabilities: np.ndarray, minimum_std: float = 0.01) -> None:
+    """A fidelity test on a model whose outputs never change proves nothing."""
+    spread = np.asarray(probabilities).std(axis=0).max()
+    assert spread > minimum_std, f"model outputs barely vary across images (std {spread:.4f})"
