@@ -14,12 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from . import __version__
 from .errors import NsfwMobileError, UsageError, ValidationFailed
+from .formats import TARGETS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -155,6 +157,75 @@ def import_tfjs(model_json, out):
     with atomic_path(out) as temporary:
         model.save(temporary)
     click.echo(f"wrote {out} ({model.count_params():,} parameters)")
+
+
+@main.command()
+@click.argument("model", required=False, default=None)
+@click.option("--to", "targets", multiple=True, required=True,
+              type=click.Choice([*TARGETS, "all"]),
+              help="Output format; repeat for several. 'all': every format and quantization.")
+@click.option("--quantize", default="none", show_default=True,
+              help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8.")
+@click.option("--precision", type=click.Choice(["float16", "float32"]), default=None,
+              help="ML Program compute precision (--to mlpackage; default float16).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("dist"), show_default=True, help="Output folder.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="Folder of representative images for full-integer TFLite (at least 20).")
+@click.option("--io", "io_type", type=click.Choice(["uint8", "int8", "float32"]), default="uint8",
+              show_default=True, help="Input and output type of full-integer TFLite models.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code).")
+@handle_errors
+def convert(model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe):
+    """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
+    model.json) to Core ML and TFLite.
+
+    Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
+    nsfw_float32.tflite, nsfw_int8.tflite, ...) and written atomically: an
+    interrupted run never leaves a file under its final name.
+
+    \b
+    Examples:
+      nsfw-mobile convert --to all --out dist/
+      nsfw-mobile convert --to mlmodel --to tflite --quantize float16
+      nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
+      nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
+    """
+    from . import formats as registry
+    from .convert import check_request, convert_all
+    from .models import load_source
+
+    if "all" in targets:
+        if quantize != "none" or precision is not None:
+            raise UsageError("--to all makes every quantization and precision: drop --quantize/--precision")
+        chosen = list(registry.FORMATS)
+    else:
+        chosen = [registry.select(t, quantize, precision) for t in dict.fromkeys(targets)]
+    check_request(chosen, io_type=io_type, calibration=calibration)
+    started = time.perf_counter()
+    source = load_source(model, allow_unsafe=unsafe)
+
+    def on_start(index, fmt, out):
+        click.echo(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}", err=True)
+
+    def on_done(index, artifact):
+        click.echo(f"    done in {artifact.seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB", err=True)
+        for note in artifact.notes:
+            click.echo(f"    note: {note}", err=True)
+
+    artifacts = convert_all(source, chosen, out_dir, calibration=calibration, io_type=io_type,
+                            on_start=on_start, on_done=on_done)
+    if as_json:
+        _echo_json({
+            "source": {"path": source.path, "sha256": source.sha256, "labels": list(source.labels)},
+            "artifacts": [a.to_dict() for a in artifacts],
+            "labels_file": str(out_dir / "labels.txt"),
+            "seconds": round(time.perf_counter() - started, 2),
+        })
+    else:
+        for artifact in artifacts:
+            click.echo(f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

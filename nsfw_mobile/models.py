@@ -23,10 +23,13 @@ INPUT_NAME = "image"
 
 
 def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder (an .mlpackage) as its sorted names and contents."""
     digest = hashlib.sha256()
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
+        if path.is_dir():  # a folder's checksum covers its files' names too
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with open(file, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)

@@ -1,0 +1,72 @@
+"""Converters: pure functions named after the edge they convert (see formats.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..models import SourceModel, sha256_file
+
+AUTHOR = "nsfw-mobile (model: GantMan / NSFWJS for the pretrained default)"
+LICENSE = "MIT (model weights: NSFWJS, MIT, Copyright (c) 2019 Infinite Red, Inc.)"
+PREPROCESSING = (
+    "RGB, whole image squashed to the input size with bilinear resampling, "
+    "EXIF orientation applied, alpha composited on white, pixels scaled by 1/255"
+)
+
+
+def provenance(source: SourceModel, *, target: str, quantization: str, **extra) -> dict[str, str]:
+    """The metadata every artefact carries, as strings (Core ML user-defined metadata is str->str)."""
+    height, width = source.input_size
+    entries = {
+        "labels": json.dumps(list(source.labels)),
+        "input_size": f"{width}x{height}",
+        "preprocessing": PREPROCESSING,
+        "toolkit": f"nsfw-mobile {__version__}",
+        "source_model": source.path,
+        "source_sha256": source.sha256,
+        "target": target,
+        "quantization": quantization,
+    }
+    entries.update({key: str(value) for key, value in extra.items()})
+    return entries
+
+
+def description(source: SourceModel) -> str:
+    labels = ", ".join(source.labels)
+    return f"NSFW image classifier ({labels}) converted by nsfw-mobile from {source.name}."
+
+
+@dataclass
+class Artifact:
+    """One converted model file and how it was made."""
+
+    path: Path
+    target: str
+    quantization: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    sha256: str = ""
+    format: str = ""
+    """Key of the row in formats.FORMATS."""
+
+    def finish(self, started: float) -> Artifact:
+        self.seconds = round(time.perf_counter() - started, 2)
+        self.size_bytes = _size(self.path)
+        self.sha256 = sha256_file(self.path)
+        return self
+
+    def to_dict(self) -> dict:
+        document = asdict(self)
+        document["path"] = str(self.path)
+        return document
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -1,0 +1,169 @@
+"""Keras -> Core ML: neural network (.mlmodel) and ML Program (.mlpackage).
+
+Both take one image input named ``image`` (RGB, scale 1/255, no bias), so an
+app hands Vision or a CVPixelBuffer straight to the model, and are
+classifiers: ``classLabel`` (the top label, a string) and ``classLabelProbs``
+(a dictionary label -> probability).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from pathlib import Path
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..errors import ConversionError, UsageError
+from ..models import SourceModel
+from . import AUTHOR, LICENSE, Artifact, description, provenance
+
+LABEL_OUTPUT = "classLabel"
+PROBABILITIES_OUTPUT = "classLabelProbs"
+IMAGE_SCALE = 1 / 255.0
+
+TARGETS = {".mlmodel": "mlmodel", ".mlpackage": "mlpackage"}
+QUANTIZATIONS = {"mlmodel": ("none", "float16"), "mlpackage": ("none", "int8")}
+PRECISIONS = ("float16", "float32")
+
+
+def check_options(target: str, quantization: str, precision: str | None) -> None:
+    if quantization not in QUANTIZATIONS[target]:
+        raise UsageError(
+            f"--quantize {quantization} is not available for {target}: "
+            f"choose one of {', '.join(QUANTIZATIONS[target])}"
+        )
+    if precision is not None and target == "mlmodel":
+        raise UsageError(
+            "--precision applies to ML Programs only (.mlpackage); a neural network .mlmodel "
+            "stores float32 weights (use --quantize float16 to halve them)"
+        )
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: choose float16 or float32")
+
+
+def keras2coreml(
+    source: SourceModel,
+    out: str | Path,
+    *,
+    quantization: str = "none",
+    precision: str | None = None,
+) -> Artifact:
+    """Convert ``source`` to Core ML at ``out``; the suffix picks the format.
+
+    ``.mlmodel``: neural network, iOS 13, float32 weights (``quantization="float16"``
+    halves them). ``.mlpackage``: ML Program, iOS 15, compute ``precision``
+    float16 (default) or float32; ``quantization="int8"`` stores weights as int8
+    with coremltools.optimize, which needs iOS 16: the target is raised and the
+    artefact's notes say so.
+    """
+    out = Path(out)
+    target = TARGETS.get(out.suffix)
+    if target is None:
+        raise UsageError(f"{out}: a Core ML model must end in .mlmodel or .mlpackage")
+    check_options(target, quantization, precision)
+    started = time.perf_counter()
+
+    from .._tf import quiet_tensorflow
+
+    quiet_tensorflow()
+    import coremltools as ct
+
+    height, width = source.input_size
+    notes: list[str] = []
+    options: dict = {}
+    if target == "mlmodel":
+        options.update(convert_to="neuralnetwork", minimum_deployment_target=ct.target.iOS13)
+        precision_used = "float32"
+    else:
+        precision_used = precision or "float16"
+        deployment = ct.target.iOS15
+        if quantization == "int8":
+            deployment = ct.target.iOS16
+            notes.append("deployment target raised from iOS 15 to iOS 16: int8 weights need it")
+        options.update(
+            convert_to="mlprogram",
+            minimum_deployment_target=deployment,
+            compute_precision=(
+                ct.precision.FLOAT16 if precision_used == "float16" else ct.precision.FLOAT32
+            ),
+        )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            mlmodel = ct.convert(
+                source.model,
+                source="tensorflow",
+                inputs=[
+                    ct.ImageType(
+                        name="image",
+                        shape=(1, height, width, 3),
+                        scale=IMAGE_SCALE,
+                        color_layout=ct.colorlayout.RGB,
+                    )
+                ],
+                classifier_config=ct.ClassifierConfig(list(source.labels)),
+                **options,
+            )
+            if quantization == "float16":
+                from coremltools.models.neural_network import quantization_utils
+
+                mlmodel = quantization_utils.quantize_weights(mlmodel, nbits=16)
+            elif quantization == "int8":
+                import coremltools.optimize as cto
+
+                config = cto.coreml.OptimizationConfig(
+                    global_config=cto.coreml.OpLinearQuantizerConfig(
+                        mode="linear_symmetric", dtype="int8"
+                    )
+                )
+                # coremltools divides by a zero scale for all-zero weight channels; the
+                # NaN it casts is multiplied by that zero scale again, so it is harmless.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mlmodel = cto.coreml.linear_quantize_weights(mlmodel, config=config)
+    except UsageError:
+        raise
+    except Exception as exc:  # coremltools raises many types, all fatal here
+        raise ConversionError(f"Core ML conversion to {target} failed: {exc}") from exc
+
+    spec = mlmodel.get_spec()
+    probabilities = spec.description.predictedProbabilitiesName
+    if probabilities != PROBABILITIES_OUTPUT:
+        ct.utils.rename_feature(spec, probabilities, PROBABILITIES_OUTPUT)
+    describe(spec, source, target=target, quantization=quantization, precision=precision_used)
+    weights_dir = mlmodel.weights_dir if target == "mlpackage" else None
+    final = ct.models.MLModel(spec, weights_dir=weights_dir, skip_model_load=True)
+    with atomic_path(out) as temporary:
+        final.save(str(temporary))
+    artifact = Artifact(out, target, quantization, 0.0, notes=notes)
+    if target == "mlpackage":
+        artifact.notes.append(f"compute precision {precision_used}")
+    return artifact.finish(started)
+
+
+def describe(spec, source: SourceModel, *, target: str, quantization: str, precision: str) -> None:
+    """Fill the model description and the user-defined metadata."""
+    spec.description.metadata.author = AUTHOR
+    spec.description.metadata.license = LICENSE
+    spec.description.metadata.shortDescription = description(source)
+    spec.description.metadata.versionString = __version__
+    for feature in spec.description.input:
+        if feature.name == "image":
+            height, width = source.input_size
+            feature.shortDescription = (
+                f"RGB image, {width}x{height}; pixels are scaled by 1/255 inside the model"
+            )
+    for feature in spec.description.output:
+        if feature.name == LABEL_OUTPUT:
+            feature.shortDescription = "Most likely class: " + ", ".join(source.labels)
+        elif feature.name == PROBABILITIES_OUTPUT:
+            feature.shortDescription = "Probability of each class, by label"
+    user = spec.description.metadata.userDefined
+    # A conversion date would change the artefact's checksum every day.
+    user.pop("com.github.apple.coremltools.conversion_date", None)
+    for key, value in provenance(
+        source, target=target, quantization=quantization, compute_precision=precision
+    ).items():
+        user[key] = value

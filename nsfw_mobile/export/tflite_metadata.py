@@ -1,0 +1,290 @@
+"""Standard TFLite metadata (schema ``metadata_schema.fbs``, identifier ``M001``), by hand.
+
+MediaPipe 1.2.3's metadata writer fails to import, so the toolkit builds the
+metadata flatbuffer itself with the ``flatbuffers`` runtime, following the
+published schema (semantic version 1.5.0; we use only 1.0.0 features), and
+packs associated files as MetadataPopulator does: a ZIP archive of stored
+(uncompressed) members appended to the model file. Android's TFLite Support
+library and MediaPipe Tasks read both, so an ImageClassifier gets category
+names from ``labels.txt`` with no extra files.
+
+Reading needs no TensorFlow: ``read_metadata`` walks the flatbuffers itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import flatbuffers
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
+
+METADATA_NAME = "TFLITE_METADATA"
+METADATA_IDENTIFIER = b"M001"
+MIN_PARSER_VERSION = "1.0.0"
+
+# Union and enum values from metadata_schema.fbs.
+CONTENT_FEATURE, CONTENT_IMAGE = 1, 2
+PROCESS_NORMALIZATION = 1
+COLOR_SPACE_RGB = 1
+FILE_DESCRIPTIONS, FILE_TENSOR_AXIS_LABELS = 1, 2
+
+
+@dataclass
+class TFLiteMetadata:
+    name: str
+    description: str
+    version: str
+    author: str
+    license: str
+    input_name: str = "image"
+    input_description: str = ""
+    image_size: tuple[int, int] | None = None  # (width, height)
+    normalization: tuple[list[float], list[float]] | None = None  # (mean, std)
+    input_range: tuple[float, float] | None = None
+    output_name: str = "probabilities"
+    output_description: str = ""
+    labels: list[str] = field(default_factory=list)
+    labels_file: str = "labels.txt"
+    properties: dict[str, str] = field(default_factory=dict)
+    properties_file: str = "nsfw_mobile.json"
+
+    def associated_files(self) -> dict[str, bytes]:
+        return {
+            self.labels_file: ("\n".join(self.labels) + "\n").encode(),
+            self.properties_file: json.dumps(self.properties, indent=2).encode(),
+        }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _strings(builder, *values):
+    return [builder.CreateString(v) for v in values]
+
+
+def _table(builder, fields):
+    """fields: list of (slot, kind, value) with kind in 'offset', 'byte', 'uint'."""
+    builder.StartObject(max(slot for slot, _, _ in fields) + 1)
+    for slot, kind, value in fields:
+        if kind == "offset":
+            builder.PrependUOffsetTRelativeSlot(slot, value, 0)
+        elif kind == "byte":
+            builder.PrependInt8Slot(slot, value, 0)
+        elif kind == "uint":
+            builder.PrependUint32Slot(slot, value, 0)
+    return builder.EndObject()
+
+
+def _vector_of_offsets(builder, offsets):
+    builder.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def _vector_of_floats(builder, values):
+    builder.StartVector(4, len(values), 4)
+    for value in reversed(values):
+        builder.PrependFloat32(value)
+    return builder.EndVector()
+
+
+def _associated_file(builder, name, description, file_type):
+    name, description = _strings(builder, name, description)
+    return _table(builder, [(0, "offset", name), (1, "offset", description), (2, "byte", file_type)])
+
+
+def _stats(builder, low, high):
+    maximum = _vector_of_floats(builder, [high])
+    minimum = _vector_of_floats(builder, [low])
+    return _table(builder, [(0, "offset", maximum), (1, "offset", minimum)])
+
+
+def build_metadata(meta: TFLiteMetadata) -> bytes:
+    """Serialize ``meta`` as a ModelMetadata flatbuffer."""
+    b = flatbuffers.Builder(1024)
+
+    # Input tensor: an RGB image, optionally normalised.
+    input_fields = []
+    if meta.image_size:
+        size = _table(b, [(0, "uint", meta.image_size[0]), (1, "uint", meta.image_size[1])])
+        image = _table(b, [(0, "byte", COLOR_SPACE_RGB), (1, "offset", size)])
+        input_content = _table(b, [(0, "byte", CONTENT_IMAGE), (1, "offset", image)])
+        input_fields.append((3, "offset", input_content))
+    if meta.normalization:
+        mean = _vector_of_floats(b, meta.normalization[0])
+        std = _vector_of_floats(b, meta.normalization[1])
+        options = _table(b, [(0, "offset", mean), (1, "offset", std)])
+        unit = _table(b, [(0, "byte", PROCESS_NORMALIZATION), (1, "offset", options)])
+        input_fields.append((4, "offset", _vector_of_offsets(b, [unit])))
+    if meta.input_range:
+        input_fields.append((5, "offset", _stats(b, *meta.input_range)))
+    name, description = _strings(b, meta.input_name, meta.input_description)
+    input_tensor = _table(b, [(0, "offset", name), (1, "offset", description), *input_fields])
+
+    # Output tensor: probabilities with their labels file.
+    b.StartObject(0)
+    feature = b.EndObject()  # FeatureProperties has no fields
+    output_content = _table(b, [(0, "byte", CONTENT_FEATURE), (1, "offset", feature)])
+    labels = _associated_file(b, meta.labels_file, "Class labels, one per line, in output order.",
+                              FILE_TENSOR_AXIS_LABELS)
+    output_stats = _stats(b, 0.0, 1.0)
+    name, description = _strings(b, meta.output_name, meta.output_description)
+    output_tensor = _table(b, [
+        (0, "offset", name), (1, "offset", description), (3, "offset", output_content),
+        (5, "offset", output_stats), (6, "offset", _vector_of_offsets(b, [labels])),
+    ])
+
+    subgraph = _table(b, [
+        (2, "offset", _vector_of_offsets(b, [input_tensor])),
+        (3, "offset", _vector_of_offsets(b, [output_tensor])),
+    ])
+    properties = _associated_file(b, meta.properties_file,
+                                  "Provenance written by nsfw-mobile (JSON).", FILE_DESCRIPTIONS)
+    name, description, version, author, license_, parser = _strings(
+        b, meta.name, meta.description, meta.version, meta.author, meta.license, MIN_PARSER_VERSION)
+    model = _table(b, [
+        (0, "offset", name), (1, "offset", description), (2, "offset", version),
+        (3, "offset", _vector_of_offsets(b, [subgraph])), (4, "offset", author),
+        (5, "offset", license_), (6, "offset", _vector_of_offsets(b, [properties])),
+        (7, "offset", parser),
+    ])
+    b.Finish(model, file_identifier=METADATA_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def attach_metadata(model_bytes: bytes, meta: TFLiteMetadata) -> bytes:
+    """Return the model with ``meta`` in its metadata and its associated files appended."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from .._tf import quiet_tensorflow
+
+    quiet_tensorflow()
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    schema = flatbuffer_utils.schema_fb
+    buffer = schema.BufferT()
+    buffer.data = list(build_metadata(meta))
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME] + [entry]
+    packed = io.BytesIO(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    packed.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
+        for file_name, content in meta.associated_files().items():
+            archive.writestr(file_name, content)
+    return packed.getvalue()
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _root(buffer: bytes, offset: int = 0) -> Table:
+    return Table(buffer, offset + N.UOffsetTFlags.py_type(
+        flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, buffer, offset)))
+
+
+def _field(table: Table, slot: int) -> int:
+    return table.Offset(4 + 2 * slot)
+
+
+def _string(table: Table, slot: int) -> str | None:
+    offset = _field(table, slot)
+    return table.String(offset + table.Pos).decode() if offset else None
+
+
+def _subtable(table: Table, slot: int) -> Table | None:
+    offset = _field(table, slot)
+    return Table(table.Bytes, table.Indirect(offset + table.Pos)) if offset else None
+
+
+def _tables(table: Table, slot: int) -> list[Table]:
+    offset = _field(table, slot)
+    if not offset:
+        return []
+    start, count = table.Vector(offset), table.VectorLen(offset)
+    return [Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(count)]
+
+
+def _scalar(table: Table, slot: int, kind, default=0):
+    offset = _field(table, slot)
+    return table.Get(kind, offset + table.Pos) if offset else default
+
+
+def _floats(table: Table, slot: int) -> list[float]:
+    offset = _field(table, slot)
+    if not offset:
+        return []
+    start = table.Vector(offset)
+    return [table.Get(N.Float32Flags, start + 4 * i) for i in range(table.VectorLen(offset))]
+
+
+def _metadata_buffer(model: bytes) -> bytes | None:
+    """The TFLITE_METADATA buffer of a TFLite flatbuffer (Model: buffers=4, metadata=6)."""
+    root = _root(model)
+    for entry in _tables(root, 6):
+        if _string(entry, 0) == METADATA_NAME:
+            index = _scalar(entry, 1, N.Uint32Flags)
+            buffers = _tables(root, 4)
+            data_offset = _field(buffers[index], 0)
+            start = buffers[index].Vector(data_offset)
+            return bytes(model[start : start + buffers[index].VectorLen(data_offset)])
+    return None
+
+
+def read_metadata(path: str | Path) -> TFLiteMetadata | None:
+    """Read our metadata back from a .tflite file; None when it has none."""
+    data = Path(path).read_bytes()
+    try:
+        raw = _metadata_buffer(data)
+    except (IndexError, ValueError, TypeError):
+        return None
+    if raw is None or raw[4:8] != METADATA_IDENTIFIER:
+        return None
+    root = _root(raw)
+    subgraph = _tables(root, 3)[0]
+    input_tensor = _tables(subgraph, 2)[0]
+    output_tensor = _tables(subgraph, 3)[0]
+    meta = TFLiteMetadata(
+        name=_string(root, 0) or "", description=_string(root, 1) or "",
+        version=_string(root, 2) or "", author=_string(root, 4) or "",
+        license=_string(root, 5) or "",
+        input_name=_string(input_tensor, 0) or "", input_description=_string(input_tensor, 1) or "",
+        output_name=_string(output_tensor, 0) or "",
+        output_description=_string(output_tensor, 1) or "",
+    )
+    content = _subtable(input_tensor, 3)
+    if content is not None and _scalar(content, 0, N.Uint8Flags) == CONTENT_IMAGE:
+        size = _subtable(_subtable(content, 1), 1)
+        if size is not None:
+            meta.image_size = (_scalar(size, 0, N.Uint32Flags), _scalar(size, 1, N.Uint32Flags))
+    for unit in _tables(input_tensor, 4):
+        if _scalar(unit, 0, N.Uint8Flags) == PROCESS_NORMALIZATION:
+            options = _subtable(unit, 1)
+            meta.normalization = (_floats(options, 0), _floats(options, 1))
+    stats = _subtable(input_tensor, 5)
+    if stats is not None:
+        meta.input_range = (_floats(stats, 1)[0], _floats(stats, 0)[0])
+    files = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            files = {name: archive.read(name) for name in archive.namelist()}
+    except zipfile.BadZipFile:
+        pass
+    for file_table in _tables(output_tensor, 6):
+        if _scalar(file_table, 2, N.Int8Flags) == FILE_TENSOR_AXIS_LABELS:
+            meta.labels_file = _string(file_table, 0) or meta.labels_file
+            text = files.get(meta.labels_file, b"").decode()
+            meta.labels = [line.strip() for line in text.splitlines() if line.strip()]
+    for file_table in _tables(root, 6):
+        name = _string(file_table, 0)
+        if name in files and name.endswith(".json"):
+            meta.properties_file = name
+            meta.properties = json.loads(files[name])
+    return meta
