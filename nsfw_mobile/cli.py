@@ -228,5 +228,105 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
             click.echo(f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}")
 
 
+@main.command()
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Reference model (.keras or TF.js model.json; default: the pretrained model).")
+@click.option("--images", "image_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Images or folders to compare on (default: the shipped sample images).")
+@click.option("--format", "format_keys", multiple=True,
+              help="Format key(s) for artefacts without nsfw-mobile metadata (see `nsfw-mobile formats`).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="TFLite threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write a Markdown report to this file.")
+@handle_errors
+def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+    """Check that converted models agree with the reference model.
+
+    Runs the reference and every CANDIDATE (.tflite, .mlmodel, .mlpackage) on
+    the same decoded images and compares probabilities against each format's
+    tolerance. Core ML models run on Linux through the toolkit's own numpy
+    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
+    label/shape mismatch); 1 or 2: bad input or usage.
+
+    \b
+    Examples:
+      nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
+      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
+      nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+    """
+    from .validate import ensure_readable, render_json, render_markdown, render_table
+    from .validate import validate as run_validation
+
+    ensure_readable(list(candidates))
+
+    def progress(result):
+        if not as_json:
+            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
+
+    report = run_validation(list(candidates), reference=reference,
+                            images=list(image_paths) or None,
+                            format_keys=list(format_keys) or None,
+                            num_threads=threads, on_candidate=progress)
+    click.echo(render_json(report) if as_json else render_table(report))
+    if report_path:
+        from .atomic import atomic_path
+
+        with atomic_path(report_path) as temporary:
+            temporary.write_text(render_markdown(report))
+    for line in report.unreadable:
+        click.echo(f"skipped unreadable image {line}", err=True)
+    if not report.passed:
+        sys.exit(EXIT_VALIDATION_FAILED)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@handle_errors
+def inspect(path, as_json):
+    """Describe a model file: format, inputs (shape, dtype, quantization,
+    preprocessing), outputs, labels, metadata, size, parameters and op counts.
+
+    Reads .keras, TF.js model.json, .tflite, .mlmodel and .mlpackage.
+
+    \b
+    Examples:
+      nsfw-mobile inspect dist/nsfw_int8.tflite
+      nsfw-mobile inspect dist/NSFW.mlpackage --json
+    """
+    from .inspect_model import inspect_file, render
+
+    report = inspect_file(path)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+
+
+@main.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
+def list_formats(as_json):
+    """List the output formats, their file names and validation tolerances.
+
+    \b
+    Example:
+      nsfw-mobile formats
+    """
+    from dataclasses import asdict
+
+    from .formats import FORMATS
+
+    if as_json:
+        _echo_json([asdict(f) for f in FORMATS])
+        return
+    for f in FORMATS:
+        t = f.tolerance
+        bounds = ", ".join(part for part in (
+            f"max <= {t.max_abs:g}" if t.max_abs is not None else "",
+            f"mean <= {t.mean_abs:g}" if t.mean_abs is not None else "",
+            f"top-1 >= {t.min_agreement:.0%}",
+        ) if part)
+        click.echo(f"{f.key:<18} {f.filename:<24} {bounds:<32} {f.summary}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import flatbuffers
+import numpy as np
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
@@ -236,6 +237,22 @@ def _metadata_buffer(model: bytes) -> bytes | None:
             start = buffers[index].Vector(data_offset)
             return bytes(model[start : start + buffers[index].VectorLen(data_offset)])
     return None
+
+
+def constant_elements(model: bytes) -> int:
+    """Number of weight values: elements of tensors backed by a non-empty buffer."""
+    root = _root(model)
+    buffers = _tables(root, 4)  # Model.buffers
+    total = 0
+    for tensor in _tables(_tables(root, 2)[0], 0):  # subgraphs[0].tensors
+        buffer = buffers[_scalar(tensor, 2, N.Uint32Flags)]  # Tensor.buffer
+        data = _field(buffer, 0)
+        if data and buffer.VectorLen(data):
+            shape_offset = _field(tensor, 0)
+            start = tensor.Vector(shape_offset)
+            shape = [tensor.Get(N.Int32Flags, start + 4 * i) for i in range(tensor.VectorLen(shape_offset))]
+            total += int(np.prod(shape)) if shape else 1
+    return total
 
 
 def read_metadata(path: str | Path) -> TFLiteMetadata | None:

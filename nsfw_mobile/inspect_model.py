@@ -1,0 +1,158 @@
+"""``nsfw-mobile inspect``: what is inside a model file, as data."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFileError
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def inspect_file(path: str | os.PathLike) -> dict:
+    """Describe any model file the toolkit reads; ModelFileError for corrupt or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if path.is_dir() and (path / "model.json").is_file():
+        path, suffix = path / "model.json", ".json"
+    handlers = {
+        ".keras": _inspect_keras,
+        ".json": _inspect_keras,
+        ".tflite": _inspect_tflite,
+        ".mlmodel": _inspect_coreml,
+        ".mlpackage": _inspect_coreml,
+    }
+    if suffix not in handlers:
+        raise ModelFileError(
+            f"{path}: unknown model type {suffix or '(no suffix)'!r}; expected .keras, model.json, "
+            ".tflite, .mlmodel or .mlpackage"
+        )
+    report = {"path": str(path), "size_bytes": _size(path)}
+    report.update(handlers[suffix](path))
+    return report
+
+
+def _inspect_keras(path: Path) -> dict:
+    from .models import load_source
+
+    source = load_source(path)
+    model = source.model
+    layers = Counter(layer.__class__.__name__ for layer in model._flatten_layers(include_self=False))
+    return {
+        "format": "keras" if path.suffix == ".keras" else "tfjs-layers",
+        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype),
+                    "preprocessing": "float RGB in [0, 1] (pixels / 255)"} for t in model.inputs],
+        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)}
+                    for t in model.outputs],
+        "labels": list(source.labels),
+        "metadata": {"sha256": source.sha256},
+        "parameters": int(model.count_params()),
+        "ops": dict(sorted(layers.items())),
+    }
+
+
+def _tensor(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    entry = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+             "dtype": np.dtype(detail["dtype"]).name}
+    if scale:
+        entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return entry
+
+
+def _inspect_tflite(path: Path) -> dict:
+    from .export.tflite_metadata import constant_elements, read_metadata
+    from .runtime.tflite_runner import TFLiteRunner
+
+    runner = TFLiteRunner(path)
+    interpreter = runner.interpreter
+    ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
+    parameters = constant_elements(path.read_bytes())
+    meta = read_metadata(path)
+    inputs = _tensor(runner.input)
+    if meta and meta.normalization:
+        inputs["preprocessing"] = {"normalization_mean": meta.normalization[0],
+                                   "normalization_std": meta.normalization[1]}
+    elif np.issubdtype(runner.input["dtype"], np.integer):
+        inputs["preprocessing"] = "raw RGB bytes, quantized by the input's scale and zero point"
+    report = {
+        "format": "tflite",
+        "inputs": [inputs],
+        "outputs": [_tensor(runner.output)],
+        "labels": list(runner.labels),
+        "metadata": {} if meta is None else {
+            "name": meta.name, "description": meta.description, "version": meta.version,
+            "author": meta.author, "license": meta.license, **meta.properties,
+        },
+        "ops": dict(sorted(ops.items())),
+    }
+    if parameters:
+        report["parameters"] = parameters
+    return report
+
+
+def _inspect_coreml(path: Path) -> dict:
+    from .runtime.coreml_spec import load_spec, model_parameters, op_counts
+
+    spec = load_spec(path)
+    description = spec.description
+    kind = spec.WhichOneof("Type")
+    inputs = []
+    for feature in description.input:
+        entry = {"name": feature.name, "type": feature.type.WhichOneof("Type")}
+        if entry["type"] == "imageType":
+            image = feature.type.imageType
+            entry["shape"] = [image.height, image.width, 3]
+            entry["color_space"] = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace)
+        inputs.append(entry)
+    outputs = [{"name": f.name, "type": f.type.WhichOneof("Type")} for f in description.output]
+    from .runtime.coreml_spec import class_labels, image_preprocessing
+
+    preprocessing = image_preprocessing(spec)
+    for entry in inputs:
+        if entry["name"] in preprocessing:
+            entry["preprocessing"] = preprocessing[entry["name"]]
+    metadata = {
+        "author": description.metadata.author,
+        "license": description.metadata.license,
+        "short_description": description.metadata.shortDescription,
+        "version": description.metadata.versionString,
+        **dict(description.metadata.userDefined),
+    }
+    return {
+        "format": "coreml-" + ("mlprogram" if kind == "mlProgram" else "neuralnetwork"),
+        "spec_version": spec.specificationVersion,
+        "model_type": kind,
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": list(class_labels(spec)),
+        "metadata": metadata,
+        "parameters": model_parameters(spec, path),
+        "ops": op_counts(spec),
+    }
+
+
+def render(report: dict) -> str:
+    lines = [f"{report['path']}  ({report['format']}, {report['size_bytes'] / 1e6:.2f} MB)"]
+    for key in ("inputs", "outputs"):
+        for tensor in report[key]:
+            lines.append(f"  {key[:-1]:<7} {json.dumps(tensor)}")
+    lines.append(f"  labels  {', '.join(report['labels'])}")
+    if "parameters" in report:
+        lines.append(f"  params  {report['parameters']:,}")
+    for key, value in report.get("metadata", {}).items():
+        lines.append(f"  meta    {key}: {value}")
+    ops = ", ".join(f"{name} x{count}" for name, count in report["ops"].items())
+    lines.append(f"  ops     {ops}")
+    return "\n".join(lines)
