@@ -113,3 +113,31 @@ def assert_outputs_vary(probabilities: np.ndarray, minimum_std: float = 0.01) ->
     """A fidelity test on a model whose outputs never change proves nothing."""
     spread = np.asarray(probabilities).std(axis=0).max()
     assert spread > minimum_std, f"model outputs barely vary across images (std {spread:.4f})"
+
+
+def convert_every_format(source, out_dir):
+    from nsfw_mobile.convert import convert_all
+    from nsfw_mobile.formats import FORMATS
+
+    return {a.format: a for a in convert_all(source, FORMATS, out_dir)}
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tiny_model_path):
+    from nsfw_mobile.models import load_source
+
+    return load_source(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_source, tmp_path_factory):
+    """Every format of the registry, converted from the tiny model (key -> Artifact)."""
+    return convert_every_format(tiny_source, tmp_path_factory.mktemp("tiny_dist"))
+
+
+@pytest.fixture(scope="session")
+def full_artifacts(tmp_path_factory):
+    """Every format of the registry, converted from the full-size pretrained model."""
+    from nsfw_mobile.models import load_source
+
+    return convert_every_format(load_source(None), tmp_path_factory.mktemp("full_dist"))
