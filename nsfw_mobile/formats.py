@@ -36,7 +36,7 @@ class Tolerance:
         return "strict" if self.max_abs is not None and self.max_abs <= 1e-3 else "statistical"
 
 
-STRICT = Tolerance(1e-5, None, 1.0, "")
+STRICT = Tolerance(1e-4, None, 1.0, "")
 FLOAT16 = Tolerance(3e-2, 3e-3, 1.0, "")
 DYNAMIC = Tolerance(0.15, 0.01, 0.97, "")
 INT8_WEIGHTS = Tolerance(0.1, 0.01, 0.97, "")

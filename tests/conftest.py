@@ -54,7 +54,7 @@ def set_batchnorm_statistics(model, images: np.ndarray) -> None:
         layer.momentum = momentum
 
 
-def train_tiny_model(size: int = TINY_SIZE, epochs: int = 6, seed: int = 0):
+def train_tiny_model(size: int = TINY_SIZE, epochs: int = 15, seed: int = 0):
     """MobileNetV2 alpha 0.35 trained briefly on synthetic data, so outputs vary by image."""
     import keras
 
@@ -115,11 +115,24 @@ def assert_outputs_vary(probabilities: np.ndarray, minimum_std: float = 0.01) ->
     assert spread > minimum_std, f"model outputs barely vary across images (std {spread:.4f})"
 
 
-def convert_every_format(source, out_dir):
+def convert_every_format(source, out_dir, calibration=None):
     from nsfw_mobile.convert import convert_all
     from nsfw_mobile.formats import FORMATS
 
-    return {a.format: a for a in convert_all(source, FORMATS, out_dir)}
+    return {a.format: a for a in convert_all(source, FORMATS, out_dir, calibration=calibration)}
+
+
+@pytest.fixture(scope="session")
+def tiny_images_dir(tmp_path_factory):
+    """Images like the tiny model's training data, as PNG files: its calibration and
+    validation set (the natural samples are far outside what it learned)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("tiny_images")
+    images, _ = synthetic_batch(40, TINY_SIZE, seed=5)
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"synthetic_{index:02d}.png")
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -130,9 +143,9 @@ def tiny_source(tiny_model_path):
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(tiny_source, tmp_path_factory):
+def tiny_artifacts(tiny_source, tiny_images_dir, tmp_path_factory):
     """Every format of the registry, converted from the tiny model (key -> Artifact)."""
-    return convert_every_format(tiny_source, tmp_path_factory.mktemp("tiny_dist"))
+    return convert_every_format(tiny_source, tmp_path_factory.mktemp("tiny_dist"), tiny_images_dir)
 
 
 @pytest.fixture(scope="session")

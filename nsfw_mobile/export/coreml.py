@@ -91,7 +91,8 @@ def keras2coreml(
             ),
         )
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        # coremltools draws tqdm progress bars for its passes; our CLI shows its own.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             mlmodel = ct.convert(
                 source.model,
                 source="tensorflow",
