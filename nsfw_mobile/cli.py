@@ -21,7 +21,9 @@ import click
 
 from . import __version__
 from .errors import NsfwMobileError, UsageError, ValidationFailed
-from .formats import TARGETS
+from .formats import FORMATS, TARGETS
+
+FORMAT_KEYS = [f.key for f in FORMATS if f.key not in TARGETS]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -162,8 +164,10 @@ def import_tfjs(model_json, out):
 @main.command()
 @click.argument("model", required=False, default=None)
 @click.option("--to", "targets", multiple=True, required=True,
-              type=click.Choice([*TARGETS, "all"]),
-              help="Output format; repeat for several. 'all': every format and quantization.")
+              type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
+              help="Output: a target (mlmodel, mlpackage, tflite, with --quantize/--precision) or "
+                   "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
+                   "several. 'all': every format.")
 @click.option("--quantize", default="none", show_default=True,
               help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8.")
 @click.option("--precision", type=click.Choice(["float16", "float32"]), default=None,
@@ -189,6 +193,7 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
     Examples:
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to mlmodel --to tflite --quantize float16
+      nsfw-mobile convert --to mlmodel --to mlpackage --to tflite-float16 --to tflite-int8
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
     """
@@ -201,7 +206,10 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
             raise UsageError("--to all makes every quantization and precision: drop --quantize/--precision")
         chosen = list(registry.FORMATS)
     else:
-        chosen = [registry.select(t, quantize, precision) for t in dict.fromkeys(targets)]
+        chosen = [
+            registry.select(t, quantize, precision) if t in TARGETS else registry.by_key(t)
+            for t in dict.fromkeys(targets)
+        ]
     check_request(chosen, io_type=io_type, calibration=calibration)
     started = time.perf_counter()
     source = load_source(model, allow_unsafe=unsafe)
@@ -215,7 +223,8 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
             click.echo(f"    note: {note}", err=True)
 
     artifacts = convert_all(source, chosen, out_dir, calibration=calibration, io_type=io_type,
-                            on_start=on_start, on_done=on_done)
+                            on_start=on_start, on_done=on_done,
+                            command="nsfw-mobile convert " + " ".join(sys.argv[2:]))
     if as_json:
         _echo_json({
             "source": {"path": source.path, "sha256": source.sha256, "labels": list(source.labels)},
