@@ -71,16 +71,31 @@ def _echo_json(document) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage "
-                   "(default: the pretrained model).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage "
+    "(default: the pretrained model).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Mark files whose nsfw_score = P(Porn) + P(Sexy) is above this.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Mark files whose nsfw_score = P(Porn) + P(Sexy) is above this.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="Decoding threads and TFLite threads (default: one per core).")
-@click.option("--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Decoding threads and TFLite threads (default: one per core).",
+)
+@click.option(
+    "--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code)."
+)
 @handle_errors
 def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
     """Classify image files and folders (recursively).
@@ -112,8 +127,9 @@ def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
     if not as_json:
         header = "  ".join(f"{name:>8}" for name in runner.labels)
         click.echo(f"{'label':<8}  {header}  {'nsfw':>6}  path")
-    with click.progressbar(length=len(files), label="Classifying", file=sys.stderr,
-                           hidden=not show_progress) as bar:
+    with click.progressbar(
+        length=len(files), label="Classifying", file=sys.stderr, hidden=not show_progress
+    ) as bar:
         for prediction in classify(runner, files, batch_size=batch_size, workers=threads):
             bar.update(1)
             failures += prediction.error is not None
@@ -132,8 +148,10 @@ def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
             else:
                 probs = "  ".join(f"{prediction.probabilities[n]:>8.4f}" for n in runner.labels)
                 mark = "  FLAGGED" if flagged else ""
-                click.echo(f"{prediction.label:<8}  {probs}  {prediction.nsfw_score:>6.3f}  "
-                           f"{prediction.path}{mark}")
+                click.echo(
+                    f"{prediction.label:<8}  {probs}  {prediction.nsfw_score:>6.3f}  "
+                    f"{prediction.path}{mark}"
+                )
     if failures:
         click.echo(f"{failures} of {len(files)} files could not be read", err=True)
         sys.exit(EXIT_UNREADABLE)
@@ -163,23 +181,54 @@ def import_tfjs(model_json, out):
 
 @main.command()
 @click.argument("model", required=False, default=None)
-@click.option("--to", "targets", multiple=True, required=True,
-              type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
-              help="Output: a target (mlmodel, mlpackage, tflite, with --quantize/--precision) or "
-                   "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
-                   "several. 'all': every format.")
-@click.option("--quantize", default="none", show_default=True,
-              help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8.")
-@click.option("--precision", type=click.Choice(["float16", "float32"]), default=None,
-              help="ML Program compute precision (--to mlpackage; default float16).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("dist"), show_default=True, help="Output folder.")
-@click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help="Folder of representative images for full-integer TFLite (at least 20).")
-@click.option("--io", "io_type", type=click.Choice(["uint8", "int8", "float32"]), default="uint8",
-              show_default=True, help="Input and output type of full-integer TFLite models.")
+@click.option(
+    "--to",
+    "targets",
+    multiple=True,
+    required=True,
+    type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
+    help="Output: a target (mlmodel, mlpackage, tflite, with --quantize/--precision) or "
+    "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
+    "several. 'all': every format.",
+)
+@click.option(
+    "--quantize",
+    default="none",
+    show_default=True,
+    help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float16", "float32"]),
+    default=None,
+    help="ML Program compute precision (--to mlpackage; default float16).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of representative images for full-integer TFLite (at least 20).",
+)
+@click.option(
+    "--io",
+    "io_type",
+    type=click.Choice(["uint8", "int8", "float32"]),
+    default="uint8",
+    show_default=True,
+    help="Input and output type of full-integer TFLite models.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@click.option("--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code).")
+@click.option(
+    "--unsafe", is_flag=True, help="Allow .keras models with Lambda layers (runs their code)."
+)
 @handle_errors
 def convert(model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe):
     """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
@@ -203,7 +252,9 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
 
     if "all" in targets:
         if quantize != "none" or precision is not None:
-            raise UsageError("--to all makes every quantization and precision: drop --quantize/--precision")
+            raise UsageError(
+                "--to all makes every quantization and precision: drop --quantize/--precision"
+            )
         chosen = list(registry.FORMATS)
     else:
         chosen = [
@@ -218,37 +269,72 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
         click.echo(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}", err=True)
 
     def on_done(index, artifact):
-        click.echo(f"    done in {artifact.seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB", err=True)
+        click.echo(
+            f"    done in {artifact.seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB", err=True
+        )
         for note in artifact.notes:
             click.echo(f"    note: {note}", err=True)
 
-    artifacts = convert_all(source, chosen, out_dir, calibration=calibration, io_type=io_type,
-                            on_start=on_start, on_done=on_done,
-                            command="nsfw-mobile convert " + " ".join(sys.argv[2:]))
+    artifacts = convert_all(
+        source,
+        chosen,
+        out_dir,
+        calibration=calibration,
+        io_type=io_type,
+        on_start=on_start,
+        on_done=on_done,
+        command="nsfw-mobile convert " + " ".join(sys.argv[2:]),
+    )
     if as_json:
-        _echo_json({
-            "source": {"path": source.path, "sha256": source.sha256, "labels": list(source.labels)},
-            "artifacts": [a.to_dict() for a in artifacts],
-            "labels_file": str(out_dir / "labels.txt"),
-            "seconds": round(time.perf_counter() - started, 2),
-        })
+        _echo_json(
+            {
+                "source": {
+                    "path": source.path,
+                    "sha256": source.sha256,
+                    "labels": list(source.labels),
+                },
+                "artifacts": [a.to_dict() for a in artifacts],
+                "labels_file": str(out_dir / "labels.txt"),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
     else:
         for artifact in artifacts:
-            click.echo(f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}")
+            click.echo(
+                f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}"
+            )
 
 
 @main.command()
 @click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--reference", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Reference model (.keras or TF.js model.json; default: the pretrained model).")
-@click.option("--images", "image_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Images or folders to compare on (default: the shipped sample images).")
-@click.option("--format", "format_keys", multiple=True,
-              help="Format key(s) for artefacts without nsfw-mobile metadata (see `nsfw-mobile formats`).")
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Reference model (.keras or TF.js model.json; default: the pretrained model).",
+)
+@click.option(
+    "--images",
+    "image_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Images or folders to compare on (default: the shipped sample images).",
+)
+@click.option(
+    "--format",
+    "format_keys",
+    multiple=True,
+    help="Format key(s) for artefacts without nsfw-mobile metadata (see `nsfw-mobile formats`).",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="TFLite threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Also write a Markdown report to this file.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a Markdown report to this file.",
+)
 @handle_errors
 def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
     """Check that converted models agree with the reference model.
@@ -274,10 +360,14 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         if not as_json:
             click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
 
-    report = run_validation(list(candidates), reference=reference,
-                            images=list(image_paths) or None,
-                            format_keys=list(format_keys) or None,
-                            num_threads=threads, on_candidate=progress)
+    report = run_validation(
+        list(candidates),
+        reference=reference,
+        images=list(image_paths) or None,
+        format_keys=list(format_keys) or None,
+        num_threads=threads,
+        on_candidate=progress,
+    )
     click.echo(render_json(report) if as_json else render_table(report))
     if report_path:
         from .atomic import atomic_path
@@ -329,11 +419,15 @@ def list_formats(as_json):
         return
     for f in FORMATS:
         t = f.tolerance
-        bounds = ", ".join(part for part in (
-            f"max <= {t.max_abs:g}" if t.max_abs is not None else "",
-            f"mean <= {t.mean_abs:g}" if t.mean_abs is not None else "",
-            f"top-1 >= {t.min_agreement:.0%}",
-        ) if part)
+        bounds = ", ".join(
+            part
+            for part in (
+                f"max <= {t.max_abs:g}" if t.max_abs is not None else "",
+                f"mean <= {t.mean_abs:g}" if t.mean_abs is not None else "",
+                f"top-1 >= {t.min_agreement:.0%}",
+            )
+            if part
+        )
         click.echo(f"{f.key:<18} {f.filename:<24} {bounds:<32} {f.summary}")
 
 

@@ -69,9 +69,7 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                 )
             )
         else:
@@ -96,9 +94,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P":
         has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
         image = image.convert("RGBA" if has_alpha else "RGB")
-    elif mode in ("LA", "La", "RGBa", "PA"):
-        image = image.convert("RGBA")
-    elif mode in ("L", "1") and "transparency" in image.info:
+    elif mode in ("LA", "La", "RGBa", "PA") or mode in ("L", "1") and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, ALPHA_BACKGROUND)

@@ -48,13 +48,23 @@ def _inspect_keras(path: Path) -> dict:
 
     source = load_source(path)
     model = source.model
-    layers = Counter(layer.__class__.__name__ for layer in model._flatten_layers(include_self=False))
+    layers = Counter(
+        layer.__class__.__name__ for layer in model._flatten_layers(include_self=False)
+    )
     return {
         "format": "keras" if path.suffix == ".keras" else "tfjs-layers",
-        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype),
-                    "preprocessing": "float RGB in [0, 1] (pixels / 255)"} for t in model.inputs],
-        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)}
-                    for t in model.outputs],
+        "inputs": [
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "dtype": str(t.dtype),
+                "preprocessing": "float RGB in [0, 1] (pixels / 255)",
+            }
+            for t in model.inputs
+        ],
+        "outputs": [
+            {"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)} for t in model.outputs
+        ],
         "labels": list(source.labels),
         "metadata": {"sha256": source.sha256},
         "parameters": int(model.count_params()),
@@ -64,8 +74,11 @@ def _inspect_keras(path: Path) -> dict:
 
 def _tensor(detail: dict) -> dict:
     scale, zero_point = detail["quantization"]
-    entry = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-             "dtype": np.dtype(detail["dtype"]).name}
+    entry = {
+        "name": detail["name"],
+        "shape": [int(d) for d in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+    }
     if scale:
         entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
     return entry
@@ -82,8 +95,10 @@ def _inspect_tflite(path: Path) -> dict:
     meta = read_metadata(path)
     inputs = _tensor(runner.input)
     if meta and meta.normalization:
-        inputs["preprocessing"] = {"normalization_mean": meta.normalization[0],
-                                   "normalization_std": meta.normalization[1]}
+        inputs["preprocessing"] = {
+            "normalization_mean": meta.normalization[0],
+            "normalization_std": meta.normalization[1],
+        }
     elif np.issubdtype(runner.input["dtype"], np.integer):
         inputs["preprocessing"] = "raw RGB bytes, quantized by the input's scale and zero point"
     report = {
@@ -91,9 +106,15 @@ def _inspect_tflite(path: Path) -> dict:
         "inputs": [inputs],
         "outputs": [_tensor(runner.output)],
         "labels": list(runner.labels),
-        "metadata": {} if meta is None else {
-            "name": meta.name, "description": meta.description, "version": meta.version,
-            "author": meta.author, "license": meta.license, **meta.properties,
+        "metadata": {}
+        if meta is None
+        else {
+            "name": meta.name,
+            "description": meta.description,
+            "version": meta.version,
+            "author": meta.author,
+            "license": meta.license,
+            **meta.properties,
         },
         "ops": dict(sorted(ops.items())),
     }

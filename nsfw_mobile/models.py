@@ -122,7 +122,9 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
             ) from None
         raise ModelFileError(f"{path}: not a loadable Keras model ({exc})") from None
     except Exception as exc:  # zip, h5 and JSON errors come in many types
-        raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def labels_for(model, path: Path | None = None) -> tuple[str, ...]:
@@ -130,7 +132,9 @@ def labels_for(model, path: Path | None = None) -> tuple[str, ...]:
     if path is not None:
         labels_file = Path(path).with_name("labels.txt")
         if labels_file.is_file():
-            labels = tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
+            labels = tuple(
+                line.strip() for line in labels_file.read_text().splitlines() if line.strip()
+            )
             if len(labels) != model.output.shape[-1]:
                 raise ModelFileError(
                     f"{labels_file}: {len(labels)} labels for a model with "
@@ -167,7 +171,9 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
     """Open a model source: None (the pretrained model), a ``.keras`` file or a TF.js model.json."""
     if spec is None or str(spec) == "pretrained":
         model = pretrained(classes=3)
-        return SourceModel(model, LABELS, PRETRAINED_NAME, "pretrained:" + PRETRAINED_NAME, pretrained_sha256())
+        return SourceModel(
+            model, LABELS, PRETRAINED_NAME, "pretrained:" + PRETRAINED_NAME, pretrained_sha256()
+        )
     path = Path(spec)
     if path.is_dir() and (path / "model.json").is_file():
         path = path / "model.json"

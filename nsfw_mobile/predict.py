@@ -62,14 +62,20 @@ def classify(
     held: list[Prediction | None] = []  # keeps errors in order between batches
 
     def flush() -> Iterator[Prediction]:
-        done = iter(_predictions(runner, pending_paths, pending_pixels)) if pending_pixels else iter(())
+        done = (
+            iter(_predictions(runner, pending_paths, pending_pixels))
+            if pending_pixels
+            else iter(())
+        )
         for slot in held:
             yield slot if slot is not None else next(done)
         pending_paths.clear()
         pending_pixels.clear()
         held.clear()
 
-    for path, result in iter_decoded(paths, runner.input_size, workers=workers, max_pixels=max_pixels):
+    for path, result in iter_decoded(
+        paths, runner.input_size, workers=workers, max_pixels=max_pixels
+    ):
         if isinstance(result, ImageError):
             held.append(Prediction(path=str(path), error=result.reason))
         else:

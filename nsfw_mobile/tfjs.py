@@ -157,7 +157,12 @@ def _model_layers(topology: dict) -> tuple[list[dict], list, list, str]:
         layers = body["layers"] if isinstance(body, dict) else body
         return layers, [], [], body.get("name", "sequential") if isinstance(body, dict) else "model"
     if class_name in ("Model", "Functional"):
-        return body["layers"], body["input_layers"], body["output_layers"], body.get("name", "model")
+        return (
+            body["layers"],
+            body["input_layers"],
+            body["output_layers"],
+            body.get("name", "model"),
+        )
     raise ModelFileError(f"model class {class_name!r} is neither Sequential nor Model")
 
 
@@ -220,7 +225,9 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
         return model
 
     if len(input_refs) != 1:
-        raise UnsupportedOpError(f"{model_json}: models with {len(input_refs)} inputs are not supported")
+        raise UnsupportedOpError(
+            f"{model_json}: models with {len(input_refs)} inputs are not supported"
+        )
     tensors: dict[str, object] = {}
     input_layer_name = input_refs[0][0]
     for spec in specs:
@@ -241,7 +248,9 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
         try:
             sources = [tensors[ref[0]] for ref in nodes[0]]
         except KeyError as exc:
-            raise ModelFileError(f"{model_json}: layer {name!r} reads unknown layer {exc}") from None
+            raise ModelFileError(
+                f"{model_json}: layer {name!r} reads unknown layer {exc}"
+            ) from None
         tensors[name] = layer(sources if len(sources) > 1 else sources[0])
     outputs = [tensors[ref[0]] for ref in output_refs]
     model = keras.Model(

@@ -147,7 +147,9 @@ def validate(
         raise UsageError("give at least one candidate model to validate")
     if format_keys and len(format_keys) not in (1, len(candidates)):
         raise UsageError("--format: give one for all candidates or one per candidate")
-    formats = [by_key(k) for k in format_keys] if format_keys else [format_of(c) for c in candidates]
+    formats = (
+        [by_key(k) for k in format_keys] if format_keys else [format_of(c) for c in candidates]
+    )
     if len(formats) == 1 and len(candidates) > 1:
         formats = formats * len(candidates)
     reference_runner = open_runner(reference)
@@ -159,10 +161,18 @@ def validate(
     results = []
     for path, fmt in zip(candidates, formats):
         started = time.perf_counter()
-        result = CandidateResult(path=str(path), format=fmt.key, status="pass",
-                                 tolerance={k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"})
+        result = CandidateResult(
+            path=str(path),
+            format=fmt.key,
+            status="pass",
+            tolerance={k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"},
+        )
         try:
-            runner = open_runner(path, num_threads=num_threads) if runner_kind(path) == "tflite" else open_runner(path)
+            runner = (
+                open_runner(path, num_threads=num_threads)
+                if runner_kind(path) == "tflite"
+                else open_runner(path)
+            )
             check_structure(reference_runner, runner)
         except LabelMismatchError as exc:
             result.status, result.failures = "mismatch", [str(exc)]
@@ -175,11 +185,14 @@ def validate(
             result.status = "fail" if result.failures else "pass"
             per_image = np.abs(probabilities - reference_probs).max(axis=1)
             for index in np.argsort(-per_image)[:WORST_COUNT]:
-                result.worst.append(WorstImage(
-                    str(batch.paths[index]), float(per_image[index]),
-                    reference_runner.labels[int(reference_probs[index].argmax())],
-                    runner.labels[int(probabilities[index].argmax())],
-                ))
+                result.worst.append(
+                    WorstImage(
+                        str(batch.paths[index]),
+                        float(per_image[index]),
+                        reference_runner.labels[int(reference_probs[index].argmax())],
+                        runner.labels[int(probabilities[index].argmax())],
+                    )
+                )
         result.seconds = round(time.perf_counter() - started, 2)
         results.append(result)
         if on_candidate:
@@ -198,12 +211,16 @@ def _figure(value, spec=".2e"):
 
 
 def render_table(report: ValidationReport) -> str:
-    lines = [f"reference {report.reference} on {report.images} images ({report.image_source})",
-             f"{'status':<9} {'format':<18} {'max diff':>9} {'mean diff':>9} {'top-1':>7}  file"]
+    lines = [
+        f"reference {report.reference} on {report.images} images ({report.image_source})",
+        f"{'status':<9} {'format':<18} {'max diff':>9} {'mean diff':>9} {'top-1':>7}  file",
+    ]
     for c in report.candidates:
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
-        lines.append(f"{c.status.upper():<9} {c.format:<18} {_figure(c.max_abs_diff):>9} "
-                     f"{_figure(c.mean_abs_diff):>9} {agreement:>7}  {c.path}")
+        lines.append(
+            f"{c.status.upper():<9} {c.format:<18} {_figure(c.max_abs_diff):>9} "
+            f"{_figure(c.mean_abs_diff):>9} {agreement:>7}  {c.path}"
+        )
         for failure in c.failures:
             lines.append(f"          {failure}")
     verdict = "all candidates pass" if report.passed else "VALIDATION FAILED"
@@ -213,22 +230,29 @@ def render_table(report: ValidationReport) -> str:
 
 def render_markdown(report: ValidationReport) -> str:
     lines = [
-        "# Validation report", "",
-        f"Reference: `{report.reference}`, {report.images} images ({report.image_source}).", "",
+        "# Validation report",
+        "",
+        f"Reference: `{report.reference}`, {report.images} images ({report.image_source}).",
+        "",
         "| file | format | status | max abs diff | mean abs diff | top-1 agreement | tolerance |",
         "|---|---|---|---|---|---|---|",
     ]
     for c in report.candidates:
         tolerance = ", ".join(f"{k} {v}" for k, v in c.tolerance.items() if v is not None)
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
-        lines.append(f"| `{Path(c.path).name}` | {c.format} | {c.status} | {_figure(c.max_abs_diff)} | "
-                     f"{_figure(c.mean_abs_diff)} | {agreement} | {tolerance} |")
+        lines.append(
+            f"| `{Path(c.path).name}` | {c.format} | {c.status} | {_figure(c.max_abs_diff)} | "
+            f"{_figure(c.mean_abs_diff)} | {agreement} | {tolerance} |"
+        )
     for c in report.candidates:
         if c.failures or c.worst:
             lines += ["", f"## {Path(c.path).name}", ""]
             lines += [f"- {failure}" for failure in c.failures]
-            lines += [f"- worst: `{Path(w.path).name}` diff {w.max_abs_diff:.2e} "
-                      f"({w.reference_label} -> {w.candidate_label})" for w in c.worst]
+            lines += [
+                f"- worst: `{Path(w.path).name}` diff {w.max_abs_diff:.2e} "
+                f"({w.reference_label} -> {w.candidate_label})"
+                for w in c.worst
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -42,19 +42,24 @@ def mixed_folder(tmp_path, samples):
 
 
 def test_predict_json_lines_with_errors_and_exit_code(mixed_folder, tiny_model_path):
-    result = run("predict", mixed_folder, "--model", tiny_model_path, "--json", "--threshold", "0.5")
+    result = run(
+        "predict", mixed_folder, "--model", tiny_model_path, "--json", "--threshold", "0.5"
+    )
     assert result.exit_code == EXIT_UNREADABLE
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 5
     by_name = {line["path"].split("/")[-1]: line for line in lines}
-    assert by_name["broken.jpg"] == {"path": str(mixed_folder / "broken.jpg"),
-                                     "error": "not an image Pillow can identify"}
+    assert by_name["broken.jpg"] == {
+        "path": str(mixed_folder / "broken.jpg"),
+        "error": "not an image Pillow can identify",
+    }
     good = by_name["deep.png"]
     assert set(good) == {"path", "label", "probabilities", "nsfw_score", "flagged"}
     assert set(good["probabilities"]) == {"Neutral", "Porn", "Sexy"}
     assert good["label"] == max(good["probabilities"], key=good["probabilities"].get)
     assert good["nsfw_score"] == pytest.approx(
-        good["probabilities"]["Porn"] + good["probabilities"]["Sexy"], abs=2e-6)
+        good["probabilities"]["Porn"] + good["probabilities"]["Sexy"], abs=2e-6
+    )
     assert good["flagged"] == (good["nsfw_score"] > 0.5)
     assert "1 of 5 files could not be read" in result.stderr
 

@@ -25,8 +25,16 @@ from nsfw_mobile.runtime.tflite_runner import TFLiteRunner
 
 COREML = [f.key for f in FORMATS if f.target != "tflite"]
 TFLITE = [f.key for f in FORMATS if f.target == "tflite"]
-PROVENANCE_KEYS = {"labels", "input_size", "preprocessing", "toolkit", "source_model",
-                   "source_sha256", "quantization", "target"}
+PROVENANCE_KEYS = {
+    "labels",
+    "input_size",
+    "preprocessing",
+    "toolkit",
+    "source_model",
+    "source_sha256",
+    "quantization",
+    "target",
+}
 
 
 def check_coreml_spec(path, size):
@@ -42,7 +50,7 @@ def check_coreml_spec(path, size):
     assert spec.description.predictedFeatureName == LABEL_OUTPUT
     assert spec.description.predictedProbabilitiesName == PROBABILITIES_OUTPUT
     user = dict(spec.description.metadata.userDefined)
-    assert PROVENANCE_KEYS <= set(user)
+    assert set(user) >= PROVENANCE_KEYS
     assert json.loads(user["labels"]) == list(LABELS) and user["input_size"] == f"{size}x{size}"
     assert spec.description.metadata.author and spec.description.metadata.license
     assert "com.github.apple.coremltools.conversion_date" not in user
@@ -53,7 +61,11 @@ def check_coreml_spec(path, size):
 def test_tiny_coreml_spec(tiny_artifacts, tiny_source, key):
     artifact = tiny_artifacts[key]
     spec = check_coreml_spec(artifact.path, 96)
-    fmt = select(artifact.target, artifact.quantization, None) if artifact.target == "mlmodel" else None
+    fmt = (
+        select(artifact.target, artifact.quantization, None)
+        if artifact.target == "mlmodel"
+        else None
+    )
     if key.startswith("mlmodel"):
         assert spec.specificationVersion == 4  # iOS 13
         assert fmt.key == key
@@ -75,7 +87,7 @@ def test_tiny_tflite_tensors_and_metadata(tiny_artifacts, key):
     meta = read_metadata(artifact.path)
     assert meta.labels == list(LABELS) and runner.labels == LABELS
     assert meta.image_size == (96, 96) and meta.input_name == "image"
-    assert PROVENANCE_KEYS <= set(meta.properties)
+    assert set(meta.properties) >= PROVENANCE_KEYS
     assert meta.properties["quantization"] == artifact.quantization
     if key == "tflite-int8":
         for tensor in (runner.input, runner.output):
@@ -94,8 +106,9 @@ def test_int8_io_types(tiny_source, tmp_path, samples, io_type):
     from nsfw_mobile.images import load_images
 
     pixels = load_images(samples, 96).pixels
-    artifact = keras2tflite(tiny_source, tmp_path / "m.tflite", quantization="int8",
-                            calibration=pixels, io_type=io_type)
+    artifact = keras2tflite(
+        tiny_source, tmp_path / "m.tflite", quantization="int8", calibration=pixels, io_type=io_type
+    )
     runner = TFLiteRunner(artifact.path)
     assert np.dtype(runner.input["dtype"]).name == io_type
     assert read_metadata(artifact.path).properties["io_type"] == io_type
@@ -108,8 +121,12 @@ def test_option_checks_fail_before_work(tiny_source, tmp_path):
     from nsfw_mobile.export.tflite import keras2tflite
 
     with pytest.raises(UsageError, match="at least 20 calibration images"):
-        keras2tflite(tiny_source, tmp_path / "x.tflite", quantization="int8",
-                     calibration=np.zeros((3, 96, 96, 3), np.uint8))
+        keras2tflite(
+            tiny_source,
+            tmp_path / "x.tflite",
+            quantization="int8",
+            calibration=np.zeros((3, 96, 96, 3), np.uint8),
+        )
     with pytest.raises(UsageError, match="--io applies to full-integer"):
         keras2tflite(tiny_source, tmp_path / "x.tflite", io_type="int8")
     with pytest.raises(UsageError, match="--precision applies to ML Programs only"):
@@ -141,18 +158,43 @@ def test_cli_too_few_calibration_images(tmp_path, tiny_model_path, samples):
     folder.mkdir()
     for sample in samples[:5]:
         (folder / sample.name).write_bytes(sample.read_bytes())
-    result = CliRunner().invoke(main, ["convert", str(tiny_model_path), "--to", "tflite",
-                                       "--quantize", "int8", "--calibration", str(folder),
-                                       "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(tiny_model_path),
+            "--to",
+            "tflite",
+            "--quantize",
+            "int8",
+            "--calibration",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == EXIT_USAGE
     assert "5 readable images, at least 20 are needed" in result.stderr
 
 
 def test_cli_convert_json_summary(tmp_path, tiny_model_path):
     out = tmp_path / "dist"
-    result = CliRunner().invoke(main, ["convert", str(tiny_model_path), "--to", "tflite",
-                                       "--to", "mlmodel", "--quantize", "float16",
-                                       "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(tiny_model_path),
+            "--to",
+            "tflite",
+            "--to",
+            "mlmodel",
+            "--quantize",
+            "float16",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     names = sorted(a["path"].split("/")[-1] for a in summary["artifacts"])
@@ -167,8 +209,17 @@ def test_cli_convert_json_summary(tmp_path, tiny_model_path):
 def test_kill_9_mid_conversion_leaves_no_file_under_a_final_name(tmp_path, tiny_model_path):
     """Kill the converter while it writes an artefact; nothing half-written may be visible."""
     out = tmp_path / "dist"
-    command = [sys.executable, "-m", "nsfw_mobile.cli", "convert", str(tiny_model_path),
-               "--to", "all", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "nsfw_mobile.cli",
+        "convert",
+        str(tiny_model_path),
+        "--to",
+        "all",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = []
     deadline = time.monotonic() + 300
@@ -196,13 +247,17 @@ def _mediapipe_top1(path, pixels):
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)),
-                                            max_results=3)
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(path)), max_results=3
+    )
     names = []
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for image in pixels:
             result = classifier.classify(
-                mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+                mediapipe.Image(
+                    image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image)
+                )
+            )
             categories = result.classifications[0].categories
             assert {c.category_name for c in categories} == set(LABELS)
             names.append(categories[0].category_name)

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import assert_outputs_vary
+
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import UnsupportedOpError
 from nsfw_mobile.runtime import numpy_ops as ops
@@ -33,7 +33,9 @@ def test_float32_executor_matches_keras_tiny(tiny_artifacts, tiny_model, sample_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["mlmodel", "mlpackage-float32"])
-def test_float32_executor_matches_keras_full_size(full_artifacts, pretrained3, sample_pixels_224, key):
+def test_float32_executor_matches_keras_full_size(
+    full_artifacts, pretrained3, sample_pixels_224, key
+):
     reference = keras_probabilities(pretrained3, sample_pixels_224)
     ours = CoreMLRunner(full_artifacts[key].path, backend="numpy").predict(sample_pixels_224)
     difference = np.abs(ours - reference).max()
@@ -78,14 +80,17 @@ def test_quantized_neural_network_weights_decode_like_coremltools(tiny_artifacts
             expected = conv.weights.__class__()
             expected.CopyFrom(conv.weights)
             quantization_utils._dequantize_wp(expected, shape)  # coremltools' own decoder
-            np.testing.assert_allclose(ours, np.asarray(expected.floatValue).reshape(shape), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(
+                ours, np.asarray(expected.floatValue).reshape(shape), rtol=1e-6, atol=1e-6
+            )
             checked += 1
         assert checked > 10, (bits, mode)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 6, 8])
-def test_palettized_ml_program_weights_decode_exactly(tiny_artifacts, tiny_model, sample_pixels_tiny,
-                                                      tmp_path, bits):
+def test_palettized_ml_program_weights_decode_exactly(
+    tiny_artifacts, tiny_model, sample_pixels_tiny, tmp_path, bits
+):
     import coremltools as ct
     import coremltools.optimize as cto
 
@@ -93,7 +98,10 @@ def test_palettized_ml_program_weights_decode_exactly(tiny_artifacts, tiny_model
 
     model = ct.models.MLModel(str(tiny_artifacts["mlpackage-float32"].path), skip_model_load=True)
     config = cto.coreml.OptimizationConfig(
-        global_config=cto.coreml.OpPalettizerConfig(mode="uniform", nbits=bits, weight_threshold=512))
+        global_config=cto.coreml.OpPalettizerConfig(
+            mode="uniform", nbits=bits, weight_threshold=512
+        )
+    )
     palettized = cto.coreml.palettize_weights(model, config=config)
     path = tmp_path / "palettized.mlpackage"
     palettized.save(str(path))
@@ -125,7 +133,9 @@ def test_unknown_neural_network_layer_is_named(tiny_artifacts, tmp_path):
     layer.lrn.alpha = 1.0  # a layer type the executor does not implement
     path = tmp_path / "unknown.mlmodel"
     ct.utils.save_spec(spec, str(path))
-    with pytest.raises(UnsupportedOpError, match=f"layer '{name}' \\(lrn\\).*'lrn' is not supported"):
+    with pytest.raises(
+        UnsupportedOpError, match=f"layer '{name}' \\(lrn\\).*'lrn' is not supported"
+    ):
         CoreMLRunner(path, backend="numpy")
     result = CliRunner().invoke(main, ["validate", str(path), "--format", "mlmodel"])
     assert result.exit_code == 1
@@ -156,8 +166,16 @@ def _nhwc(x):
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "dilation", "groups", "out_channels"),
-    [(3, 1, 1, 1, 4), (3, 2, 1, 1, 6), (1, 1, 1, 1, 7), (1, 2, 1, 1, 3), (3, 2, 1, 6, 6),
-     (3, 1, 2, 6, 12), (5, 1, 1, 6, 6), (3, 1, 1, 2, 4)],
+    [
+        (3, 1, 1, 1, 4),
+        (3, 2, 1, 1, 6),
+        (1, 1, 1, 1, 7),
+        (1, 2, 1, 1, 3),
+        (3, 2, 1, 6, 6),
+        (3, 1, 2, 6, 12),
+        (5, 1, 1, 6, 6),
+        (3, 1, 1, 2, 4),
+    ],
 )
 def test_conv2d_matches_tensorflow(kernel, stride, dilation, groups, out_channels):
     import tensorflow as tf
@@ -167,13 +185,36 @@ def test_conv2d_matches_tensorflow(kernel, stride, dilation, groups, out_channel
     w = rng.normal(size=(out_channels, 6 // groups, kernel, kernel)).astype(np.float32)
     top, bottom = ops.split_padding(ops.same_padding(11, kernel, stride, dilation))
     left, right = ops.split_padding(ops.same_padding(13, kernel, stride, dilation))
-    ours = ops.conv2d(x, w, None, strides=(stride, stride), dilations=(dilation, dilation),
-                      groups=groups, pads=(top, bottom, left, right))
-    expected = tf.nn.conv2d(_nhwc(x), np.transpose(w, (2, 3, 1, 0)), strides=stride,
-                            padding="SAME", dilations=dilation).numpy() if groups == 1 else None
+    ours = ops.conv2d(
+        x,
+        w,
+        None,
+        strides=(stride, stride),
+        dilations=(dilation, dilation),
+        groups=groups,
+        pads=(top, bottom, left, right),
+    )
+    expected = (
+        tf.nn.conv2d(
+            _nhwc(x),
+            np.transpose(w, (2, 3, 1, 0)),
+            strides=stride,
+            padding="SAME",
+            dilations=dilation,
+        ).numpy()
+        if groups == 1
+        else None
+    )
     if groups > 1:
-        expected = tf.keras.layers.Conv2D(out_channels, kernel, stride, "same", groups=groups,
-                                          dilation_rate=dilation, use_bias=False)
+        expected = tf.keras.layers.Conv2D(
+            out_channels,
+            kernel,
+            stride,
+            "same",
+            groups=groups,
+            dilation_rate=dilation,
+            use_bias=False,
+        )
         expected.build((None, 11, 13, 6))
         expected.set_weights([np.transpose(w, (2, 3, 1, 0))])
         expected = expected(_nhwc(x)).numpy()
@@ -185,7 +226,10 @@ def test_pooling_matches_tensorflow(kind):
     import tensorflow as tf
 
     x = np.random.default_rng(1).normal(size=(1, 3, 9, 10)).astype(np.float32)
-    pads = (*ops.split_padding(ops.same_padding(9, 3, 2)), *ops.split_padding(ops.same_padding(10, 3, 2)))
+    pads = (
+        *ops.split_padding(ops.same_padding(9, 3, 2)),
+        *ops.split_padding(ops.same_padding(10, 3, 2)),
+    )
     ours = ops.pool2d(x, kind, (3, 3), (2, 2), pads, exclude_padding=True)
     pool = tf.nn.avg_pool2d if kind == "avg" else tf.nn.max_pool2d
     np.testing.assert_allclose(_nhwc(ours), pool(_nhwc(x), 3, 2, "SAME").numpy(), atol=1e-6)

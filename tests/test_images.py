@@ -113,7 +113,9 @@ def test_jpeg_draft_mode_matches_full_decode(tmp_path):
     path = tmp_path / "photo.jpg"
     Image.fromarray(smooth).save(path, quality=92)  # 1600x1200
     drafted = decode_image(path, 224).astype(int)
-    full = np.asarray(Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)).astype(int)
+    full = np.asarray(Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)).astype(
+        int
+    )
     assert np.abs(drafted - full).mean() < 2
 
 
@@ -152,7 +154,10 @@ def test_one_bad_file_never_stops_the_rest(tmp_path):
     assert [p.name for p in batch.paths] == ["good.jpg"]
     assert batch.pixels.shape == (1, SIZE, SIZE, 3)
     assert sorted(e.path.split("/")[-1] for e in batch.errors) == [
-        "bomb.png", "empty.jpg", "text.jpg", "truncated.jpg"
+        "bomb.png",
+        "empty.jpg",
+        "text.jpg",
+        "truncated.jpg",
     ]
 
 

@@ -30,7 +30,10 @@ def test_inspect_every_artefact(tiny_artifacts, key):
             assert image["quantization"]["zero_point"] == 0
             assert image["quantization"]["scale"] == pytest.approx(1 / 255)
         else:
-            assert image["preprocessing"] == {"normalization_mean": [0.0], "normalization_std": [255.0]}
+            assert image["preprocessing"] == {
+                "normalization_mean": [0.0],
+                "normalization_std": [255.0],
+            }
         assert "CONV_2D" in report["ops"] and "DEPTHWISE_CONV_2D" in report["ops"]
     else:
         assert image["name"] == "image" and image["color_space"] == "RGB"

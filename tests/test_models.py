@@ -7,14 +7,27 @@ import pytest
 
 from nsfw_mobile.errors import ModelFileError, UsageError
 from nsfw_mobile.labels import LABELS, NSFWJS_LABELS, merge_5_to_3, nsfw_score
-from nsfw_mobile.models import build_classifier, labels_for, load_keras_model, load_source, pretrained
+from nsfw_mobile.models import (
+    build_classifier,
+    labels_for,
+    load_keras_model,
+    load_source,
+    pretrained,
+)
 
 
 def test_seed_architecture():
     model = build_classifier(alpha=0.35, input_size=96, weights=None)
     assert model.input.name == "image" and tuple(model.input.shape) == (None, 96, 96, 3)
     head = [layer.__class__.__name__ for layer in model.layers[-6:]]
-    assert head == ["AveragePooling2D", "Flatten", "Dense", "BatchNormalization", "Dropout", "Dense"]
+    assert head == [
+        "AveragePooling2D",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+    ]
     assert model.get_layer("head_pool").pool_size == (3, 3)
     assert model.get_layer("head_dense").units == 32
     assert model.get_layer("head_dropout").rate == 0.5

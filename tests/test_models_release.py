@@ -11,7 +11,9 @@ from nsfw_mobile.convert import README_MARKER
 from nsfw_mobile.models import sha256_file
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| (?P<format>[^|]+) \| (?P<size>\d+) \| `(?P<sha>[0-9a-f]{64})` \|")
+ROW = re.compile(
+    r"^\| `(?P<name>[^`]+)` \| (?P<format>[^|]+) \| (?P<size>\d+) \| `(?P<sha>[0-9a-f]{64})` \|"
+)
 
 
 def table():
@@ -22,17 +24,28 @@ def table():
 
 
 def test_release_files_are_listed():
-    assert set(table()) == {"NSFW.mlmodel", "NSFW.mlpackage", "nsfw_float16.tflite",
-                            "nsfw_int8.tflite", "labels.txt"}
+    assert set(table()) == {
+        "NSFW.mlmodel",
+        "NSFW.mlpackage",
+        "nsfw_float16.tflite",
+        "nsfw_int8.tflite",
+        "labels.txt",
+    }
 
 
-@pytest.mark.parametrize("name", ["NSFW.mlmodel", "NSFW.mlpackage", "nsfw_float16.tflite",
-                                  "nsfw_int8.tflite", "labels.txt"])
+@pytest.mark.parametrize(
+    "name",
+    ["NSFW.mlmodel", "NSFW.mlpackage", "nsfw_float16.tflite", "nsfw_int8.tflite", "labels.txt"],
+)
 def test_committed_artefact_matches_its_checksum(name):
     row = table()[name]
     path = MODELS / name
     assert sha256_file(path) == row["sha"], f"{name} changed since models/README.md was written"
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    size = (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
     assert size == int(row["size"])
 
 

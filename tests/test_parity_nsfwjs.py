@@ -33,8 +33,19 @@ def node_modules(tmp_path_factory):
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("nsfwjs")
     subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--silent", "nsfwjs@4.3.0", "@tensorflow/tfjs@4"],
-        cwd=folder, check=True, capture_output=True, timeout=600,
+        [
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            "nsfwjs@4.3.0",
+            "@tensorflow/tfjs@4",
+        ],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     return folder / "node_modules"
 
@@ -45,16 +56,28 @@ def test_keras_import_matches_nsfwjs(node_modules, samples, tmp_path):
     pixels_file, out_file = tmp_path / "pixels.bin", tmp_path / "nsfwjs.json"
     batch.pixels.tofile(pixels_file)
     subprocess.run(
-        ["node", str(SCRIPT), str(node_modules), str(pixels_file), str(len(batch.pixels)),
-         "224", "224", str(out_file)],
-        check=True, capture_output=True, timeout=600,
+        [
+            "node",
+            str(SCRIPT),
+            str(node_modules),
+            str(pixels_file),
+            str(len(batch.pixels)),
+            "224",
+            "224",
+            str(out_file),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     result = json.loads(out_file.read_text())
     nsfwjs = np.array(result["probabilities"])
     ours = pretrained(classes=5).predict(batch.pixels / np.float32(255), verbose=0)
     difference = np.abs(nsfwjs - ours)
-    print(f"\nNSFWJS 4.3.0 (tfjs {result['tfjs']}, {result['backend']} backend) vs "
-          f"pretrained(classes=5) on {len(ours)} images: max abs diff {difference.max():.2e}, "
-          f"mean {difference.mean():.2e}")
+    print(
+        f"\nNSFWJS 4.3.0 (tfjs {result['tfjs']}, {result['backend']} backend) vs "
+        f"pretrained(classes=5) on {len(ours)} images: max abs diff {difference.max():.2e}, "
+        f"mean {difference.mean():.2e}"
+    )
     assert difference.max() < MAX_ABS_DIFF
     assert (nsfwjs.argmax(axis=1) == ours.argmax(axis=1)).all()

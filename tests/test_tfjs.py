@@ -15,35 +15,66 @@ from nsfw_mobile.tfjs import tfjs2keras
 
 def dense_topology(units=2, features=3, extra_layer=None):
     layers = [
-        {"name": "input_1", "class_name": "InputLayer",
-         "config": {"batch_input_shape": [None, features], "dtype": "float32", "name": "input_1"},
-         "inbound_nodes": []},
-        {"name": "dense_1", "class_name": "Dense",
-         "config": {"name": "dense_1", "units": units, "activation": "linear", "use_bias": True,
-                    "kernel_initializer": {"class_name": "Zeros", "config": {}},
-                    "kernel_regularizer": None},
-         "inbound_nodes": [[["input_1", 0, 0, {}]]]},
+        {
+            "name": "input_1",
+            "class_name": "InputLayer",
+            "config": {
+                "batch_input_shape": [None, features],
+                "dtype": "float32",
+                "name": "input_1",
+            },
+            "inbound_nodes": [],
+        },
+        {
+            "name": "dense_1",
+            "class_name": "Dense",
+            "config": {
+                "name": "dense_1",
+                "units": units,
+                "activation": "linear",
+                "use_bias": True,
+                "kernel_initializer": {"class_name": "Zeros", "config": {}},
+                "kernel_regularizer": None,
+            },
+            "inbound_nodes": [[["input_1", 0, 0, {}]]],
+        },
     ]
     if extra_layer:
         layers.append(extra_layer)
     return {
-        "keras_version": "2.2.4", "backend": "tensorflow",
-        "model_config": {"class_name": "Model", "config": {
-            "name": "m", "layers": layers,
-            "input_layers": [["input_1", 0, 0]], "output_layers": [[layers[-1]["name"], 0, 0]]}},
+        "keras_version": "2.2.4",
+        "backend": "tensorflow",
+        "model_config": {
+            "class_name": "Model",
+            "config": {
+                "name": "m",
+                "layers": layers,
+                "input_layers": [["input_1", 0, 0]],
+                "output_layers": [[layers[-1]["name"], 0, 0]],
+            },
+        },
     }
 
 
 def write_model(folder, weights, topology=None, paths=("group1-shard1of1.bin",), data=None):
     """weights: list of (name, shape, manifest_entry_extras, raw_bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = [{"paths": list(paths), "weights": [
-        {"name": name, "shape": list(shape), "dtype": "float32", **extra}
-        for name, shape, extra, _ in weights]}]
+    manifest = [
+        {
+            "paths": list(paths),
+            "weights": [
+                {"name": name, "shape": list(shape), "dtype": "float32", **extra}
+                for name, shape, extra, _ in weights
+            ],
+        }
+    ]
     blob = b"".join(raw for *_, raw in weights) if data is None else data
     (folder / paths[0]).write_bytes(blob)
-    document = {"format": "layers-model", "modelTopology": topology or dense_topology(),
-                "weightsManifest": manifest}
+    document = {
+        "format": "layers-model",
+        "modelTopology": topology or dense_topology(),
+        "weightsManifest": manifest,
+    }
     (folder / "model.json").write_text(json.dumps(document))
     return folder / "model.json"
 
@@ -53,8 +84,10 @@ BIAS = np.array([0.5, -0.25], np.float32)
 
 
 def float_weights():
-    return [("dense_1/kernel", (3, 2), {}, KERNEL.tobytes()),
-            ("dense_1/bias", (2,), {}, BIAS.tobytes())]
+    return [
+        ("dense_1/kernel", (3, 2), {}, KERNEL.tobytes()),
+        ("dense_1/bias", (2,), {}, BIAS.tobytes()),
+    ]
 
 
 def test_float32_weights_round_trip(tmp_path):
@@ -69,10 +102,15 @@ def test_float32_weights_round_trip(tmp_path):
 def test_integer_quantized_weights_dequantize_like_tfjs(tmp_path, storage):
     quantized = np.array([0, 1, 2, 3, 254, 255], dtype=storage)
     scale, minimum = 0.0123456789, -1.5
-    weights = [("dense_1/kernel", (3, 2),
-                {"quantization": {"dtype": storage, "scale": scale, "min": minimum}},
-                quantized.tobytes()),
-               ("dense_1/bias", (2,), {}, BIAS.tobytes())]
+    weights = [
+        (
+            "dense_1/kernel",
+            (3, 2),
+            {"quantization": {"dtype": storage, "scale": scale, "min": minimum}},
+            quantized.tobytes(),
+        ),
+        ("dense_1/bias", (2,), {}, BIAS.tobytes()),
+    ]
     model = tfjs2keras(write_model(tmp_path, weights))
     expected = (quantized.astype(np.float64) * scale + minimum).astype(np.float32).reshape(3, 2)
     np.testing.assert_array_equal(model.get_layer("dense_1").get_weights()[0], expected)
@@ -80,10 +118,14 @@ def test_integer_quantized_weights_dequantize_like_tfjs(tmp_path, storage):
 
 def test_float16_weights_widen_exactly(tmp_path):
     half = KERNEL.astype(np.float16)
-    weights = [("dense_1/kernel", (3, 2), {"quantization": {"dtype": "float16"}}, half.tobytes()),
-               ("dense_1/bias", (2,), {}, BIAS.tobytes())]
+    weights = [
+        ("dense_1/kernel", (3, 2), {"quantization": {"dtype": "float16"}}, half.tobytes()),
+        ("dense_1/bias", (2,), {}, BIAS.tobytes()),
+    ]
     model = tfjs2keras(write_model(tmp_path, weights))
-    np.testing.assert_array_equal(model.get_layer("dense_1").get_weights()[0], half.astype(np.float32))
+    np.testing.assert_array_equal(
+        model.get_layer("dense_1").get_weights()[0], half.astype(np.float32)
+    )
 
 
 def test_shard_path_escaping_the_folder_is_refused(tmp_path):
@@ -129,15 +171,23 @@ def test_unused_weight_is_named(tmp_path):
 
 def test_wrong_shape_is_named(tmp_path):
     weights = [("dense_1/kernel", (2, 3), {}, KERNEL.tobytes()), float_weights()[1]]
-    with pytest.raises(ModelFileError, match=r"'dense_1/kernel' has shape \(2, 3\).*expects \(3, 2\)"):
+    with pytest.raises(
+        ModelFileError, match=r"'dense_1/kernel' has shape \(2, 3\).*expects \(3, 2\)"
+    ):
         tfjs2keras(write_model(tmp_path, weights))
 
 
 def test_unsupported_layer_is_named(tmp_path):
-    lstm = {"name": "lstm_1", "class_name": "LSTM", "config": {"name": "lstm_1", "units": 2},
-            "inbound_nodes": [[["dense_1", 0, 0, {}]]]}
+    lstm = {
+        "name": "lstm_1",
+        "class_name": "LSTM",
+        "config": {"name": "lstm_1", "units": 2},
+        "inbound_nodes": [[["dense_1", 0, 0, {}]]],
+    }
     with pytest.raises(UnsupportedOpError, match="'lstm_1' is a LSTM"):
-        tfjs2keras(write_model(tmp_path, float_weights(), topology=dense_topology(extra_layer=lstm)))
+        tfjs2keras(
+            write_model(tmp_path, float_weights(), topology=dense_topology(extra_layer=lstm))
+        )
 
 
 def test_graph_model_and_garbage_are_refused(tmp_path):

@@ -1,5 +1,4 @@
 import numpy as np
-
 from conftest import assert_outputs_vary
 
 

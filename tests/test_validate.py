@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import assert_outputs_vary
+
 from nsfw_mobile.cli import EXIT_USAGE, EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.formats import FORMATS, by_key
 from nsfw_mobile.validate import format_of, validate
@@ -19,7 +19,9 @@ def save_spec(spec, path, weights_from=None):
 
     if path.suffix == ".mlpackage":
         shutil.copytree(weights_from, path)
-        ct.utils.save_spec(spec, str(path), weights_dir=str(weights_from / "Data/com.apple.CoreML/weights"))
+        ct.utils.save_spec(
+            spec, str(path), weights_dir=str(weights_from / "Data/com.apple.CoreML/weights")
+        )
     else:
         ct.utils.save_spec(spec, str(path))
     return path
@@ -50,8 +52,10 @@ def test_every_correct_tiny_artefact_passes(tiny_report, tiny_model, sample_pixe
     assert_outputs_vary(tiny_model.predict(sample_pixels_tiny / 255.0, verbose=0))
     print()
     for result in tiny_report.candidates:
-        print(f"{result.format:<18} max {result.max_abs_diff:.2e} mean {result.mean_abs_diff:.2e} "
-              f"top-1 {result.top1_agreement:.1%}")
+        print(
+            f"{result.format:<18} max {result.max_abs_diff:.2e} mean {result.mean_abs_diff:.2e} "
+            f"top-1 {result.top1_agreement:.1%}"
+        )
     for result in tiny_report.candidates:
         assert result.status == "pass", (result.format, result.failures)
     assert tiny_report.passed and tiny_report.images >= 20
@@ -69,15 +73,20 @@ def nn_scaler(spec):
     return spec.neuralNetworkClassifier.preprocessing[0].scaler
 
 
-def test_wrong_image_scale_is_caught_neural_network(tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir):
+def test_wrong_image_scale_is_caught_neural_network(
+    tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir
+):
     def half_range(spec):
         nn_scaler(spec).channelScale = 1 / 127.5
+
     broken = edited(tiny_artifacts["mlmodel"].path, half_range, tmp_path / "NSFW.mlmodel")
     (result,) = validate([broken], reference=tiny_model_path, images=[tiny_images_dir]).candidates
     assert result.status == "fail" and "max abs diff" in result.failures[0]
 
 
-def test_wrong_image_scale_is_caught_ml_program(tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir):
+def test_wrong_image_scale_is_caught_ml_program(
+    tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir
+):
     def half_range(spec):
         from nsfw_mobile.runtime.coreml_mil import _main_block
 
@@ -86,7 +95,10 @@ def test_wrong_image_scale_is_caught_ml_program(tiny_artifacts, tiny_model_path,
                 op.attributes["val"].immediateValue.tensor.floats.values[0] = 1 / 127.5
                 return
         raise AssertionError("no image scale constant in the program")
-    broken = edited(tiny_artifacts["mlpackage-float32"].path, half_range, tmp_path / "NSFW.mlpackage")
+
+    broken = edited(
+        tiny_artifacts["mlpackage-float32"].path, half_range, tmp_path / "NSFW.mlpackage"
+    )
     (result,) = validate([broken], reference=tiny_model_path, images=[tiny_images_dir]).candidates
     assert result.status == "fail"
 
@@ -94,39 +106,51 @@ def test_wrong_image_scale_is_caught_ml_program(tiny_artifacts, tiny_model_path,
 def test_bgr_instead_of_rgb_is_caught(tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir):
     def bgr(spec):
         spec.description.input[0].type.imageType.colorSpace = 30
+
     broken = edited(tiny_artifacts["mlmodel"].path, bgr, tmp_path / "NSFW.mlmodel")
     (result,) = validate([broken], reference=tiny_model_path, images=[tiny_images_dir]).candidates
     assert result.status == "fail"
 
 
-def test_labels_in_the_wrong_order_are_a_mismatch(tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir):
+def test_labels_in_the_wrong_order_are_a_mismatch(
+    tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir
+):
     def swap(spec):
         labels = spec.neuralNetworkClassifier.stringClassLabels.vector
         labels[0], labels[1] = labels[1], labels[0]
+
     broken = edited(tiny_artifacts["mlmodel"].path, swap, tmp_path / "NSFW.mlmodel")
     (result,) = validate([broken], reference=tiny_model_path, images=[tiny_images_dir]).candidates
     assert result.status == "mismatch" and "label order" in result.failures[0]
     assert result.max_abs_diff is None  # structure is checked before any tolerance
 
 
-def test_one_perturbed_convolution_weight_is_caught(tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir):
+def test_one_perturbed_convolution_weight_is_caught(
+    tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir
+):
     def perturb(spec):
         for layer in spec.neuralNetworkClassifier.layers:
             if layer.WhichOneof("layer") == "convolution":
                 layer.convolution.weights.floatValue[0] += 25.0
                 return
+
     broken = edited(tiny_artifacts["mlmodel"].path, perturb, tmp_path / "NSFW.mlmodel")
     (result,) = validate([broken], reference=tiny_model_path, images=[tiny_images_dir]).candidates
     assert result.status == "fail", result.max_abs_diff
 
 
-def test_int8_calibrated_on_black_images_is_caught(tiny_source, tiny_model_path, tmp_path, tiny_images_dir):
+def test_int8_calibrated_on_black_images_is_caught(
+    tiny_source, tiny_model_path, tmp_path, tiny_images_dir
+):
     from nsfw_mobile.export.tflite import keras2tflite
 
     black = np.zeros((24, 96, 96, 3), np.uint8)
-    artifact = keras2tflite(tiny_source, tmp_path / "nsfw_int8.tflite", quantization="int8",
-                            calibration=black)
-    (result,) = validate([artifact.path], reference=tiny_model_path, images=[tiny_images_dir]).candidates
+    artifact = keras2tflite(
+        tiny_source, tmp_path / "nsfw_int8.tflite", quantization="int8", calibration=black
+    )
+    (result,) = validate(
+        [artifact.path], reference=tiny_model_path, images=[tiny_images_dir]
+    ).candidates
     assert result.status == "fail", (result.mean_abs_diff, result.top1_agreement)
 
 
@@ -136,17 +160,32 @@ def test_int8_calibrated_on_black_images_is_caught(tiny_source, tiny_model_path,
 def test_cli_exit_codes(tiny_artifacts, tiny_model_path, tiny_images_dir, tmp_path):
     good = str(tiny_artifacts["tflite-float32"].path)
     runner = CliRunner()
-    result = runner.invoke(main, ["validate", good, "--reference", str(tiny_model_path),
-                                  "--images", str(tiny_images_dir),
-                                  "--report", str(tmp_path / "report.md")])
+    result = runner.invoke(
+        main,
+        [
+            "validate",
+            good,
+            "--reference",
+            str(tiny_model_path),
+            "--images",
+            str(tiny_images_dir),
+            "--report",
+            str(tmp_path / "report.md"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "all candidates pass" in result.stdout
-    assert "| `nsfw_float32.tflite` | tflite-float32 | pass |" in (tmp_path / "report.md").read_text()
+    assert (
+        "| `nsfw_float32.tflite` | tflite-float32 | pass |" in (tmp_path / "report.md").read_text()
+    )
 
     def bgr(spec):
         spec.description.input[0].type.imageType.colorSpace = 30
+
     broken = edited(tiny_artifacts["mlmodel"].path, bgr, tmp_path / "NSFW.mlmodel")
-    result = runner.invoke(main, ["validate", good, str(broken), "--reference", str(tiny_model_path)])
+    result = runner.invoke(
+        main, ["validate", good, str(broken), "--reference", str(tiny_model_path)]
+    )
     assert result.exit_code == EXIT_VALIDATION_FAILED
     assert "VALIDATION FAILED" in result.stdout and "FAIL " in result.stdout
 
@@ -159,13 +198,28 @@ def test_cli_exit_codes(tiny_artifacts, tiny_model_path, tiny_images_dir, tmp_pa
 def test_cli_json(tiny_artifacts, tiny_model_path, tiny_images_dir):
     import json
 
-    result = CliRunner().invoke(main, ["validate", str(tiny_artifacts["tflite-int8"].path),
-                                       "--reference", str(tiny_model_path),
-                                       "--images", str(tiny_images_dir), "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "validate",
+            str(tiny_artifacts["tflite-int8"].path),
+            "--reference",
+            str(tiny_model_path),
+            "--images",
+            str(tiny_images_dir),
+            "--json",
+        ],
+    )
     document = json.loads(result.stdout)
     (candidate,) = document["candidates"]
     assert document["passed"] is True and candidate["format"] == "tflite-int8"
-    assert set(candidate) >= {"max_abs_diff", "mean_abs_diff", "top1_agreement", "worst", "tolerance"}
+    assert set(candidate) >= {
+        "max_abs_diff",
+        "mean_abs_diff",
+        "top1_agreement",
+        "worst",
+        "tolerance",
+    }
     assert by_key("tflite-int8").tolerance.mean_abs == candidate["tolerance"]["mean_abs"]
 
 
@@ -174,6 +228,8 @@ def test_full_size_every_artefact_passes(full_artifacts):
     report = validate([full_artifacts[f.key].path for f in FORMATS])
     print()
     for result in report.candidates:
-        print(f"{result.format:<18} max {result.max_abs_diff:.2e} mean {result.mean_abs_diff:.2e} "
-              f"top-1 {result.top1_agreement:.1%}")
+        print(
+            f"{result.format:<18} max {result.max_abs_diff:.2e} mean {result.mean_abs_diff:.2e} "
+            f"top-1 {result.top1_agreement:.1%}"
+        )
         assert result.status == "pass", (result.format, result.failures)

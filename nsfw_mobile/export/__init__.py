@@ -19,7 +19,7 @@ PREPROCESSING = (
 
 
 def provenance(source: SourceModel, *, target: str, quantization: str, **extra) -> dict[str, str]:
-    """The metadata every artefact carries, as strings (Core ML user-defined metadata is str->str)."""
+    """The metadata every artefact carries, as strings (Core ML's user-defined metadata)."""
     height, width = source.input_size
     entries = {
         "labels": json.dumps(list(source.labels)),

@@ -75,18 +75,23 @@ def keras2tflite(
     required for ``quantization="int8"``. ``io_type`` applies to int8 only.
     """
     if quantization not in QUANTIZATIONS:
-        raise UsageError(f"TFLite quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
+        raise UsageError(
+            f"TFLite quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
+        )
     if io_type not in INT8_IO_TYPES:
         raise UsageError(f"--io {io_type!r}: choose one of {', '.join(INT8_IO_TYPES)}")
     if quantization != "int8" and io_type != "uint8":
-        raise UsageError("--io applies to full-integer models only: add --quantize int8 or drop --io")
-    if quantization == "int8":
-        if calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES:
-            count = 0 if calibration is None else len(calibration)
-            raise UsageError(
-                f"full-integer quantization needs at least {MIN_CALIBRATION_IMAGES} calibration "
-                f"images, got {count}: pass --calibration DIR with more images"
-            )
+        raise UsageError(
+            "--io applies to full-integer models only: add --quantize int8 or drop --io"
+        )
+    if quantization == "int8" and (
+        calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
+    ):
+        count = 0 if calibration is None else len(calibration)
+        raise UsageError(
+            f"full-integer quantization needs at least {MIN_CALIBRATION_IMAGES} calibration "
+            f"images, got {count}: pass --calibration DIR with more images"
+        )
     tf = import_tensorflow()
     started = time.perf_counter()
     try:
@@ -112,13 +117,19 @@ def keras2tflite(
         output_name="probabilities",
         output_description="Probability of each class, in the order of labels.txt",
         labels=list(source.labels),
-        properties=provenance(source, target="tflite", quantization=quantization,
-                              io_type=io_type if quantization == "int8" else "float32"),
+        properties=provenance(
+            source,
+            target="tflite",
+            quantization=quantization,
+            io_type=io_type if quantization == "int8" else "float32",
+        ),
     )
     out = Path(out)
     with atomic_path(out) as temporary:
         temporary.write_bytes(attach_metadata(model_bytes, meta))
     artifact = Artifact(out, "tflite", quantization, 0.0)
     if quantization == "int8":
-        artifact.notes.append(f"calibrated on {len(calibration)} images, {io_type} input and output")
+        artifact.notes.append(
+            f"calibrated on {len(calibration)} images, {io_type} input and output"
+        )
     return artifact.finish(started)

@@ -97,7 +97,9 @@ def _vector_of_floats(builder, values):
 
 def _associated_file(builder, name, description, file_type):
     name, description = _strings(builder, name, description)
-    return _table(builder, [(0, "offset", name), (1, "offset", description), (2, "byte", file_type)])
+    return _table(
+        builder, [(0, "offset", name), (1, "offset", description), (2, "byte", file_type)]
+    )
 
 
 def _stats(builder, low, high):
@@ -132,29 +134,48 @@ def build_metadata(meta: TFLiteMetadata) -> bytes:
     b.StartObject(0)
     feature = b.EndObject()  # FeatureProperties has no fields
     output_content = _table(b, [(0, "byte", CONTENT_FEATURE), (1, "offset", feature)])
-    labels = _associated_file(b, meta.labels_file, "Class labels, one per line, in output order.",
-                              FILE_TENSOR_AXIS_LABELS)
+    labels = _associated_file(
+        b, meta.labels_file, "Class labels, one per line, in output order.", FILE_TENSOR_AXIS_LABELS
+    )
     output_stats = _stats(b, 0.0, 1.0)
     name, description = _strings(b, meta.output_name, meta.output_description)
-    output_tensor = _table(b, [
-        (0, "offset", name), (1, "offset", description), (3, "offset", output_content),
-        (5, "offset", output_stats), (6, "offset", _vector_of_offsets(b, [labels])),
-    ])
+    output_tensor = _table(
+        b,
+        [
+            (0, "offset", name),
+            (1, "offset", description),
+            (3, "offset", output_content),
+            (5, "offset", output_stats),
+            (6, "offset", _vector_of_offsets(b, [labels])),
+        ],
+    )
 
-    subgraph = _table(b, [
-        (2, "offset", _vector_of_offsets(b, [input_tensor])),
-        (3, "offset", _vector_of_offsets(b, [output_tensor])),
-    ])
-    properties = _associated_file(b, meta.properties_file,
-                                  "Provenance written by nsfw-mobile (JSON).", FILE_DESCRIPTIONS)
+    subgraph = _table(
+        b,
+        [
+            (2, "offset", _vector_of_offsets(b, [input_tensor])),
+            (3, "offset", _vector_of_offsets(b, [output_tensor])),
+        ],
+    )
+    properties = _associated_file(
+        b, meta.properties_file, "Provenance written by nsfw-mobile (JSON).", FILE_DESCRIPTIONS
+    )
     name, description, version, author, license_, parser = _strings(
-        b, meta.name, meta.description, meta.version, meta.author, meta.license, MIN_PARSER_VERSION)
-    model = _table(b, [
-        (0, "offset", name), (1, "offset", description), (2, "offset", version),
-        (3, "offset", _vector_of_offsets(b, [subgraph])), (4, "offset", author),
-        (5, "offset", license_), (6, "offset", _vector_of_offsets(b, [properties])),
-        (7, "offset", parser),
-    ])
+        b, meta.name, meta.description, meta.version, meta.author, meta.license, MIN_PARSER_VERSION
+    )
+    model = _table(
+        b,
+        [
+            (0, "offset", name),
+            (1, "offset", description),
+            (2, "offset", version),
+            (3, "offset", _vector_of_offsets(b, [subgraph])),
+            (4, "offset", author),
+            (5, "offset", license_),
+            (6, "offset", _vector_of_offsets(b, [properties])),
+            (7, "offset", parser),
+        ],
+    )
     b.Finish(model, file_identifier=METADATA_IDENTIFIER)
     return bytes(b.Output())
 
@@ -187,8 +208,13 @@ def attach_metadata(model_bytes: bytes, meta: TFLiteMetadata) -> bytes:
 
 
 def _root(buffer: bytes, offset: int = 0) -> Table:
-    return Table(buffer, offset + N.UOffsetTFlags.py_type(
-        flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, buffer, offset)))
+    return Table(
+        buffer,
+        offset
+        + N.UOffsetTFlags.py_type(
+            flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, buffer, offset)
+        ),
+    )
 
 
 def _field(table: Table, slot: int) -> int:
@@ -250,7 +276,10 @@ def constant_elements(model: bytes) -> int:
         if data and buffer.VectorLen(data):
             shape_offset = _field(tensor, 0)
             start = tensor.Vector(shape_offset)
-            shape = [tensor.Get(N.Int32Flags, start + 4 * i) for i in range(tensor.VectorLen(shape_offset))]
+            shape = [
+                tensor.Get(N.Int32Flags, start + 4 * i)
+                for i in range(tensor.VectorLen(shape_offset))
+            ]
             total += int(np.prod(shape)) if shape else 1
     return total
 
@@ -269,10 +298,13 @@ def read_metadata(path: str | Path) -> TFLiteMetadata | None:
     input_tensor = _tables(subgraph, 2)[0]
     output_tensor = _tables(subgraph, 3)[0]
     meta = TFLiteMetadata(
-        name=_string(root, 0) or "", description=_string(root, 1) or "",
-        version=_string(root, 2) or "", author=_string(root, 4) or "",
+        name=_string(root, 0) or "",
+        description=_string(root, 1) or "",
+        version=_string(root, 2) or "",
+        author=_string(root, 4) or "",
         license=_string(root, 5) or "",
-        input_name=_string(input_tensor, 0) or "", input_description=_string(input_tensor, 1) or "",
+        input_name=_string(input_tensor, 0) or "",
+        input_description=_string(input_tensor, 1) or "",
         output_name=_string(output_tensor, 0) or "",
         output_description=_string(output_tensor, 1) or "",
     )

@@ -35,7 +35,9 @@ def runner_kind(path: str | Path | None) -> str:
     )
 
 
-def open_runner(path: str | Path | None = None, *, num_threads: int | None = None, **options) -> Runner:
+def open_runner(
+    path: str | Path | None = None, *, num_threads: int | None = None, **options
+) -> Runner:
     """Open any model file the toolkit knows (None: the pretrained model)."""
     kind = runner_kind(path)
     if path is not None and str(path) != "pretrained" and not Path(path).exists():

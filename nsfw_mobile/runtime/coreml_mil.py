@@ -42,7 +42,9 @@ def _main_block(spec):
 def _immediate_strings(value) -> list[str]:
     immediate = value.immediateValue
     if immediate.WhichOneof("value") == "list":
-        return [s for item in immediate.list.values for s in item.immediateValue.tensor.strings.values]
+        return [
+            s for item in immediate.list.values for s in item.immediateValue.tensor.strings.values
+        ]
     return list(immediate.tensor.strings.values)
 
 
@@ -74,7 +76,9 @@ def _const_float(spec, name: str) -> float | list[float] | None:
 def program_image_preprocessing(spec) -> dict[str, dict]:
     """Scale and bias the converter wrote into the program for each image input."""
     result = {}
-    image_names = {f.name for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"}
+    image_names = {
+        f.name for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
+    }
     operations = list(_main_block(spec).operations)
     for name in image_names:
         current, entry = name, {"scale": 1.0, "bias": [0.0, 0.0, 0.0]}
@@ -105,8 +109,12 @@ def _pads(kind, pad, x_shape, kernel, strides, dilations):
     heavy_end = kind == "same"
     if kind not in ("same", "same_lower"):
         raise UnsupportedOpError(f"pad_type {kind!r} is not supported")
-    top, bottom = ops.split_padding(ops.same_padding(height, kernel[0], strides[0], dilations[0]), heavy_end)
-    left, right = ops.split_padding(ops.same_padding(width, kernel[1], strides[1], dilations[1]), heavy_end)
+    top, bottom = ops.split_padding(
+        ops.same_padding(height, kernel[0], strides[0], dilations[0]), heavy_end
+    )
+    left, right = ops.split_padding(
+        ops.same_padding(width, kernel[1], strides[1], dilations[1]), heavy_end
+    )
     return (top, bottom, left, right)
 
 
@@ -114,24 +122,47 @@ def _conv(a):
     weight = a["weight"]
     strides = tuple(a.get("strides", (1, 1)))
     dilations = tuple(a.get("dilations", (1, 1)))
-    pads = _pads(str(a.get("pad_type", "valid")), a.get("pad"), a["x"].shape, weight.shape[2:], strides, dilations)
-    return ops.conv2d(a["x"], weight, a.get("bias"), strides=strides, dilations=dilations,
-                      groups=int(a.get("groups", 1)), pads=pads)
+    pads = _pads(
+        str(a.get("pad_type", "valid")),
+        a.get("pad"),
+        a["x"].shape,
+        weight.shape[2:],
+        strides,
+        dilations,
+    )
+    return ops.conv2d(
+        a["x"],
+        weight,
+        a.get("bias"),
+        strides=strides,
+        dilations=dilations,
+        groups=int(a.get("groups", 1)),
+        pads=pads,
+    )
 
 
 def _pool(kind):
     def run(a):
         kernel, strides = tuple(a["kernel_sizes"]), tuple(a["strides"])
         pads = _pads(str(a["pad_type"]), a.get("pad"), a["x"].shape, kernel, strides, (1, 1))
-        return ops.pool2d(a["x"], kind, kernel, strides, pads,
-                          exclude_padding=bool(a.get("exclude_padding_from_average", True)),
-                          ceil_mode=bool(a.get("ceil_mode", False)))
+        return ops.pool2d(
+            a["x"],
+            kind,
+            kernel,
+            strides,
+            pads,
+            exclude_padding=bool(a.get("exclude_padding_from_average", True)),
+            ceil_mode=bool(a.get("ceil_mode", False)),
+        )
+
     return run
 
 
 def _pad(a):
     x, pad = a["x"], [int(p) for p in a["pad"]]
-    pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
+    pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [
+        (pad[i], pad[i + 1]) for i in range(0, len(pad), 2)
+    ]
     return ops.pad(x, pairs, str(a.get("mode", "constant")), float(a.get("constant_val", 0.0)))
 
 
@@ -149,6 +180,7 @@ def _reduce(function):
         axes = a.get("axes")
         axes = None if axes is None else tuple(int(i) for i in np.atleast_1d(axes))
         return function(a["x"], axis=axes, keepdims=bool(a.get("keep_dims", False)))
+
     return run
 
 
@@ -165,7 +197,9 @@ def _affine_dequantize(a):
     axis = int(a["axis"])
     shape = [1] * data.ndim
     shape[axis] = -1
-    zero = np.reshape(np.asarray(a["zero_point"], np.float32), shape if np.size(a["zero_point"]) > 1 else ())
+    zero = np.reshape(
+        np.asarray(a["zero_point"], np.float32), shape if np.size(a["zero_point"]) > 1 else ()
+    )
     scale = np.reshape(np.asarray(a["scale"], np.float32), shape if np.size(a["scale"]) > 1 else ())
     return (data - zero) * scale
 
@@ -175,13 +209,16 @@ def _lut_to_dense(a):
         lut, shape = np.asarray(a["lut"], np.float32), tuple(int(d) for d in a["shape"])
         bits = int(np.log2(len(lut)))
         packed = np.asarray(a["indices"], np.uint8)
-        codes = np.unpackbits(packed, bitorder="little").reshape(-1, bits) if bits < 8 else packed[:, None]
-        if bits < 8:
-            codes = codes @ (1 << np.arange(bits))
-        else:
-            codes = packed
+        codes = (
+            np.unpackbits(packed, bitorder="little").reshape(-1, bits)
+            if bits < 8
+            else packed[:, None]
+        )
+        codes = codes @ (1 << np.arange(bits)) if bits < 8 else packed
         return lut[codes[: int(np.prod(shape))].astype(np.int64)].reshape(shape)
-    raise UnsupportedOpError("constexpr_lut_to_dense without a shape (iOS 18 form) is not supported")
+    raise UnsupportedOpError(
+        "constexpr_lut_to_dense without a shape (iOS 18 form) is not supported"
+    )
 
 
 def _blockwise_shift_scale(a):
@@ -235,7 +272,9 @@ KERNELS: dict[str, Callable] = {
     "reduce_max": _reduce(np.max),
     "transpose": lambda a: np.transpose(a["x"], tuple(int(p) for p in a["perm"])),
     "reshape": lambda a: a["x"].reshape(tuple(int(d) for d in a["shape"])),
-    "squeeze": lambda a: np.squeeze(a["x"], axis=None if a.get("axes") is None else tuple(int(i) for i in a["axes"])),
+    "squeeze": lambda a: np.squeeze(
+        a["x"], axis=None if a.get("axes") is None else tuple(int(i) for i in a["axes"])
+    ),
     "expand_dims": lambda a: np.expand_dims(a["x"], tuple(int(i) for i in a["axes"])),
     "flatten2d": lambda a: a["x"].reshape(int(np.prod(a["x"].shape[: int(a.get("axis", 1))])), -1),
     "concat": lambda a: np.concatenate(a["values"], axis=int(a["axis"])),
@@ -286,10 +325,15 @@ def load_program(path: str | Path, spec=None) -> LoadedProgram:
     spec = spec if spec is not None else load_spec(path)
     check_ops(spec, str(path))
     try:
-        program = milproto.load(spec, specification_version=spec.specificationVersion,
-                                file_weights_dir=str(path / WEIGHTS_SUBDIR))
+        program = milproto.load(
+            spec,
+            specification_version=spec.specificationVersion,
+            file_weights_dir=str(path / WEIGHTS_SUBDIR),
+        )
     except Exception as exc:  # blob files missing or corrupt, proto inconsistencies
-        raise ModelFileError(f"{path}: cannot read the ML Program ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{path}: cannot read the ML Program ({type(exc).__name__}: {exc})"
+        ) from None
     return LoadedProgram(program.functions["main"])
 
 
@@ -313,20 +357,30 @@ class ProgramExecutor:
         self.emulate_fp16 = emulate_fp16
         self.program = load_program(path, spec)
         self.function = self.program.function
-        self.image_inputs = [f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+        self.image_inputs = [
+            f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
+        ]
         if len(self.image_inputs) != 1:
-            raise UnsupportedOpError(f"{path}: expected one image input, found {len(self.image_inputs)}")
+            raise UnsupportedOpError(
+                f"{path}: expected one image input, found {len(self.image_inputs)}"
+            )
         self.labels = classify_labels(spec)
         self.label_name = spec.description.predictedFeatureName
         self.probabilities_name = spec.description.predictedProbabilitiesName
-        self.fp16_outputs = {o.name for op in self.function.operations for o in op.outputs if _is_fp16(o)}
+        self.fp16_outputs = {
+            o.name for op in self.function.operations for o in op.outputs if _is_fp16(o)
+        }
 
     def _value(self, var, env):
         if var.name in env:
             return env[var.name]
         if var.val is not None:
             value = var.val
-            return value.astype(np.float32) if isinstance(value, np.ndarray) and value.dtype == np.float16 else value
+            return (
+                value.astype(np.float32)
+                if isinstance(value, np.ndarray) and value.dtype == np.float16
+                else value
+            )
         raise ModelFileError(f"ML Program variable {var.name!r} is read before it is written")
 
     def run(self, pixels: np.ndarray) -> dict:
@@ -347,7 +401,9 @@ class ProgramExecutor:
             try:
                 result = KERNELS[op.op_type](arguments)
             except UnsupportedOpError as exc:
-                raise UnsupportedOpError(f"ML Program op {op.op_type!r} ({op.name!r}): {exc}") from None
+                raise UnsupportedOpError(
+                    f"ML Program op {op.op_type!r} ({op.name!r}): {exc}"
+                ) from None
             if op.op_type == "classify":
                 label_var, probs_var = op.outputs
                 outputs[label_var.name], outputs[probs_var.name] = result

@@ -60,7 +60,11 @@ def _dequantize(params, shape, where):
         scale = np.asarray(quantization.linearQuantization.scale, np.float32)
         bias = np.asarray(quantization.linearQuantization.bias, np.float32)
         channels = len(scale)
-        grid = codes.astype(np.float32).reshape(channels, -1) if channels > 1 else codes.astype(np.float32)[None]
+        grid = (
+            codes.astype(np.float32).reshape(channels, -1)
+            if channels > 1
+            else codes.astype(np.float32)[None]
+        )
         return (grid * scale[:, None] + bias[:, None]).reshape(-1)
     raise UnsupportedOpError(f"{where}: unknown weight quantization {kind!r}")
 
@@ -71,12 +75,20 @@ def _conv_pads(params, height, width, kernel, strides, dilations, where):
         borders = params.valid.paddingAmounts.borderAmounts
         if len(borders) == 0:
             return (0, 0, 0, 0)
-        return (borders[0].startEdgeSize, borders[0].endEdgeSize,
-                borders[1].startEdgeSize, borders[1].endEdgeSize)
+        return (
+            borders[0].startEdgeSize,
+            borders[0].endEdgeSize,
+            borders[1].startEdgeSize,
+            borders[1].endEdgeSize,
+        )
     if mode == "same":
         heavy_end = params.same.asymmetryMode == 0  # BOTTOM_RIGHT_HEAVY
-        top, bottom = ops.split_padding(ops.same_padding(height, kernel[0], strides[0], dilations[0]), heavy_end)
-        left, right = ops.split_padding(ops.same_padding(width, kernel[1], strides[1], dilations[1]), heavy_end)
+        top, bottom = ops.split_padding(
+            ops.same_padding(height, kernel[0], strides[0], dilations[0]), heavy_end
+        )
+        left, right = ops.split_padding(
+            ops.same_padding(width, kernel[1], strides[1], dilations[1]), heavy_end
+        )
         return (top, bottom, left, right)
     raise UnsupportedOpError(f"{where}: padding mode {mode!r} is not supported")
 
@@ -97,7 +109,11 @@ def _convolution(p, where) -> Layer:
     def run(inputs):
         x = inputs[0]
         pads = _conv_pads(p, x.shape[-2], x.shape[-1], kernel, strides, dilations, where)
-        return [ops.conv2d(x, weight, bias, strides=strides, dilations=dilations, groups=groups, pads=pads)]
+        return [
+            ops.conv2d(
+                x, weight, bias, strides=strides, dilations=dilations, groups=groups, pads=pads
+            )
+        ]
 
     return run
 
@@ -118,10 +134,13 @@ def _inner_product(p, where) -> Layer:
 
 def _batchnorm(p, where) -> Layer:
     if p.computeMeanVar:
-        raise UnsupportedOpError(f"{where}: batchnorm computing its own mean/variance is not supported")
+        raise UnsupportedOpError(
+            f"{where}: batchnorm computing its own mean/variance is not supported"
+        )
     c = p.channels
-    gamma, beta, mean, variance = (decode_weights(getattr(p, f), (c,), where)
-                                   for f in ("gamma", "beta", "mean", "variance"))
+    gamma, beta, mean, variance = (
+        decode_weights(getattr(p, f), (c,), where) for f in ("gamma", "beta", "mean", "variance")
+    )
     scale = gamma / np.sqrt(variance + p.epsilon)
     shift = beta - mean * scale
 
@@ -157,14 +176,14 @@ def _activation(p, where) -> Layer:
 
 
 _UNARY = {
-    0: lambda x, p: np.sqrt(x),                     # SQRT
-    1: lambda x, p: 1 / np.sqrt(x + p.epsilon),     # RSQRT
-    2: lambda x, p: 1 / (x + p.epsilon),            # INVERSE
-    3: lambda x, p: np.power(x, p.alpha),           # POWER
-    4: lambda x, p: np.exp(x),                      # EXP
-    5: lambda x, p: np.log(x + p.epsilon),          # LOG
-    6: lambda x, p: np.abs(x),                      # ABS
-    7: lambda x, p: np.maximum(x, p.alpha),         # THRESHOLD
+    0: lambda x, p: np.sqrt(x),  # SQRT
+    1: lambda x, p: 1 / np.sqrt(x + p.epsilon),  # RSQRT
+    2: lambda x, p: 1 / (x + p.epsilon),  # INVERSE
+    3: lambda x, p: np.power(x, p.alpha),  # POWER
+    4: lambda x, p: np.exp(x),  # EXP
+    5: lambda x, p: np.log(x + p.epsilon),  # LOG
+    6: lambda x, p: np.abs(x),  # ABS
+    7: lambda x, p: np.maximum(x, p.alpha),  # THRESHOLD
 }
 
 
@@ -185,12 +204,14 @@ def _elementwise(combine) -> Callable:
             for other in inputs[1:]:
                 out = combine(out, other)
             return [out]
+
         return run
+
     return build
 
 
 def _broadcastable(combine) -> Callable:
-    return lambda p, where: (lambda inputs: [combine(inputs[0], inputs[1])])
+    return lambda p, where: lambda inputs: [combine(inputs[0], inputs[1])]
 
 
 def _pooling(p, where) -> Layer:
@@ -208,19 +229,36 @@ def _pooling(p, where) -> Layer:
         ceil_mode = False
         if mode == "valid":
             borders = p.valid.paddingAmounts.borderAmounts
-            pads = ((borders[0].startEdgeSize, borders[0].endEdgeSize,
-                     borders[1].startEdgeSize, borders[1].endEdgeSize) if len(borders) else (0, 0, 0, 0))
+            pads = (
+                (
+                    borders[0].startEdgeSize,
+                    borders[0].endEdgeSize,
+                    borders[1].startEdgeSize,
+                    borders[1].endEdgeSize,
+                )
+                if len(borders)
+                else (0, 0, 0, 0)
+            )
         elif mode == "same":
             top, bottom = ops.split_padding(ops.same_padding(x.shape[-2], kernel[0], strides[0]))
             left, right = ops.split_padding(ops.same_padding(x.shape[-1], kernel[1], strides[1]))
             pads = (top, bottom, left, right)
         elif mode == "includeLastPixel":
-            pad_h, pad_w = (tuple(p.includeLastPixel.paddingAmounts) or (0, 0))
+            pad_h, pad_w = tuple(p.includeLastPixel.paddingAmounts) or (0, 0)
             pads, ceil_mode = (pad_h, pad_h, pad_w, pad_w), True
         else:
             raise UnsupportedOpError(f"{where}: pooling padding {mode!r} is not supported")
-        return [ops.pool2d(x, kind, kernel, strides, pads,
-                           exclude_padding=p.avgPoolExcludePadding, ceil_mode=ceil_mode)]
+        return [
+            ops.pool2d(
+                x,
+                kind,
+                kernel,
+                strides,
+                pads,
+                exclude_padding=p.avgPoolExcludePadding,
+                ceil_mode=ceil_mode,
+            )
+        ]
 
     return run
 
@@ -228,7 +266,11 @@ def _pooling(p, where) -> Layer:
 def _padding(p, where) -> Layer:
     kind = p.WhichOneof("PaddingType")
     borders = p.paddingAmounts.borderAmounts
-    (top, bottom), (left, right) = ((b.startEdgeSize, b.endEdgeSize) for b in borders) if len(borders) == 2 else ((0, 0), (0, 0))
+    (top, bottom), (left, right) = (
+        ((b.startEdgeSize, b.endEdgeSize) for b in borders)
+        if len(borders) == 2
+        else ((0, 0), (0, 0))
+    )
     mode = {"constant": "constant", "reflection": "reflect", "replication": "replicate"}[kind]
     value = p.constant.value if kind == "constant" else 0.0
 
@@ -258,6 +300,7 @@ def _flatten(p, where) -> Layer:
         if p.mode == 1 and x.ndim >= 3:  # CHANNEL_LAST
             x = np.moveaxis(x, -3, -1)
         return [x.reshape(x.shape[0], -1, 1, 1)]
+
     return run
 
 
@@ -308,7 +351,9 @@ def _reduce(p, where) -> Layer:
     modes = {3: np.mean, 1: np.sum, 5: np.max, 6: np.min}  # MEAN, SUM, MAX, MIN
     axes = {0: (-3, -2, -1), 1: (-2, -1), 2: (-3,), 3: (-2,), 4: (-1,)}  # CHW, HW, C, H, W
     if p.mode not in modes or p.axis not in axes:
-        raise UnsupportedOpError(f"{where}: reduce mode {p.mode} over axis {p.axis} is not supported")
+        raise UnsupportedOpError(
+            f"{where}: reduce mode {p.mode} over axis {p.axis} is not supported"
+        )
     return lambda inputs: [modes[p.mode](inputs[0], axis=axes[p.axis], keepdims=True)]
 
 
@@ -317,6 +362,7 @@ def _reduce_mean(p, where) -> Layer:
         x = inputs[0]
         axes = None if p.reduceAll else tuple(int(a) for a in p.axes)
         return [np.mean(x, axis=axes, keepdims=bool(p.keepDims))]
+
     return run
 
 
@@ -337,7 +383,10 @@ def _concat_nd(p, where) -> Layer:
 def _squeeze(p, where) -> Layer:
     def run(inputs):
         x = inputs[0]
-        return [np.squeeze(x) if p.squeezeAll else np.squeeze(x, axis=tuple(int(a) for a in p.axes))]
+        return [
+            np.squeeze(x) if p.squeezeAll else np.squeeze(x, axis=tuple(int(a) for a in p.axes))
+        ]
+
     return run
 
 
@@ -347,6 +396,7 @@ def _expand_dims(p, where) -> Layer:
         for axis in sorted(int(a) for a in p.axes):
             x = np.expand_dims(x, axis)
         return [x]
+
     return run
 
 
@@ -387,7 +437,9 @@ def image_to_blob(pixels: np.ndarray, feature, preprocessing) -> np.ndarray:
     color = feature.type.imageType.colorSpace
     rgb = pixels.astype(np.float32)
     if color == 10:  # GRAYSCALE
-        raise UnsupportedOpError(f"input {feature.name!r}: grayscale image inputs are not supported")
+        raise UnsupportedOpError(
+            f"input {feature.name!r}: grayscale image inputs are not supported"
+        )
     channels = rgb[..., ::-1] if color == 30 else rgb  # BGR
     blob = channels.transpose(2, 0, 1)[None]
     if preprocessing is not None:
@@ -415,14 +467,26 @@ class NeuralNetworkExecutor:
                 raise UnsupportedOpError(
                     f"{where}: layer type {kind!r} is not supported by the numpy executor"
                 )
-            self.layers.append((layer.name, list(layer.input), list(layer.output),
-                                BUILDERS[kind](getattr(layer, kind), where)))
-        self.image_inputs = [f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+            self.layers.append(
+                (
+                    layer.name,
+                    list(layer.input),
+                    list(layer.output),
+                    BUILDERS[kind](getattr(layer, kind), where),
+                )
+            )
+        self.image_inputs = [
+            f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
+        ]
         if len(self.image_inputs) != 1:
-            raise UnsupportedOpError(f"{name}: expected one image input, found {len(self.image_inputs)}")
-        self.scalers = {item.featureName or self.image_inputs[0].name: item.scaler
-                        for item in self.body.preprocessing
-                        if item.WhichOneof("preprocessor") == "scaler"}
+            raise UnsupportedOpError(
+                f"{name}: expected one image input, found {len(self.image_inputs)}"
+            )
+        self.scalers = {
+            item.featureName or self.image_inputs[0].name: item.scaler
+            for item in self.body.preprocessing
+            if item.WhichOneof("preprocessor") == "scaler"
+        }
         if any(item.WhichOneof("preprocessor") != "scaler" for item in self.body.preprocessing):
             raise UnsupportedOpError(f"{name}: only scaler image preprocessing is supported")
         self.labels = class_labels(spec)
@@ -436,7 +500,9 @@ class NeuralNetworkExecutor:
             try:
                 results = layer([blobs[i] for i in inputs])
             except KeyError as exc:
-                raise ModelFileError(f"Core ML layer {name!r} reads blob {exc} that no layer wrote") from None
+                raise ModelFileError(
+                    f"Core ML layer {name!r} reads blob {exc} that no layer wrote"
+                ) from None
             for output, value in zip(outputs, results):
                 blobs[output] = np.asarray(value, np.float32)
         return blobs
@@ -448,9 +514,12 @@ class NeuralNetworkExecutor:
         probabilities = blobs[source].reshape(-1)
         if len(probabilities) != len(self.labels):
             raise ModelFileError(
-                f"probability blob {source!r} has {len(probabilities)} values for {len(self.labels)} labels"
+                f"probability blob {source!r} has {len(probabilities)} values "
+                f"for {len(self.labels)} labels"
             )
         return {
             self.label_name: self.labels[int(np.argmax(probabilities))],
-            self.probabilities_name: {label: float(p) for label, p in zip(self.labels, probabilities)},
+            self.probabilities_name: {
+                label: float(p) for label, p in zip(self.labels, probabilities)
+            },
         }

@@ -24,7 +24,9 @@ class CoreMLRunner(Runner):
         self.labels = class_labels(self.spec)
         if not self.labels:
             raise ModelFileError(f"{self.path}: not a classifier (no class labels in the model)")
-        images = [f for f in self.spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+        images = [
+            f for f in self.spec.description.input if f.type.WhichOneof("Type") == "imageType"
+        ]
         if len(images) != 1:
             raise ModelFileError(f"{self.path}: expected one image input, found {len(images)}")
         self.input_name = images[0].name

@@ -25,9 +25,13 @@ def load_spec(path: str | Path):
 
         spec = ct.utils.load_spec(str(path))
     except Exception as exc:  # protobuf DecodeError, JSON and OS errors
-        raise ModelFileError(f"{path}: not a readable Core ML model ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{path}: not a readable Core ML model ({type(exc).__name__}: {exc})"
+        ) from None
     if spec.WhichOneof("Type") is None or not spec.description.input:
-        raise ModelFileError(f"{path}: not a Core ML model (no model type or no inputs in the spec)")
+        raise ModelFileError(
+            f"{path}: not a Core ML model (no model type or no inputs in the spec)"
+        )
     return spec
 
 
@@ -59,7 +63,8 @@ def image_preprocessing(spec) -> dict[str, dict]:
     for feature in spec.description.input:
         if feature.type.WhichOneof("Type") == "imageType":
             result[feature.name] = {
-                "scale": 1.0, "bias": [0.0, 0.0, 0.0],
+                "scale": 1.0,
+                "bias": [0.0, 0.0, 0.0],
                 "color_space": color.get(feature.type.imageType.colorSpace, "unknown"),
             }
     body = model_body(spec)
@@ -119,6 +124,11 @@ def model_parameters(spec, path: Path) -> int:
         from .coreml_mil import load_program
 
         program = load_program(path)
-        return int(sum(np.size(value) for value in program.constants.values()
-                       if isinstance(value, np.ndarray) and value.size > 1))
+        return int(
+            sum(
+                np.size(value)
+                for value in program.constants.values()
+                if isinstance(value, np.ndarray) and value.size > 1
+            )
+        )
     return 0

@@ -35,7 +35,9 @@ def conv2d(x, weight, bias=None, *, strides=(1, 1), dilations=(1, 1), groups=1, 
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
     if channels != group_channels * groups:
-        raise ValueError(f"conv: {channels} input channels, weight expects {group_channels} x {groups}")
+        raise ValueError(
+            f"conv: {channels} input channels, weight expects {group_channels} x {groups}"
+        )
 
     if groups == 1:
         out = _dense_conv(x, weight, strides, dilations, out_h, out_w)
@@ -45,16 +47,29 @@ def conv2d(x, weight, bias=None, *, strides=(1, 1), dilations=(1, 1), groups=1, 
         out = np.zeros((n, out_channels, out_h, out_w), np.result_type(x, weight))
         for i in range(kh):
             for j in range(kw):
-                window = source[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
-                                j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+                window = source[
+                    :,
+                    :,
+                    i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
+                    j * dw : j * dw + sw * (out_w - 1) + 1 : sw,
+                ]
                 out += window * weight[:, 0, i, j][None, :, None, None]
     else:
         per_group = out_channels // groups
-        out = np.concatenate([
-            _dense_conv(x[:, g * group_channels : (g + 1) * group_channels],
-                        weight[g * per_group : (g + 1) * per_group], strides, dilations, out_h, out_w)
-            for g in range(groups)
-        ], axis=1)
+        out = np.concatenate(
+            [
+                _dense_conv(
+                    x[:, g * group_channels : (g + 1) * group_channels],
+                    weight[g * per_group : (g + 1) * per_group],
+                    strides,
+                    dilations,
+                    out_h,
+                    out_w,
+                )
+                for g in range(groups)
+            ],
+            axis=1,
+        )
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out
@@ -74,7 +89,9 @@ def _dense_conv(x, weight, strides, dilations, out_h, out_w):
     return out.transpose(0, 3, 1, 2)
 
 
-def pool2d(x, kind: str, kernel, strides, pads=(0, 0, 0, 0), *, exclude_padding=True, ceil_mode=False):
+def pool2d(
+    x, kind: str, kernel, strides, pads=(0, 0, 0, 0), *, exclude_padding=True, ceil_mode=False
+):
     """Average or max pooling over (N, C, H, W); pads (top, bottom, left, right)."""
     top, bottom, left, right = pads
     n, c, height, width = x.shape
@@ -85,15 +102,21 @@ def pool2d(x, kind: str, kernel, strides, pads=(0, 0, 0, 0), *, exclude_padding=
         extra_w = (-(width + left + right - kw) % sw) if width + left + right > kw else 0
         bottom, right = bottom + extra_h, right + extra_w
     fill = -np.inf if kind == "max" else 0.0
-    padded = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)),
-                    constant_values=fill)
+    padded = np.pad(
+        x.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill
+    )
     windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
     if kind == "max":
         return windows.max(axis=(-2, -1))
     sums = windows.sum(axis=(-2, -1))
     if exclude_padding and any((top, bottom, left, right)):
-        mask = np.pad(np.ones((1, 1, height, width), np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)))
-        counts = sliding_window_view(mask, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw].sum(axis=(-2, -1))
+        mask = np.pad(
+            np.ones((1, 1, height, width), np.float32),
+            ((0, 0), (0, 0), (top, bottom), (left, right)),
+        )
+        counts = sliding_window_view(mask, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw].sum(
+            axis=(-2, -1)
+        )
         return sums / counts
     return sums / np.float32(kh * kw)
 

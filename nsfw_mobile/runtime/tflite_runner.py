@@ -55,7 +55,8 @@ class TFLiteRunner(Runner):
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(
-                f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}"
+                f"{self.path}: expected one input and one output, "
+                f"found {len(inputs)} and {len(outputs)}"
             )
         self.input, self.output = inputs[0], outputs[0]
         _, height, width, channels = self.input["shape"]
