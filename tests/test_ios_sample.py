@@ -55,14 +55,15 @@ def test_swift_file_parses(parser, path):
 
 
 def contract_literals(parser) -> dict[str, object]:
-    """`static let NAME = "..."` and `= ["...", ...]` values of ModelContract, from the syntax tree."""
+    """ModelContract's `static let NAME = "..."` and `["...", ...]` values, from the syntax tree."""
     tree = parser.parse(CONTRACT.read_bytes())
     values: dict[str, object] = {}
 
     def strings(node) -> list[str]:
         found = []
         if node.type == "line_string_literal":
-            found.append("".join(c.text.decode() for c in node.children if c.type == "line_str_text"))
+            parts = [c.text.decode() for c in node.children if c.type == "line_str_text"]
+            found.append("".join(parts))
             return found
         for child in node.children:
             found.extend(strings(child))
@@ -89,7 +90,8 @@ def test_swift_contract_matches_the_committed_model(parser):
     contract = contract_literals(parser)
     assert set(contract) >= {"inputName", "labelOutput", "probabilitiesOutput", "labels"}
     spec = load_spec(ROOT / "models" / "NSFW.mlmodel")
-    image_inputs = [f.name for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+    inputs = spec.description.input
+    image_inputs = [f.name for f in inputs if f.type.WhichOneof("Type") == "imageType"]
     assert image_inputs == [contract["inputName"]]
     assert spec.description.predictedFeatureName == contract["labelOutput"]
     assert spec.description.predictedProbabilitiesName == contract["probabilitiesOutput"]
@@ -191,7 +193,8 @@ def test_every_app_swift_file_is_compiled(project):
     objects = project["objects"]
     paths = file_paths(objects)
     (target,) = [o for o in objects.values() if o["isa"] == "PBXNativeTarget"]
-    (sources,) = [objects[p] for p in target["buildPhases"] if objects[p]["isa"] == "PBXSourcesBuildPhase"]
+    phases = [objects[p] for p in target["buildPhases"]]
+    (sources,) = [phase for phase in phases if phase["isa"] == "PBXSourcesBuildPhase"]
     compiled = {paths[objects[b]["fileRef"]].resolve() for b in sources["files"]}
     for swift in sorted(APP.glob("*.swift")):
         assert swift.resolve() in compiled, f"{swift.name} is not in the app target's Sources"
