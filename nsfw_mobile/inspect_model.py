@@ -10,12 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+from .models import size_bytes
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
@@ -38,7 +33,7 @@ def inspect_file(path: str | os.PathLike) -> dict:
             f"{path}: unknown model type {suffix or '(no suffix)'!r}; expected .keras, model.json, "
             ".tflite, .mlmodel or .mlpackage"
         )
-    report = {"path": str(path), "size_bytes": _size(path)}
+    report = {"path": str(path), "size_bytes": size_bytes(path)}
     report.update(handlers[suffix](path))
     return report
 

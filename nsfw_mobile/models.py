@@ -36,6 +36,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def size_bytes(path: str | Path) -> int:
+    """Size of a file, or the total of a folder's files (an .mlpackage)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def pretrained_sha256() -> str:
     """Checksum of the shipped TF.js model (model.json followed by its shard)."""
     digest = hashlib.sha256()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nsfw_mobile.convert import README_MARKER
-from nsfw_mobile.models import sha256_file
+from nsfw_mobile.models import sha256_file, size_bytes
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ROW = re.compile(
@@ -41,12 +41,7 @@ def test_committed_artefact_matches_its_checksum(name):
     row = table()[name]
     path = MODELS / name
     assert sha256_file(path) == row["sha"], f"{name} changed since models/README.md was written"
-    size = (
-        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        if path.is_dir()
-        else path.stat().st_size
-    )
-    assert size == int(row["size"])
+    assert size_bytes(path) == int(row["size"])
 
 
 def test_committed_release_validates():

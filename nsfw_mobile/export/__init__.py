@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..models import SourceModel, sha256_file
+from ..models import SourceModel, sha256_file, size_bytes
 
 AUTHOR = "nsfw-mobile (model: GantMan / NSFWJS for the pretrained default)"
 LICENSE = "MIT (model weights: NSFWJS, MIT, Copyright (c) 2019 Infinite Red, Inc.)"
@@ -56,7 +56,7 @@ class Artifact:
 
     def finish(self, started: float) -> Artifact:
         self.seconds = round(time.perf_counter() - started, 2)
-        self.size_bytes = _size(self.path)
+        self.size_bytes = size_bytes(self.path)
         self.sha256 = sha256_file(self.path)
         return self
 
@@ -64,9 +64,3 @@ class Artifact:
         document = asdict(self)
         document["path"] = str(self.path)
         return document
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
