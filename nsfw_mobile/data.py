@@ -1,0 +1,221 @@
+"""Class-per-folder datasets for training and evaluation.
+
+Layouts (class folder names match the model's labels case-insensitively):
+
+    DATA/train/{neutral,porn,sexy}/...   + DATA/test/... (or DATA/val/...)
+    DATA/{neutral,porn,sexy}/...         split with --val-split
+
+Every file is decoded once, before training, by ``images.py`` (same resize,
+orientation and colour rules as inference), so corrupt files are found and
+listed up front and never crash an epoch. The decoded uint8 pixels are kept in
+a cache (a .npy memory map in the run folder) that every epoch reads, so the
+JPEGs are not decoded again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError, UsageError
+from .images import IMAGE_SUFFIXES, iter_decoded
+from .labels import LABELS
+
+
+@dataclass
+class Split:
+    """Files of one split with their class indices, in a fixed order."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+    def counts(self, names) -> dict[str, int]:
+        counter = Counter(int(i) for i in self.labels)
+        return {name: counter.get(i, 0) for i, name in enumerate(names)}
+
+
+@dataclass
+class Dataset:
+    root: Path
+    class_names: tuple[str, ...]
+    train: Split
+    val: Split
+    val_source: str
+    corrupt: list[ImageError] = field(default_factory=list)
+
+
+def _class_folders(root: Path, class_names) -> dict[int, Path]:
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    lookup = {name.lower(): index for index, name in enumerate(class_names)}
+    found: dict[int, Path] = {}
+    for folder in folders:
+        index = lookup.get(folder.name.lower())
+        if index is None:
+            raise UsageError(
+                f"{folder}: folder {folder.name!r} is not a class of the model "
+                f"({', '.join(class_names)}); rename or remove it"
+            )
+        if index in found:
+            raise UsageError(f"{root}: two folders map to class {class_names[index]!r}")
+        found[index] = folder
+    missing = [class_names[i] for i in range(len(class_names)) if i not in found]
+    if missing:
+        raise UsageError(
+            f"{root}: no folder for class {', '.join(missing)} (expected one per class)"
+        )
+    return found
+
+
+def list_split(root: Path, class_names) -> Split:
+    paths, labels = [], []
+    for index, folder in sorted(_class_folders(root, class_names).items()):
+        files = sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        paths.extend(files)
+        labels.extend([index] * len(files))
+    return Split(paths, np.asarray(labels, np.int64))
+
+
+def scan(
+    root: str | os.PathLike,
+    *,
+    class_names=LABELS,
+    val_split: float | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Find the train and validation files of a dataset folder (no decoding yet)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such dataset folder")
+    train_root = root / "train" if (root / "train").is_dir() else root
+    val_root = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    train = list_split(train_root, class_names)
+    if val_root is not None:
+        if val_split is not None:
+            raise UsageError(
+                f"{root} has a {val_root.name}/ folder: drop --val-split or that folder"
+            )
+        val, val_source = list_split(val_root, class_names), f"{val_root.name}/ folder"
+    else:
+        fraction = 0.2 if val_split is None else val_split
+        if not 0 < fraction < 1:
+            raise UsageError(f"--val-split {fraction}: choose a fraction between 0 and 1")
+        order = np.random.default_rng(seed).permutation(len(train.paths))
+        cut = int(round(len(order) * (1 - fraction)))
+        val = Split([train.paths[i] for i in order[cut:]], train.labels[order[cut:]])
+        train = Split([train.paths[i] for i in order[:cut]], train.labels[order[:cut]])
+        val_source = f"{fraction:.0%} of the training files (seed {seed})"
+    if not len(train.paths) or not len(val.paths):
+        raise UsageError(f"{root}: no images in the train or validation split")
+    return Dataset(root, tuple(class_names), train, val, val_source)
+
+
+def decode_split(
+    split: Split,
+    size: tuple[int, int],
+    cache: str | os.PathLike | None = None,
+    *,
+    workers: int | None = None,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
+    """Decode every file once: (pixels uint8 (N, H, W, 3), labels, errors).
+
+    With ``cache`` the pixels go to a .npy file opened as a memory map, so a
+    dataset larger than memory still trains. Unreadable files are dropped and
+    returned as errors.
+    """
+    height, width = size
+    count = len(split.paths)
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.lib.format.open_memmap(
+            cache, mode="w+", dtype=np.uint8, shape=(count, height, width, 3)
+        )
+    else:
+        pixels = np.empty((count, height, width, 3), np.uint8)
+    keep, errors = [], []
+    for index, (_, result) in enumerate(iter_decoded(split.paths, size, workers=workers)):
+        if isinstance(result, ImageError):
+            errors.append(result)
+        else:
+            pixels[len(keep)] = result
+            keep.append(index)
+        if progress:
+            progress(1)
+    labels = split.labels[keep]
+    return pixels[: len(keep)], labels, errors
+
+
+def class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
+    """Inverse-frequency weights that average 1 over the training samples."""
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (classes * np.maximum(counts, 1)), 0.0)
+    return {index: float(w) for index, w in enumerate(weights)}
+
+
+AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "channel_shift", "flip")
+
+
+def augmenter(enabled: tuple[str, ...] = AUGMENTATIONS, seed: int = 0):
+    """The seed's on-the-fly augmentation as Keras layers, on the 0-255 scale.
+
+    rotation up to 30 degrees, width/height shift 0.2, shear 0.2, zoom 0.2,
+    channel shift 20, horizontal flip; each can be switched off.
+    """
+    import keras
+
+    unknown = set(enabled) - set(AUGMENTATIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown augmentation {sorted(unknown)}: choose from {', '.join(AUGMENTATIONS)}"
+        )
+    layers = []
+    if "rotation" in enabled:
+        layers.append(keras.layers.RandomRotation(30 / 360, fill_mode="nearest", seed=seed))
+    if "shift" in enabled:
+        layers.append(keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 1))
+    if "shear" in enabled:
+        layers.append(keras.layers.RandomShear(0.2, 0.2, fill_mode="nearest", seed=seed + 2))
+    if "zoom" in enabled:
+        layers.append(keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed + 3))
+    if "flip" in enabled:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
+    return layers, "channel_shift" in enabled
+
+
+def make_tf_dataset(pixels, labels, *, batch_size, training, augment=(), seed=0, classes=3):
+    """A tf.data pipeline over decoded pixels: shuffle, augment, scale to [0, 1], prefetch."""
+    from ._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    dataset = tf.data.Dataset.from_tensor_slices(np.arange(len(labels)))
+    if training:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+
+    def load(indices):
+        batch = tf.numpy_function(lambda i: np.asarray(pixels[np.sort(i)]), [indices], tf.uint8)
+        order = tf.argsort(tf.argsort(indices))  # pixels came back sorted; restore order
+        batch = tf.gather(batch, order)
+        batch.set_shape((None, *pixels.shape[1:]))
+        return tf.cast(batch, tf.float32), tf.gather(tf.constant(labels), indices)
+
+    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        layers, channel_shift = augmenter(tuple(augment), seed)
+
+        def apply(images, targets):
+            for layer in layers:
+                images = layer(images, training=True)
+            if channel_shift:
+                shift = tf.random.uniform((tf.shape(images)[0], 1, 1, 3), -20.0, 20.0)
+                images = tf.clip_by_value(images + shift, 0.0, 255.0)
+            return images, targets
+
+        dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
