@@ -14,9 +14,11 @@ Run folder:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,6 +133,41 @@ def build_model(config: TrainConfig):
     if config.backbone == "nsfw":
         load_nsfw_backbone(_backbone(model))
     return model
+
+
+def recalibrate_batchnorm(model, batches) -> None:
+    """Set every trainable BatchNorm's moving statistics to the average over ``batches``.
+
+    Needed when the backbone trains from random weights: with Keras's momentum of
+    0.999 (tuned for ImageNet-length runs) the moving statistics of a short run stay
+    far from the weights' real statistics, and inference mode predicts one class for
+    every image. Averaging the batch statistics of a pass over the training images
+    ("precise BatchNorm") fixes that without touching the weights.
+    """
+    import keras
+
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    weights = {id(layer): [v.numpy() for v in layer.non_trainable_weights] for layer in layers}
+    try:
+        for count, images in enumerate(batches):
+            for layer in layers:
+                layer.momentum = count / (count + 1)  # running mean of the batch statistics
+            model(images, training=True)
+    except Exception:
+        for layer in layers:
+            for variable, value in zip(layer.non_trainable_weights, weights[id(layer)]):
+                variable.assign(value)
+        raise
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def set_phase(model, config: TrainConfig, phase: int) -> None:
@@ -270,15 +307,10 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
     for line in corrupt:
         log(f"skipped unreadable file {line}")
     counts = {name: int((train_y == i).sum()) for i, name in enumerate(config.labels)}
-    largest = max(counts.values())
     log(
         "training images per class: "
-        + ", ".join(
-            f"{name} {count} ({largest / max(count, 1):.1f}x fewer than the largest)"
-            if count < largest
-            else f"{name} {count}"
-            for name, count in counts.items()
-        )
+        + ", ".join(f"{n} {c}" for n, c in counts.items())
+        + f" (largest / smallest: {max(counts.values()) / max(min(counts.values()), 1):.1f}x)"
     )
     weights = data.class_weights(train_y, len(config.labels)) if config.class_weights else None
     if weights:
@@ -327,8 +359,19 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
                 {"config": asdict(config), "epochs_done": epoch + 1, "best_val_accuracy": best},
             )
 
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        """Before each validation, recompute BatchNorm statistics on un-augmented images."""
+
+        def on_test_begin(self, logs=None):
+            recalibrate_batchnorm(self.model, (x for x, _ in calibration_ds.take(16)))
+
+    calibration_ds = data.make_tf_dataset(
+        train_x, train_y, batch_size=config.batch_size, training=False
+    )
+
     def phase_callbacks():
-        return [
+        extra = [PreciseBatchNorm()] if config.backbone == "none" else []
+        return extra + [
             keras.callbacks.CSVLogger(str(csv_path), append=True),
             Progress(),  # after the CSV row, so a crash never leaves a saved epoch without its row
             keras.callbacks.ReduceLROnPlateau(
@@ -345,26 +388,28 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
         steps_per_epoch=config.steps_per_epoch,
     )
     if initial_epoch < config.epochs:
-        model.fit(
-            train_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=phase_callbacks(),
-            **common,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
+            model.fit(
+                train_ds,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=phase_callbacks(),
+                **common,
+            )
         initial_epoch = _read_state(run_dir)["epochs_done"]
     if config.fine_tune_epochs and initial_epoch < config.total_epochs:
         if initial_epoch <= config.epochs:  # entering phase 2 now (not resuming inside it)
             log(f"fine-tuning the top {config.fine_tune_layers} backbone layers")
             set_phase(model, config, 2)
             compile_model(model, config, 2)
-        model.fit(
-            train_ds,
-            epochs=config.total_epochs,
-            initial_epoch=initial_epoch,
-            callbacks=phase_callbacks(),
-            **common,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
+            model.fit(
+                train_ds,
+                epochs=config.total_epochs,
+                initial_epoch=initial_epoch,
+                callbacks=phase_callbacks(),
+                **common,
+            )
     _plot_curves(csv_path, run_dir / "curves.png")
     final = _read_state(run_dir)
     return TrainResult(
