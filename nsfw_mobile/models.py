@@ -89,7 +89,10 @@ def build_classifier(
     x = keras.layers.Dense(dense_units, activation="relu", name="head_dense")(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(classes, activation="softmax", name="probabilities")(x)
+    # float32 output even under a mixed-precision policy (GPU training): float16 softmax saturates.
+    outputs = keras.layers.Dense(
+        classes, activation="softmax", name="probabilities", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -384,7 +384,7 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
     common = dict(
         validation_data=val_ds,
         class_weight=weights,
-        verbose=2,
+        verbose=1 if sys.stderr.isatty() else 2,  # bars on a terminal, a line per epoch in logs
         steps_per_epoch=config.steps_per_epoch,
     )
     if initial_epoch < config.epochs:

@@ -242,3 +242,48 @@ def test_nsfw_backbone_copies_the_pretrained_weights(pretrained3):
     ours = _backbone(model).get_layer("block_16_project").get_weights()[0]
     theirs = pretrained3.get_layer("block_16_project").get_weights()[0]
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_fine_tune_phase_unfreezes_top_layers_but_not_batchnorm():
+    import keras
+
+    from nsfw_mobile.train import TrainConfig, _backbone, build_model, set_phase
+
+    config = TrainConfig(
+        data_dir="", out="", backbone="nsfw", input_size=96, fine_tune_layers=20, fine_tune_epochs=1
+    )
+    model = build_model(config)
+    backbone = _backbone(model)
+    set_phase(model, config, 1)
+    assert not backbone.trainable and not backbone.trainable_weights
+    set_phase(model, config, 2)
+    top = backbone.layers[-20:]
+    assert all(not layer.trainable for layer in backbone.layers[:-20] if layer.weights)
+    assert any(layer.trainable for layer in top if layer.weights)
+    assert all(
+        not layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization)
+    )
+
+
+def test_seed_makes_cpu_runs_repeatable(dataset_dir, tmp_path):
+    rows = []
+    for name in ("a", "b"):
+        result = CliRunner().invoke(
+            main,
+            [
+                "train",
+                str(dataset_dir),
+                "--out",
+                str(tmp_path / name),
+                *TRAIN_ARGS,
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "2",
+                "--seed",
+                "7",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        rows.append((tmp_path / name / "metrics.csv").read_text())
+    assert rows[0] == rows[1]
