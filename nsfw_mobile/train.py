@@ -20,13 +20,14 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import UsageError
+from .labels import LABELS
 
 BACKBONES = ("imagenet", "nsfw", "none")
 
@@ -51,7 +52,7 @@ class TrainConfig:
     early_stopping: int = 10
     seed: int = 0
     steps_per_epoch: int | None = None
-    labels: tuple[str, ...] = field(default_factory=lambda: ("Neutral", "Porn", "Sexy"))
+    labels: tuple[str, ...] = LABELS
 
     def check(self) -> None:
         if self.backbone not in BACKBONES and not Path(self.backbone).is_file():

@@ -168,11 +168,7 @@ def validate(
             tolerance={k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"},
         )
         try:
-            runner = (
-                open_runner(path, num_threads=num_threads)
-                if runner_kind(path) == "tflite"
-                else open_runner(path)
-            )
+            runner = open_runner(path, num_threads=num_threads)
             check_structure(reference_runner, runner)
         except LabelMismatchError as exc:
             result.status, result.failures = "mismatch", [str(exc)]

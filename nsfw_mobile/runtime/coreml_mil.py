@@ -209,12 +209,12 @@ def _lut_to_dense(a):
         lut, shape = np.asarray(a["lut"], np.float32), tuple(int(d) for d in a["shape"])
         bits = int(np.log2(len(lut)))
         packed = np.asarray(a["indices"], np.uint8)
-        codes = (
-            np.unpackbits(packed, bitorder="little").reshape(-1, bits)
-            if bits < 8
-            else packed[:, None]
-        )
-        codes = codes @ (1 << np.arange(bits)) if bits < 8 else packed
+        if bits < 8:  # indices are packed least significant bit first
+            codes = np.unpackbits(packed, bitorder="little").reshape(-1, bits) @ (
+                1 << np.arange(bits)
+            )
+        else:
+            codes = packed
         return lut[codes[: int(np.prod(shape))].astype(np.int64)].reshape(shape)
     raise UnsupportedOpError(
         "constexpr_lut_to_dense without a shape (iOS 18 form) is not supported"
