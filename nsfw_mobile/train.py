@@ -388,29 +388,22 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
         verbose=1 if sys.stderr.isatty() else 2,  # bars on a terminal, a line per epoch in logs
         steps_per_epoch=config.steps_per_epoch,
     )
-    if initial_epoch < config.epochs:
+
+    def fit(start: int, until: int) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
             model.fit(
-                train_ds,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=phase_callbacks(),
-                **common,
+                train_ds, epochs=until, initial_epoch=start, callbacks=phase_callbacks(), **common
             )
-        initial_epoch = _read_state(run_dir)["epochs_done"]
+        return _read_state(run_dir)["epochs_done"]
+
+    if initial_epoch < config.epochs:
+        initial_epoch = fit(initial_epoch, config.epochs)
     if config.fine_tune_epochs and initial_epoch < config.total_epochs:
         if initial_epoch <= config.epochs:  # entering phase 2 now (not resuming inside it)
             log(f"fine-tuning the top {config.fine_tune_layers} backbone layers")
             set_phase(model, config, 2)
             compile_model(model, config, 2)
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
-            model.fit(
-                train_ds,
-                epochs=config.total_epochs,
-                initial_epoch=initial_epoch,
-                callbacks=phase_callbacks(),
-                **common,
-            )
+        fit(initial_epoch, config.total_epochs)
     _plot_curves(csv_path, run_dir / "curves.png")
     final = _read_state(run_dir)
     return TrainResult(
