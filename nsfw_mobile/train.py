@@ -342,6 +342,12 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
             compile_model(model, config, 1)
     (run_dir / "labels.txt").write_text("\n".join(config.labels) + "\n")
     best = state["best_val_accuracy"] if resume else -1.0
+    # Which phase the run is in and the epoch phase 2 ends at (phase 1 may stop early).
+    phase = (
+        {"phase": state.get("phase", 1), "phase2_end": state.get("phase2_end")}
+        if resume
+        else {"phase": 1, "phase2_end": None}
+    )
     csv_path = run_dir / "metrics.csv"
     _trim_csv(csv_path, initial_epoch)
 
@@ -357,7 +363,12 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
                 self.model.save(temporary)
             _write_state(
                 run_dir,
-                {"config": asdict(config), "epochs_done": epoch + 1, "best_val_accuracy": best},
+                {
+                    "config": asdict(config),
+                    "epochs_done": epoch + 1,
+                    "best_val_accuracy": best,
+                    **phase,
+                },
             )
 
     class PreciseBatchNorm(keras.callbacks.Callback):
@@ -396,14 +407,16 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
             )
         return _read_state(run_dir)["epochs_done"]
 
-    if initial_epoch < config.epochs:
+    if phase["phase"] == 1 and initial_epoch < config.epochs:
         initial_epoch = fit(initial_epoch, config.epochs)
-    if config.fine_tune_epochs and initial_epoch < config.total_epochs:
-        if initial_epoch <= config.epochs:  # entering phase 2 now (not resuming inside it)
+    if config.fine_tune_epochs:
+        if phase["phase"] == 1:
             log(f"fine-tuning the top {config.fine_tune_layers} backbone layers")
+            phase.update(phase=2, phase2_end=initial_epoch + config.fine_tune_epochs)
             set_phase(model, config, 2)
             compile_model(model, config, 2)
-        fit(initial_epoch, config.total_epochs)
+        if initial_epoch < phase["phase2_end"]:
+            fit(initial_epoch, phase["phase2_end"])
     _plot_curves(csv_path, run_dir / "curves.png")
     final = _read_state(run_dir)
     return TrainResult(

@@ -287,3 +287,34 @@ def test_seed_makes_cpu_runs_repeatable(dataset_dir, tmp_path):
         assert result.exit_code == 0, result.output
         rows.append((tmp_path / name / "metrics.csv").read_text())
     assert rows[0] == rows[1]
+
+
+def test_two_phases_with_the_nsfw_backbone(dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(dataset_dir),
+            "--out",
+            str(out),
+            "--backbone",
+            "nsfw",
+            "--input-size",
+            str(SIZE),
+            "--epochs",
+            "1",
+            "--fine-tune",
+            "10",
+            "--fine-tune-epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning the top 10 backbone layers" in result.stderr
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == 2 and state["phase2_end"] == 2 and state["epochs_done"] == 2
+    assert epochs_in_csv(out) == [0, 1]
