@@ -603,6 +603,173 @@ def evaluate(model, data_dir, out_dir, as_json, unsafe):
             click.echo(f"wrote {path}", err=True)
 
 
+@main.command("bench")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option(
+    "--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,2."
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Minimum timed runs per artefact (also at least --seconds of runs).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="Minimum seconds of timed runs per artefact.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a Markdown table to this file.",
+)
+@handle_errors
+def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
+    """Measure batch-1 latency (median, p90, p99, mean, std), load time, peak
+    memory and size of ARTIFACTS on this CPU.
+
+    Each artefact runs in its own process; runs of different artefacts are
+    interleaved in rounds. ARTIFACTS are .tflite and .keras files (Core ML on
+    macOS only), a folder (every model file in it), or 'pretrained'.
+
+    \b
+    Examples:
+      nsfw-mobile bench models/ --threads 1,2
+      nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
+    """
+    from .bench import bench, render_markdown, render_table
+
+    try:
+        counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(
+            f"--threads {threads!r}: give comma-separated integers such as 1,2"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--threads {threads!r}: give thread counts of 1 or more")
+    paths = []
+    for item in artifacts:
+        folder = Path(item)
+        if folder.is_dir() and folder.suffix != ".mlpackage":
+            paths += sorted(
+                str(p)
+                for p in folder.iterdir()
+                if p.suffix in (".tflite", ".keras", ".mlmodel", ".mlpackage")
+            )
+        else:
+            paths.append(item)
+
+    def progress(result):
+        if not as_json:
+            click.echo(
+                f"  {Path(result.path).name} x{result.threads}: {result.median_ms:.2f} ms", err=True
+            )
+
+    report = bench(paths, threads=counts, min_runs=runs, min_seconds=seconds, on_result=progress)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
+    if report_path:
+        from .atomic import atomic_path
+
+        with atomic_path(report_path) as temporary:
+            temporary.write_text(render_markdown(report))
+
+
+@main.command("release")
+@click.argument("model", required=False, default=None)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Release folder to write.",
+)
+@click.option(
+    "--check",
+    "check_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Re-verify an existing release folder against its manifest.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of representative images for full-integer TFLite.",
+)
+@click.option(
+    "--images",
+    "image_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Validation images (default: the shipped sample images).",
+)
+@click.option(
+    "--threads", default="1", show_default=True, help="Benchmark thread counts, e.g. 1,2."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest (or the check) as JSON.")
+@handle_errors
+def release_command(model, out_dir, check_dir, calibration, image_paths, threads, as_json):
+    """Convert MODEL (default: the pretrained model) to every format, validate
+    each against it, benchmark each, and write the artefacts with labels.txt,
+    manifest.json, MODEL_CARD.md and REPORT.md.
+
+    Exit code 4 when an artefact fails validation (it is marked not releasable
+    in the manifest). --check DIR re-verifies checksums and fidelity of a
+    release folder and names every file that fails.
+
+    \b
+    Examples:
+      nsfw-mobile release --out dist/
+      nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
+      nsfw-mobile release --check models/
+    """
+    from . import release as releases
+
+    images = list(image_paths) or None
+    if (out_dir is None) == (check_dir is None):
+        raise UsageError("give either --out DIR (make a release) or --check DIR (verify one)")
+    if check_dir is not None:
+        if model or calibration:
+            raise UsageError("--check verifies a folder: drop MODEL and --calibration")
+        problems = releases.check(check_dir, images=images)
+        if as_json:
+            _echo_json({"folder": str(check_dir), "passed": not problems, "problems": problems})
+        for problem in problems:
+            click.echo(f"FAIL {problem}", err=True)
+        if problems:
+            sys.exit(EXIT_VALIDATION_FAILED)
+        if not as_json:
+            click.echo(f"{check_dir}: every file matches its checksum and passes validation")
+        return
+    try:
+        counts = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--threads {threads!r}: give comma-separated integers such as 1,2"
+        ) from None
+    manifest = releases.release(
+        model,
+        out_dir,
+        calibration=calibration,
+        images=images,
+        bench_threads=counts,
+        log=lambda line: click.echo(line, err=True),
+    )
+    if as_json:
+        _echo_json(manifest)
+    else:
+        for entry in manifest["files"]:
+            click.echo(f"{'OK  ' if entry['releasable'] else 'FAIL'} {entry['file']}")
+        click.echo(f"release in {out_dir}: manifest.json, MODEL_CARD.md, REPORT.md")
+
+
 @main.command("formats")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 def list_formats(as_json):

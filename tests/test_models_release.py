@@ -1,52 +1,71 @@
-"""models/: the committed release matches its README table and validates."""
+"""models/: the committed release of the pretrained model, as `nsfw-mobile release` wrote it."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from nsfw_mobile.cli import EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.convert import README_MARKER
+from nsfw_mobile.formats import FORMATS
 from nsfw_mobile.models import sha256_file, size_bytes
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ROW = re.compile(
     r"^\| `(?P<name>[^`]+)` \| (?P<format>[^|]+) \| (?P<size>\d+) \| `(?P<sha>[0-9a-f]{64})` \|"
 )
+RELEASE_FILES = sorted([f.filename for f in FORMATS] + ["labels.txt"])
 
 
-def table():
+def readme_table():
     text = (MODELS / "README.md").read_text()
     assert text.startswith(README_MARKER)
     rows = [ROW.match(line) for line in text.splitlines()]
     return {m["name"]: m for m in rows if m}
 
 
+def manifest():
+    return json.loads((MODELS / "manifest.json").read_text())
+
+
 def test_release_files_are_listed():
-    assert set(table()) == {
-        "NSFW.mlmodel",
-        "NSFW.mlpackage",
-        "nsfw_float16.tflite",
-        "nsfw_int8.tflite",
-        "labels.txt",
-    }
+    assert sorted(readme_table()) == RELEASE_FILES
+    document = manifest()
+    assert sorted([f["file"] for f in document["files"]] + ["labels.txt"]) == RELEASE_FILES
+    assert document["passed"] and all(f["releasable"] for f in document["files"])
+    for name in ("MODEL_CARD.md", "REPORT.md"):
+        assert (MODELS / name).is_file()
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["NSFW.mlmodel", "NSFW.mlpackage", "nsfw_float16.tflite", "nsfw_int8.tflite", "labels.txt"],
-)
+@pytest.mark.parametrize("name", RELEASE_FILES)
 def test_committed_artefact_matches_its_checksum(name):
-    row = table()[name]
+    row = readme_table()[name]
     path = MODELS / name
     assert sha256_file(path) == row["sha"], f"{name} changed since models/README.md was written"
     assert size_bytes(path) == int(row["size"])
 
 
-def test_committed_release_validates():
-    from nsfw_mobile.validate import validate
+def test_release_check_passes_on_models():
+    result = CliRunner().invoke(main, ["release", "--check", str(MODELS)])
+    assert result.exit_code == 0, result.output
+    assert "every file matches its checksum and passes validation" in result.stdout
 
-    names = ["NSFW.mlmodel", "NSFW.mlpackage", "nsfw_float16.tflite", "nsfw_int8.tflite"]
-    report = validate([MODELS / name for name in names])
-    assert report.passed, [(c.format, c.failures) for c in report.candidates]
+
+def test_release_check_names_a_tampered_file(tmp_path):
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy)
+    target = copy / "nsfw_int8.tflite"
+    data = bytearray(target.read_bytes())
+    data[100_000] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["release", "--check", str(copy), "--json"])
+    assert result.exit_code == EXIT_VALIDATION_FAILED
+    document = json.loads(result.stdout)
+    assert document["passed"] is False
+    (problem,) = document["problems"]
+    assert problem.startswith("nsfw_int8.tflite: SHA-256")

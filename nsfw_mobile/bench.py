@@ -1,0 +1,327 @@
+"""Latency, load time, memory and size of model artefacts on this CPU.
+
+Each artefact runs in its own child process (one engine's memory and threads
+never count against another's). The children stay alive for the whole
+benchmark and the parent asks each in turn for a block of timed runs, so runs
+of different artefacts are interleaved in rounds and machine drift hits all of
+them alike. Timed runs continue until both a minimum count and a minimum time
+are reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+from .models import size_bytes
+from .runtime import runner_kind
+
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "neon",
+    "asimd",
+    "asimddp",
+)
+
+
+@dataclass
+class BenchResult:
+    path: str
+    engine: str
+    threads: int
+    size_bytes: int
+    load_seconds: float
+    runs: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    images_per_second: float
+    peak_rss_mb: float
+
+
+@dataclass
+class BenchReport:
+    machine: dict
+    versions: dict
+    settings: dict
+    results: list[BenchResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info() -> dict:
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": platform.platform(),
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict:
+    found = {}
+    for name in (
+        "nsfw-mobile",
+        "numpy",
+        "ai-edge-litert",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "coremltools",
+        "pillow",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+# ------------------------------------------------------------------ child process
+
+
+def _worker(path: str, threads: int) -> None:
+    """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
+    import resource
+
+    from .runtime import open_runner
+
+    started = time.perf_counter()
+    runner = open_runner(None if path == "pretrained" else path, num_threads=threads)
+    image = np.random.default_rng(0).integers(0, 256, (1, *runner.input_size, 3), dtype=np.uint8)
+    runner.predict(image)
+    load_seconds = time.perf_counter() - started
+    for _ in range(5):  # warm-up
+        runner.predict(image)
+    print(json.dumps({"ready": True, "load_seconds": load_seconds}), flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "run":
+            latencies = []
+            for _ in range(int(argument)):
+                t0 = time.perf_counter()
+                runner.predict(image)
+                latencies.append((time.perf_counter() - t0) * 1e3)
+            print(json.dumps({"latencies_ms": latencies}), flush=True)
+        elif command == "rss":
+            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(json.dumps({"peak_rss_mb": peak_kb / 1024}), flush=True)
+        elif command == "quit":
+            return
+
+
+class _Child:
+    def __init__(self, path: str, threads: int):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "TF_NUM_INTRAOP_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nsfw_mobile.bench",
+                "--worker",
+                path,
+                "--threads",
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.path, self.threads, self.latencies = path, threads, []
+        self.load_seconds = self._read()["load_seconds"]
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise UsageError(f"{self.path}: the benchmark process died while loading or running it")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=30)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+def _engine(path: str) -> str:
+    if path == "pretrained":
+        return "keras"
+    kind = runner_kind(path)
+    return {"tflite": "litert", "keras": "keras", "coreml": "coreml"}[kind]
+
+
+def bench(
+    paths: list[str],
+    *,
+    threads: tuple[int, ...] = (1,),
+    min_runs: int = 50,
+    min_seconds: float = 2.0,
+    block: int = 10,
+    on_result=None,
+) -> BenchReport:
+    """Benchmark every artefact at every thread count; Core ML only on macOS."""
+    report = BenchReport(
+        machine_info(),
+        versions(),
+        {
+            "threads": list(threads),
+            "min_runs": min_runs,
+            "min_seconds": min_seconds,
+            "batch": 1,
+            "block": block,
+        },
+    )
+    runnable = []
+    for path in map(str, paths):
+        if path != "pretrained" and not Path(path).exists():
+            raise UsageError(f"{path}: no such file")
+        if _engine(path) == "coreml" and platform.system() != "Darwin":
+            report.skipped.append(
+                f"{path}: Core ML latency needs macOS (the numpy executor is a "
+                "validator, not a runtime)"
+            )
+            continue
+        runnable.append(path)
+    for count in threads:
+        children = [_Child(path, count) for path in runnable]
+        try:
+            started = {id(c): 0.0 for c in children}
+            while True:
+                pending = [
+                    c
+                    for c in children
+                    if len(c.latencies) < min_runs or started[id(c)] < min_seconds
+                ]
+                if not pending:
+                    break
+                for child in pending:  # one block each per round: interleaved
+                    latencies = child.ask(f"run {block}")["latencies_ms"]
+                    child.latencies.extend(latencies)
+                    started[id(child)] += sum(latencies) / 1e3
+            for child in children:
+                values = np.asarray(child.latencies)
+                result = BenchResult(
+                    path=child.path,
+                    engine=_engine(child.path),
+                    threads=count,
+                    size_bytes=0 if child.path == "pretrained" else size_bytes(child.path),
+                    load_seconds=round(child.load_seconds, 3),
+                    runs=len(values),
+                    median_ms=round(float(np.median(values)), 3),
+                    p90_ms=round(float(np.percentile(values, 90)), 3),
+                    p99_ms=round(float(np.percentile(values, 99)), 3),
+                    mean_ms=round(float(values.mean()), 3),
+                    std_ms=round(float(values.std()), 3),
+                    images_per_second=round(1e3 / float(np.median(values)), 1),
+                    peak_rss_mb=round(child.ask("rss")["peak_rss_mb"], 1),
+                )
+                report.results.append(result)
+                if on_result:
+                    on_result(result)
+        finally:
+            for child in children:
+                child.close()
+    return report
+
+
+def render_table(report: BenchReport) -> str:
+    machine = report.machine
+    lines = [
+        f"{machine['cpu']}, {machine['cores']} cores, ISA {' '.join(machine['isa'])}",
+        "batch 1; " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+        f"{'file':<28} {'engine':<7} {'thr':>3} {'median':>8} {'p90':>8} {'p99':>8} "
+        f"{'img/s':>7} {'load s':>7} {'RSS MB':>7} {'MB':>6}",
+    ]
+    for r in report.results:
+        lines.append(
+            f"{Path(r.path).name:<28} {r.engine:<7} {r.threads:>3} {r.median_ms:>6.2f}ms "
+            f"{r.p90_ms:>6.2f}ms {r.p99_ms:>6.2f}ms {r.images_per_second:>7.1f} "
+            f"{r.load_seconds:>7.2f} {r.peak_rss_mb:>7.0f} {r.size_bytes / 1e6:>6.1f}"
+        )
+    lines += [f"skipped {line}" for line in report.skipped]
+    return "\n".join(lines)
+
+
+def render_markdown(report: BenchReport) -> str:
+    lines = [
+        "| file | engine | threads | median ms | p90 ms | p99 ms | mean ± std ms | images/s "
+        "| load s | peak RSS MB | size MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report.results:
+        lines.append(
+            f"| `{Path(r.path).name}` | {r.engine} | {r.threads} | {r.median_ms:.2f} | "
+            f"{r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.mean_ms:.2f} ± {r.std_ms:.2f} | "
+            f"{r.images_per_second:.1f} | {r.load_seconds:.2f} | {r.peak_rss_mb:.0f} | "
+            f"{r.size_bytes / 1e6:.1f} |"
+        )
+    machine = report.machine
+    lines += [
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"ISA {', '.join(machine['isa'])}; {machine['system']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + ".",
+    ]
+    lines += [f"- skipped {line}" for line in report.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:  # the child process entry point
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    arguments = parser.parse_args()
+    _worker(arguments.worker, arguments.threads)
+
+
+if __name__ == "__main__":
+    main()
