@@ -30,6 +30,9 @@ EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_VALIDATION_FAILED = 4
 
+# Modules of the `full` extra: commands that need them say how to install them.
+FULL_INSTALL_MODULES = {"tensorflow", "keras", "coremltools", "matplotlib", "tensorboard"}
+
 
 def handle_errors(command):
     """Turn library errors into one-line messages and documented exit codes."""
@@ -46,6 +49,15 @@ def handle_errors(command):
             sys.exit(EXIT_VALIDATION_FAILED)
         except NsfwMobileError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in FULL_INSTALL_MODULES:
+                raise
+            click.echo(
+                f"Error: this needs {exc.name}, which a runtime-only install leaves out: "
+                "pip install 'nsfw-mobile[full]'",
+                err=True,
+            )
             sys.exit(EXIT_ERROR)
 
     return wrapper
@@ -100,6 +112,9 @@ def _echo_json(document) -> None:
 def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
     """Classify image files and folders (recursively).
 
+    --model also takes a release folder (from `nsfw-mobile release`): the
+    fastest artefact that passed validation is used.
+
     Every readable file is classified even when others fail; exit code 3 says
     that some files could not be read (their errors are in the output).
 
@@ -109,6 +124,7 @@ def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
       nsfw-mobile predict photos/ --threshold 0.5
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite
+      nsfw-mobile predict photos/ --model models/
     """
     from .images import find_images
     from .predict import classify
@@ -120,6 +136,11 @@ def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
     files = find_images(paths)
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
+    if model_path is not None and (model_path / "manifest.json").is_file():
+        from .release import fastest_artifact
+
+        model_path = fastest_artifact(model_path)
+        click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
     options = {"allow_unsafe": unsafe} if runner_kind(model_path) == "keras" else {}
     runner = open_runner(model_path, num_threads=threads, **options)
     failures = 0

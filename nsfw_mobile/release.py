@@ -193,6 +193,20 @@ def _model_card(manifest) -> str:
     )
 
 
+def fastest_artifact(release_dir: str | Path) -> Path:
+    """The releasable artefact with the lowest 1-thread median latency in a release's manifest."""
+    release_dir = Path(release_dir)
+    manifest = json.loads((release_dir / MANIFEST).read_text())
+    timed = [
+        (entry["latency"]["threads_1"]["median_ms"], entry["file"])
+        for entry in manifest["files"]
+        if entry["releasable"] and "threads_1" in entry.get("latency", {})
+    ]
+    if not timed:
+        raise ModelFileError(f"{release_dir}: the manifest has no validated, benchmarked artefact")
+    return release_dir / min(timed)[1]
+
+
 def check(release_dir: str | Path, *, reference=None, images=None) -> list[str]:
     """Problems found in a release folder (empty list: it checks out)."""
     release_dir = Path(release_dir)

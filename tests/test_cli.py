@@ -105,3 +105,25 @@ def test_predict_default_model_on_shipped_samples(samples):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == len(samples)
     assert sum(line["label"] == "Neutral" for line in lines) >= len(lines) - 3
+
+
+def test_tflite_predict_never_imports_the_heavy_stack():
+    """A runtime-only install (numpy, pillow, click, ai-edge-litert) is enough for .tflite."""
+    code = (
+        "import sys; from click.testing import CliRunner; from nsfw_mobile.cli import main; "
+        "r = CliRunner().invoke(main, ['predict', 'nsfw_mobile/samples/coffee.jpg', '--model', "
+        "'models/nsfw_int8.tflite', '--json']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'coremltools') if m in sys.modules))"
+    )
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_predict_with_a_release_folder_uses_its_fastest_validated_model(samples):
+    models = __import__("pathlib").Path(__file__).resolve().parent.parent / "models"
+    result = run("predict", samples[0], "--model", models, "--json")
+    assert result.exit_code == 0, result.output
+    assert "using nsfw_int8.tflite, the fastest validated model" in result.stderr

@@ -20,9 +20,9 @@ def load_spec(path: str | Path):
     from .._tf import quiet_tensorflow
 
     quiet_tensorflow()
-    try:
-        import coremltools as ct
+    import coremltools as ct
 
+    try:
         spec = ct.utils.load_spec(str(path))
     except Exception as exc:  # protobuf DecodeError, JSON and OS errors
         raise ModelFileError(
