@@ -77,6 +77,17 @@ def main():
     """
 
 
+def thread_counts(text: str) -> tuple[int, ...]:
+    """Parse a --threads value such as "1,2"."""
+    try:
+        counts = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--threads {text!r}: give comma-separated integers such as 1,2") from None
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--threads {text!r}: give thread counts of 1 or more")
+    return counts
+
+
 def _echo_json(document) -> None:
     click.echo(json.dumps(document, sort_keys=False))
 
@@ -667,14 +678,7 @@ def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
     """
     from .bench import bench, render_markdown, render_table
 
-    try:
-        counts = tuple(int(t) for t in threads.split(",") if t.strip())
-    except ValueError:
-        raise UsageError(
-            f"--threads {threads!r}: give comma-separated integers such as 1,2"
-        ) from None
-    if not counts or min(counts) < 1:
-        raise UsageError(f"--threads {threads!r}: give thread counts of 1 or more")
+    counts = thread_counts(threads)
     paths = []
     for item in artifacts:
         folder = Path(item)
@@ -769,12 +773,7 @@ def release_command(model, out_dir, check_dir, calibration, image_paths, threads
         if not as_json:
             click.echo(f"{check_dir}: every file matches its checksum and passes validation")
         return
-    try:
-        counts = tuple(int(t) for t in threads.split(","))
-    except ValueError:
-        raise UsageError(
-            f"--threads {threads!r}: give comma-separated integers such as 1,2"
-        ) from None
+    counts = thread_counts(threads)
     manifest = releases.release(
         model,
         out_dir,
