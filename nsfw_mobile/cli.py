@@ -558,13 +558,6 @@ def train(
         if augment.strip() == "none"
         else tuple(a.strip() for a in augment.split(",") if a.strip())
     )
-    from .data import AUGMENTATIONS
-
-    unknown = set(augmentations) - set(AUGMENTATIONS)
-    if unknown:
-        raise UsageError(
-            f"--augment {','.join(sorted(unknown))}: choose from {','.join(AUGMENTATIONS)} or none"
-        )
     config = TrainConfig(
         data_dir=str(data_dir),
         out=str(out_dir),

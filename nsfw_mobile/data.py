@@ -161,6 +161,14 @@ def class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
 AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "channel_shift", "flip")
 
 
+def check_augmentations(names) -> None:
+    unknown = set(names) - set(AUGMENTATIONS)
+    if unknown:
+        raise UsageError(
+            f"--augment {','.join(sorted(unknown))}: choose from {','.join(AUGMENTATIONS)} or none"
+        )
+
+
 def augmenter(enabled: tuple[str, ...] = AUGMENTATIONS, seed: int = 0):
     """The seed's on-the-fly augmentation as Keras layers, on the 0-255 scale.
 
@@ -169,11 +177,7 @@ def augmenter(enabled: tuple[str, ...] = AUGMENTATIONS, seed: int = 0):
     """
     import keras
 
-    unknown = set(enabled) - set(AUGMENTATIONS)
-    if unknown:
-        raise UsageError(
-            f"unknown augmentation {sorted(unknown)}: choose from {', '.join(AUGMENTATIONS)}"
-        )
+    check_augmentations(enabled)
     layers = []
     if "rotation" in enabled:
         layers.append(keras.layers.RandomRotation(30 / 360, fill_mode="nearest", seed=seed))
@@ -188,7 +192,7 @@ def augmenter(enabled: tuple[str, ...] = AUGMENTATIONS, seed: int = 0):
     return layers, "channel_shift" in enabled
 
 
-def make_tf_dataset(pixels, labels, *, batch_size, training, augment=(), seed=0, classes=3):
+def make_tf_dataset(pixels, labels, *, batch_size, training, augment=(), seed=0):
     """A tf.data pipeline over decoded pixels: shuffle, augment, scale to [0, 1], prefetch."""
     from ._tf import import_tensorflow
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 LABELS: tuple[str, ...] = ("Neutral", "Porn", "Sexy")
@@ -45,3 +47,27 @@ def nsfw_score(probabilities: np.ndarray, labels=LABELS) -> np.ndarray:
     if not columns:
         raise ValueError(f"labels {list(labels)} have none of the NSFW classes {sorted(nsfw)}")
     return probabilities[..., columns].sum(axis=-1)
+
+
+def default_labels(width: int, model_file: str | Path | None = None) -> tuple[str, ...]:
+    """Class names of a model without embedded labels: ``labels.txt`` beside its file,
+    else the product's three or NSFWJS's five classes by output width."""
+    from .errors import ModelFileError
+
+    if model_file is not None:
+        labels_file = Path(model_file).with_name("labels.txt")
+        if labels_file.is_file():
+            text = labels_file.read_text()
+            labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+            if len(labels) != width:
+                raise ModelFileError(
+                    f"{labels_file}: {len(labels)} labels for a model with {width} outputs"
+                )
+            return labels
+    if width == len(LABELS):
+        return LABELS
+    if width == len(NSFWJS_LABELS):
+        return NSFWJS_LABELS
+    raise ModelFileError(
+        f"model has {width} outputs and no labels.txt beside it: write one label per line"
+    )

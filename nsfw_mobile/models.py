@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._tf import import_keras
 from .errors import ModelFileError, UsageError
-from .labels import LABELS, NSFWJS_LABELS, merge_matrix
+from .labels import LABELS, default_labels, merge_matrix
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "mobilenet_v2"
 PRETRAINED_JSON = PRETRAINED_DIR / "model.json"
@@ -139,27 +139,8 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
 
 
 def labels_for(model, path: Path | None = None) -> tuple[str, ...]:
-    """A model's class names: ``labels.txt`` beside its file, else by output width."""
-    if path is not None:
-        labels_file = Path(path).with_name("labels.txt")
-        if labels_file.is_file():
-            labels = tuple(
-                line.strip() for line in labels_file.read_text().splitlines() if line.strip()
-            )
-            if len(labels) != model.output.shape[-1]:
-                raise ModelFileError(
-                    f"{labels_file}: {len(labels)} labels for a model with "
-                    f"{model.output.shape[-1]} outputs"
-                )
-            return labels
-    width = model.output.shape[-1]
-    if width == len(LABELS):
-        return LABELS
-    if width == len(NSFWJS_LABELS):
-        return NSFWJS_LABELS
-    raise ModelFileError(
-        f"model has {width} outputs and no labels.txt beside it: write one label per line"
-    )
+    """A Keras model's class names: ``labels.txt`` beside its file, else by output width."""
+    return default_labels(int(model.output.shape[-1]), path)
 
 
 @dataclass

@@ -54,9 +54,11 @@ def release(
         on_start=lambda i, f, o: log(f"  [{i + 1}/{len(FORMATS)}] {f.key}"),
     )
     log("validating against the reference")
+    from .runtime.keras_runner import KerasRunner
+
     report = validate(
         [a.path for a in artifacts],
-        reference=model,
+        reference=KerasRunner(source),
         images=images,
         format_keys=[a.format for a in artifacts],
     )

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import data
 from .atomic import atomic_path
+from .data import AUGMENTATIONS, check_augmentations
 from .errors import UsageError
 from .labels import LABELS
 
@@ -48,13 +50,14 @@ class TrainConfig:
     optimizer: str = "sgd"
     val_split: float | None = None
     class_weights: bool = True
-    augment: tuple[str, ...] = ("rotation", "shift", "shear", "zoom", "channel_shift", "flip")
+    augment: tuple[str, ...] = AUGMENTATIONS
     early_stopping: int = 10
     seed: int = 0
     steps_per_epoch: int | None = None
     labels: tuple[str, ...] = LABELS
 
     def check(self) -> None:
+        check_augmentations(self.augment)
         if self.backbone not in BACKBONES and not Path(self.backbone).is_file():
             raise UsageError(
                 f"--backbone {self.backbone!r}: choose {', '.join(BACKBONES)} or a weights file"
@@ -265,7 +268,6 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
     """Train per ``config``; with ``resume`` continue the run in ``config.out``."""
     import keras
 
-    from . import data
     from ._tf import import_tensorflow
 
     tf = import_tensorflow()
@@ -451,14 +453,12 @@ def seconds_per_step(
         0, 255, (batch_size * 2, input_size, input_size, 3), np.uint8
     )
     y = np.arange(batch_size * 2) % 3
-    from .data import make_tf_dataset
-
-    dataset = make_tf_dataset(
+    dataset = data.make_tf_dataset(
         x,
         y,
         batch_size=batch_size,
         training=True,
-        augment=("rotation", "shift", "shear", "zoom", "channel_shift", "flip"),
+        augment=AUGMENTATIONS,
     )
     iterator = iter(dataset.repeat())
     batch = next(iterator)

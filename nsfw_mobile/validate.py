@@ -136,7 +136,7 @@ def compare(
 def validate(
     candidates: list[str | Path],
     *,
-    reference: str | Path | None = None,
+    reference: str | Path | Runner | None = None,
     images: list[str | Path] | None = None,
     format_keys: list[str] | None = None,
     num_threads: int | None = None,
@@ -152,7 +152,8 @@ def validate(
     )
     if len(formats) == 1 and len(candidates) > 1:
         formats = formats * len(candidates)
-    reference_runner = open_runner(reference)
+    # A Runner may be passed in by callers that already loaded the reference (release).
+    reference_runner = reference if isinstance(reference, Runner) else open_runner(reference)
     source = images or sample_images()
     batch = load_images(source, reference_runner.input_size)
     if len(batch.paths) == 0:

@@ -30,15 +30,12 @@ def load_interpreter_class():
 
 def _labels_for(path: Path, width: int) -> tuple[str, ...]:
     from ..export.tflite_metadata import read_metadata
-    from ..labels import LABELS, NSFWJS_LABELS
+    from ..labels import default_labels
 
     metadata = read_metadata(path)
     if metadata and metadata.labels:
         return tuple(metadata.labels)
-    labels_file = path.with_name("labels.txt")
-    if labels_file.is_file():
-        return tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
-    return {3: LABELS, 5: NSFWJS_LABELS}.get(width) or tuple(f"class_{i}" for i in range(width))
+    return default_labels(width, path)
 
 
 class TFLiteRunner(Runner):
