@@ -1,24 +1,31 @@
-"""Heavy imports, in one place, so that light commands never pay for them."""
+"""Heavy imports, in one place, so that light commands never pay for them.
+
+Each import runs inside ``quiet.native_output()``: TensorFlow prints its oneDNN
+banner from C++ at import, before any logging setting applies, and coremltools
+logs its version warnings at import.
+"""
 
 from __future__ import annotations
 
-import os
-
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from .quiet import native_output
 
 
 def import_keras():
-    quiet_tensorflow()
-    import keras
+    with native_output():
+        import keras
 
     return keras
 
 
 def import_tensorflow():
-    quiet_tensorflow()
-    import tensorflow as tf
+    with native_output():
+        import tensorflow as tf
 
     return tf
+
+
+def import_coremltools():
+    with native_output():
+        import coremltools
+
+    return coremltools

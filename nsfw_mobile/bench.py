@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
-from .models import size_bytes
-from .runtime import runner_kind
+from .errors import BenchmarkError, UsageError
+from .files import size_bytes
+from .formats import PRETRAINED, file_type_of
 
+SYSTEM_NAMES = {"Darwin": "macOS"}
 ISA_FLAGS = (
     "sse4_2",
     "avx",
@@ -112,14 +114,31 @@ def versions() -> dict:
 # ------------------------------------------------------------------ child process
 
 
-def _worker(path: str, threads: int) -> None:
-    """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory.
+
+    Linux keeps ``ru_maxrss`` across ``exec``, so a child started by a parent that
+    holds TensorFlow would report the parent's peak; ``VmHWM`` belongs to the
+    process's own address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def _worker(path: str, threads: int) -> None:
+    """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
     from .runtime import open_runner
 
     started = time.perf_counter()
-    runner = open_runner(None if path == "pretrained" else path, num_threads=threads)
+    runner = open_runner(path, num_threads=threads)
     image = np.random.default_rng(0).integers(0, 256, (1, *runner.input_size, 3), dtype=np.uint8)
     runner.predict(image)
     load_seconds = time.perf_counter() - started
@@ -136,14 +155,15 @@ def _worker(path: str, threads: int) -> None:
                 latencies.append((time.perf_counter() - t0) * 1e3)
             print(json.dumps({"latencies_ms": latencies}), flush=True)
         elif command == "rss":
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            print(json.dumps({"peak_rss_mb": peak_kb / 1024}), flush=True)
+            print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
         elif command == "quit":
             return
 
 
 class _Child:
     def __init__(self, path: str, threads: int):
+        # The child's chatter is kept, and shown only if it dies.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         env = {
             **os.environ,
             "OMP_NUM_THREADS": str(threads),
@@ -163,7 +183,7 @@ class _Child:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             text=True,
             env=env,
         )
@@ -173,7 +193,13 @@ class _Child:
     def _read(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise UsageError(f"{self.path}: the benchmark process died while loading or running it")
+            self.process.wait()
+            self.stderr.seek(0)
+            tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise BenchmarkError(
+                f"{self.path}: the benchmark process died (exit code {self.process.returncode})"
+                + (": " + " | ".join(tail) if tail else "")
+            )
         return json.loads(line)
 
     def ask(self, command: str) -> dict:
@@ -188,13 +214,8 @@ class _Child:
             self.process.wait(timeout=30)
         except (BrokenPipeError, subprocess.TimeoutExpired):
             self.process.kill()
-
-
-def _engine(path: str) -> str:
-    if path == "pretrained":
-        return "keras"
-    kind = runner_kind(path)
-    return {"tflite": "litert", "keras": "keras", "coreml": "coreml"}[kind]
+            self.process.wait()
+        self.stderr.close()
 
 
 def bench(
@@ -220,12 +241,14 @@ def bench(
     )
     runnable = []
     for path in map(str, paths):
-        if path != "pretrained" and not Path(path).exists():
+        if path != PRETRAINED and not Path(path).exists():
             raise UsageError(f"{path}: no such file")
-        if _engine(path) == "coreml" and platform.system() != "Darwin":
+        file_type = file_type_of(path)
+        if not file_type.runs_at_speed_here:
             report.skipped.append(
-                f"{path}: Core ML latency needs macOS (the numpy executor is a "
-                "validator, not a runtime)"
+                f"{path}: {file_type.engine} latency needs "
+                f"{SYSTEM_NAMES.get(file_type.native_system, file_type.native_system)} "
+                "(here it runs only in the toolkit's validator, which is not a runtime)"
             )
             continue
         runnable.append(path)
@@ -249,9 +272,9 @@ def bench(
                 values = np.asarray(child.latencies)
                 result = BenchResult(
                     path=child.path,
-                    engine=_engine(child.path),
+                    engine=file_type_of(child.path).engine,
                     threads=count,
-                    size_bytes=0 if child.path == "pretrained" else size_bytes(child.path),
+                    size_bytes=0 if child.path == PRETRAINED else size_bytes(child.path),
                     load_seconds=round(child.load_seconds, 3),
                     runs=len(values),
                     median_ms=round(float(np.median(values)), 3),

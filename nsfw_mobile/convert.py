@@ -10,10 +10,10 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import UsageError
 from .export import Artifact
-from .export.tflite import MIN_CALIBRATION_IMAGES
-from .formats import Format
+from .files import sha256_file
+from .formats import MIN_CALIBRATION_IMAGES, Format, check_options
 from .images import load_images, sample_images
-from .models import SourceModel, sha256_file
+from .models import SourceModel
 
 
 def load_calibration(
@@ -39,21 +39,6 @@ def load_calibration(
     return batch.pixels, notes
 
 
-def check_request(
-    formats: Sequence[Format], *, io_type: str, calibration: str | Path | None
-) -> None:
-    """Refuse option combinations that would be ignored, before any work."""
-    has_int8_tflite = any(f.target == "tflite" and f.quantization == "int8" for f in formats)
-    if io_type != "uint8" and not has_int8_tflite:
-        raise UsageError(
-            "--io applies to full-integer TFLite only: add --to tflite --quantize int8"
-        )
-    if calibration is not None and not has_int8_tflite:
-        raise UsageError(
-            "--calibration applies to full-integer TFLite only: add --to tflite --quantize int8"
-        )
-
-
 def write_labels(source: SourceModel, out_dir: Path) -> Path:
     path = out_dir / "labels.txt"
     with atomic_path(path) as temporary:
@@ -73,35 +58,23 @@ def convert_all(
     command: str | None = None,
 ) -> list[Artifact]:
     """Convert ``source`` to every format in ``formats`` under ``out_dir``."""
-    check_request(formats, io_type=io_type, calibration=calibration)
+    check_options(formats, io_type=io_type, calibration=calibration)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration_pixels, calibration_notes = None, []
-    if any(f.target == "tflite" and f.quantization == "int8" for f in formats):
-        calibration_pixels, calibration_notes = load_calibration(calibration, source.input_size)
+    prepared: dict = {"io_type": io_type}
+    calibration_notes: list[str] = []
+    if any("calibration" in f.options for f in formats):
+        prepared["calibration"], calibration_notes = load_calibration(
+            calibration, source.input_size
+        )
     artifacts = []
     for index, fmt in enumerate(formats):
         out = out_dir / fmt.filename
         if on_start:
             on_start(index, fmt, out)
-        if fmt.target == "tflite":
-            from .export.tflite import keras2tflite
-
-            artifact = keras2tflite(
-                source,
-                out,
-                quantization=fmt.quantization,
-                calibration=calibration_pixels,
-                io_type=io_type,
-            )
-            if fmt.quantization == "int8":
-                artifact.notes.extend(calibration_notes)
-        else:
-            from .export.coreml import keras2coreml
-
-            artifact = keras2coreml(
-                source, out, quantization=fmt.quantization, precision=fmt.precision
-            )
+        artifact = fmt.convert(source, out, **{name: prepared[name] for name in fmt.options})
+        if "calibration" in fmt.options:
+            artifact.notes.extend(calibration_notes)
         artifact.format = fmt.key
         artifacts.append(artifact)
         if on_done:
@@ -155,7 +128,7 @@ def write_readme(
     lines += [
         "",
         "A folder's SHA-256 (`.mlpackage`) covers its files' relative paths and contents "
-        "in sorted order (`nsfw_mobile.models.sha256_file`).",
+        "in sorted order (`nsfw_mobile.files.sha256_file`).",
         "",
     ]
     with atomic_path(path) as temporary:

@@ -38,3 +38,7 @@ class LabelMismatchError(NsfwMobileError):
 
 class ValidationFailed(NsfwMobileError):
     """A candidate model disagrees with its reference beyond its format's tolerance."""
+
+
+class BenchmarkError(NsfwMobileError):
+    """A benchmark process died; the message carries the end of its stderr."""

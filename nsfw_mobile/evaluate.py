@@ -54,6 +54,11 @@ class EvaluationReport:
         return asdict(self)
 
 
+def _area_under(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoidal area (np.trapezoid needs NumPy 2; the floor is 1.26)."""
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
 def roc_curve(is_positive: np.ndarray, scores: np.ndarray):
     """False and true positive rates at every distinct threshold (descending), and thresholds."""
     order = np.argsort(-scores, kind="mergesort")
@@ -152,7 +157,7 @@ def evaluate(
         if is_positive.any() and (~is_positive).any():
             fpr, tpr, _ = roc_curve(is_positive, scores)
             precision, recall, _ = precision_recall_curve(is_positive, scores)
-            report.roc_auc = float(np.trapezoid(tpr, fpr))
+            report.roc_auc = _area_under(fpr, tpr)
             report.average_precision = float(np.sum(np.diff(recall) * precision[1:]))
             report.thresholds = threshold_table(is_positive, scores)
             report.roc_curve = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

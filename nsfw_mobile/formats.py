@@ -1,7 +1,16 @@
-"""The one registry of output formats.
+"""The one registry of model file types and output formats.
 
-Every CLI choice, ``convert --to all``, validation tolerances, ``bench`` and
-the docs read named fields of these records; nothing indexes rows by position.
+A :class:`FileType` says how a kind of model file is recognised (its suffix, or
+the file that marks a model folder), which runner opens it, which function
+inspects it and which engine benchmarks it. A :class:`Format` is one output of
+``convert``: its file type, file name, converter, quantization, the options a
+user may set for it and its validation tolerance.
+
+The CLI choices, ``convert --to all``, dispatch by file type (``open_runner``,
+``inspect``, ``bench DIR``), ``release`` and the docs read named fields of these
+records; nothing else knows a suffix, and nothing indexes rows by position.
+Runners, inspectors and converters are named as ``"module:attribute"`` and
+imported only when used, so reading the registry stays cheap.
 
 Tolerances compare a candidate's probabilities with the Keras reference's on
 the same uint8 images. Figures measured on the pretrained model and the 21
@@ -14,10 +23,167 @@ scale, BGR, a perturbed weight, bad calibration: differences of 0.2 to 1).
 
 from __future__ import annotations
 
+import importlib
+import os
+import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import ModelFileError, UsageError
+
+PRETRAINED = "pretrained"
+"""The name that stands for the shipped model wherever a model path is taken."""
+
+
+def resolve(reference: str):
+    """Import ``"package.module:attr.sub"`` and return the attribute."""
+    module_name, _, attribute = reference.partition(":")
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+@dataclass(frozen=True)
+class FileType:
+    """A kind of model file the toolkit reads."""
+
+    key: str
+    suffix: str
+    runner: str
+    """``module:Class`` of the Runner; its ``open(path, **options)`` opens a file."""
+    inspector: str
+    """``module:function`` returning the ``inspect`` report's fields for a file."""
+    engine: str
+    """What runs it in ``bench``."""
+    description: str
+    metadata_reader: str | None = None
+    """``module:function`` returning its ``metadata.ArtifactMetadata``; None: labels only."""
+    folder_marker: str | None = None
+    """A folder holding this file is a model of this type (a TF.js model folder)."""
+    native_system: str | None = None
+    """The only system where its engine runs at speed (Core ML: Darwin); None: any."""
+
+    def matches(self, path: Path) -> bool:
+        if path.suffix.lower() == self.suffix:
+            return True
+        return bool(self.folder_marker) and (path / self.folder_marker).is_file()
+
+    @property
+    def runs_at_speed_here(self) -> bool:
+        return self.native_system is None or platform.system() == self.native_system
+
+    def open_runner(self, path, **options):
+        return resolve(self.runner).open(path, **options)
+
+    def inspect(self, path: Path) -> dict:
+        return resolve(self.inspector)(path)
+
+
+KERAS = FileType(
+    "keras",
+    ".keras",
+    "nsfw_mobile.runtime.keras_runner:KerasRunner",
+    "nsfw_mobile.inspect_model:inspect_keras",
+    "keras",
+    "Keras 3 model file",
+)
+TFJS_LAYERS = FileType(
+    "tfjs-layers",
+    ".json",
+    "nsfw_mobile.runtime.keras_runner:KerasRunner",
+    "nsfw_mobile.inspect_model:inspect_keras",
+    "keras",
+    "TF.js layers model (model.json and weight shards), run through its Keras import",
+    folder_marker="model.json",
+)
+TFLITE = FileType(
+    "tflite",
+    ".tflite",
+    "nsfw_mobile.runtime.tflite_runner:TFLiteRunner",
+    "nsfw_mobile.inspect_model:inspect_tflite",
+    "litert",
+    "TensorFlow Lite flatbuffer",
+    metadata_reader="nsfw_mobile.metadata:read_tflite",
+)
+MLMODEL = FileType(
+    "mlmodel",
+    ".mlmodel",
+    "nsfw_mobile.runtime.coreml_runner:CoreMLRunner",
+    "nsfw_mobile.inspect_model:inspect_coreml",
+    "Core ML",
+    "Core ML neural network",
+    metadata_reader="nsfw_mobile.metadata:read_coreml",
+    native_system="Darwin",
+)
+MLPACKAGE = FileType(
+    "mlpackage",
+    ".mlpackage",
+    "nsfw_mobile.runtime.coreml_runner:CoreMLRunner",
+    "nsfw_mobile.inspect_model:inspect_coreml",
+    "Core ML",
+    "Core ML ML Program package (a folder)",
+    metadata_reader="nsfw_mobile.metadata:read_coreml",
+    native_system="Darwin",
+)
+FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE)
+
+
+def file_type_of(path: str | os.PathLike | None) -> FileType:
+    """The file type of a model path (None or 'pretrained': the shipped Keras model)."""
+    if path is None or str(path) == PRETRAINED:
+        return KERAS
+    path = Path(path)
+    for file_type in FILE_TYPES:
+        if path.suffix.lower() == file_type.suffix:
+            return file_type
+    for file_type in FILE_TYPES:
+        if file_type.matches(path):
+            return file_type
+    expected = ", ".join(
+        f.suffix if f.folder_marker is None else f"{f.suffix} ({f.folder_marker})"
+        for f in FILE_TYPES
+    )
+    raise ModelFileError(
+        f"{path}: unknown model type {path.suffix or '(no suffix)'!r}; expected {expected}"
+    )
+
+
+def is_model_path(path: Path) -> bool:
+    try:
+        file_type_of(path)
+    except ModelFileError:
+        return False
+    return True
+
+
+def model_files_in(folder: str | os.PathLike) -> list[Path]:
+    """The model files and model folders directly inside ``folder``, sorted.
+
+    Hidden entries are skipped, among them the ``.partial-*`` and ``.old-*``
+    entries an interrupted write may leave behind.
+    """
+    return sorted(
+        entry
+        for entry in Path(folder).iterdir()
+        if not entry.name.startswith(".") and is_model_path(entry)
+    )
+
+
+def expand_model_paths(items: Iterable[str]) -> list[str]:
+    """Command-line model arguments: a folder that is not itself a model becomes its models."""
+    paths: list[str] = []
+    for item in items:
+        path = Path(item)
+        if item != PRETRAINED and path.is_dir() and not is_model_path(path):
+            paths += [str(p) for p in model_files_in(path)]
+        else:
+            paths.append(item)
+    return paths
+
+
+# ------------------------------------------------------------------ output formats
 
 
 @dataclass(frozen=True)
@@ -35,6 +201,71 @@ class Tolerance:
     def mode(self) -> str:
         return "strict" if self.max_abs is not None and self.max_abs <= 1e-3 else "statistical"
 
+    def describe(self) -> str:
+        parts = [
+            f"max <= {self.max_abs:g}" if self.max_abs is not None else "",
+            f"mean <= {self.mean_abs:g}" if self.mean_abs is not None else "",
+            f"top-1 >= {self.min_agreement:.0%}",
+        ]
+        return ", ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A converter option that only some formats take."""
+
+    name: str
+    flag: str
+    applies_to: str
+    """The formats that take it, in words."""
+    default: object = None
+    choices: tuple[str, ...] | None = None
+
+
+CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite")
+IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
+OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
+MIN_CALIBRATION_IMAGES = 20
+DEFAULT_PRECISION = "float16"
+"""Compute precision of an ML Program when none is asked for."""
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str
+    file_type: FileType
+    quantization: str
+    filename: str
+    tolerance: Tolerance
+    summary: str
+    converter: str
+    """``module:function`` called as ``converter(source, out, quantization=..., ...)``."""
+    precision: str | None = None
+    """Compute precision of an ML Program; None elsewhere."""
+    options: tuple[str, ...] = ()
+    """Names in OPTIONS that this format's converter takes."""
+
+    @property
+    def target(self) -> str:
+        return self.file_type.key
+
+    @property
+    def suffix(self) -> str:
+        return self.file_type.suffix
+
+    def convert(self, source, out: Path, **options):
+        """Run this format's converter; ``options`` are the OPTIONS it takes."""
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise UsageError(f"{self.key} takes no {', '.join(sorted(unknown))}")
+        if self.precision is not None:
+            options["precision"] = self.precision
+        return resolve(self.converter)(source, out, quantization=self.quantization, **options)
+
+
+def _t(base: Tolerance, measured: str) -> Tolerance:
+    return Tolerance(base.max_abs, base.mean_abs, base.min_agreement, measured)
+
 
 STRICT = Tolerance(1e-4, None, 1.0, "")
 FLOAT16 = Tolerance(3e-2, 3e-3, 1.0, "")
@@ -42,107 +273,94 @@ DYNAMIC = Tolerance(0.15, 0.01, 0.97, "")
 INT8_WEIGHTS = Tolerance(0.1, 0.01, 0.97, "")
 FULL_INT8 = Tolerance(None, 0.03, 0.97, "")
 
-
-@dataclass(frozen=True)
-class Format:
-    key: str
-    target: str
-    """mlmodel | mlpackage | tflite"""
-    quantization: str
-    filename: str
-    tolerance: Tolerance
-    summary: str
-    precision: str | None = None
-    """Compute precision of an ML Program; None elsewhere."""
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.filename).suffix
-
-    @property
-    def runner(self) -> str:
-        return "tflite" if self.target == "tflite" else "coreml"
-
-
-def _t(base: Tolerance, measured: str) -> Tolerance:
-    return Tolerance(base.max_abs, base.mean_abs, base.min_agreement, measured)
-
+COREML_CONVERTER = "nsfw_mobile.export.coreml:keras2coreml"
+TFLITE_CONVERTER = "nsfw_mobile.export.tflite:keras2tflite"
 
 FORMATS: tuple[Format, ...] = (
     Format(
         "mlmodel",
-        "mlmodel",
+        MLMODEL,
         "none",
         "NSFW.mlmodel",
         _t(STRICT, "max 5.4e-7, mean 6.1e-8, top-1 100%"),
         "Core ML neural network, iOS 13+, float32 weights",
+        COREML_CONVERTER,
     ),
     Format(
         "mlmodel-float16",
-        "mlmodel",
+        MLMODEL,
         "float16",
         "NSFW_float16.mlmodel",
         _t(FLOAT16, "max 1.4e-2, mean 8.3e-4, top-1 100%"),
         "Core ML neural network, iOS 13+, float16 weights",
+        COREML_CONVERTER,
     ),
     Format(
         "mlpackage",
-        "mlpackage",
+        MLPACKAGE,
         "none",
         "NSFW.mlpackage",
         _t(FLOAT16, "max 9.5e-3, mean 6.7e-4, top-1 100% (float16 emulated)"),
         "Core ML ML Program, iOS 15+, float16 compute",
+        COREML_CONVERTER,
         precision="float16",
     ),
     Format(
         "mlpackage-float32",
-        "mlpackage",
+        MLPACKAGE,
         "none",
         "NSFW_float32.mlpackage",
         _t(STRICT, "max 5.4e-7, mean 6.1e-8, top-1 100%"),
         "Core ML ML Program, iOS 15+, float32 compute",
+        COREML_CONVERTER,
         precision="float32",
     ),
     Format(
         "mlpackage-int8",
-        "mlpackage",
+        MLPACKAGE,
         "int8",
         "NSFW_int8.mlpackage",
         _t(INT8_WEIGHTS, "max 1.8e-2, mean 1.3e-3, top-1 100% (float16 emulated)"),
         "Core ML ML Program, iOS 16+, int8 weights, float16 compute",
+        COREML_CONVERTER,
         precision="float16",
     ),
     Format(
         "tflite-float32",
-        "tflite",
+        TFLITE,
         "none",
         "nsfw_float32.tflite",
         _t(STRICT, "max 4.5e-7, mean 4.9e-8, top-1 100%"),
         "TFLite float32",
+        TFLITE_CONVERTER,
     ),
     Format(
         "tflite-float16",
-        "tflite",
+        TFLITE,
         "float16",
         "nsfw_float16.tflite",
         _t(FLOAT16, "max 1.4e-2, mean 8.3e-4, top-1 100%"),
         "TFLite float16 weights (float32 compute on CPU)",
+        TFLITE_CONVERTER,
     ),
     Format(
         "tflite-dynamic",
-        "tflite",
+        TFLITE,
         "dynamic",
         "nsfw_dynamic.tflite",
         _t(DYNAMIC, "max 3.5e-2, mean 2.0e-3, top-1 100%"),
         "TFLite dynamic-range int8 weights",
+        TFLITE_CONVERTER,
     ),
     Format(
         "tflite-int8",
-        "tflite",
+        TFLITE,
         "int8",
         "nsfw_int8.tflite",
         _t(FULL_INT8, "max 0.18, mean 1.0e-2, top-1 100% (calibrated on the 21 samples)"),
         "TFLite full-integer int8, uint8 input and output",
+        TFLITE_CONVERTER,
+        options=("calibration", "io_type"),
     ),
 )
 
@@ -161,23 +379,50 @@ def quantizations(target: str) -> tuple[str, ...]:
 
 
 def select(target: str, quantization: str = "none", precision: str | None = None) -> Format:
-    """The registry row for a --to / --quantize / --precision choice."""
+    """The registry row for a --to / --quantize / --precision choice; exactly one or an error."""
     if target not in TARGETS:
         raise UsageError(f"--to {target}: choose one of {', '.join(TARGETS)} or all")
-    if precision is not None and target != "mlpackage":
-        raise UsageError(f"--precision applies to --to mlpackage only, not {target}")
     rows = [f for f in FORMATS if f.target == target and f.quantization == quantization]
     if not rows:
         raise UsageError(
             f"--quantize {quantization} is not available for {target}: "
             f"choose one of {', '.join(quantizations(target))}"
         )
-    if precision is None:
-        return rows[0]
-    for row in rows:
-        if row.precision == precision:
-            return row
-    raise UsageError(
-        f"--precision {precision} with --quantize {quantization} is not offered for {target}: "
-        f"choose {', '.join(str(r.precision) for r in rows)}"
-    )
+    precisions = {row.precision for row in rows} - {None}
+    if precision is not None and not precisions:
+        raise UsageError(
+            f"--precision applies to --to mlpackage only (ML Programs); {target} has no "
+            "compute precision setting"
+        )
+    wanted = precision or (DEFAULT_PRECISION if precisions else None)
+    matching = [row for row in rows if row.precision == wanted]
+    if len(matching) != 1:
+        raise UsageError(
+            f"--precision {wanted} with --quantize {quantization} is not offered for {target}: "
+            f"choose {', '.join(sorted(precisions))}"
+        )
+    return matching[0]
+
+
+def check_options(formats: Iterable[Format], **given) -> None:
+    """Refuse an option that none of the chosen formats takes, before any work."""
+    formats = list(formats)
+    for name, value in given.items():
+        option = OPTIONS[name]
+        if value is None or value == option.default:
+            continue
+        if option.choices and value not in option.choices:
+            raise UsageError(f"{option.flag} {value}: choose one of {', '.join(option.choices)}")
+        if not any(name in f.options for f in formats):
+            takers = [f.key for f in FORMATS if name in f.options]
+            raise UsageError(
+                f"{option.flag} applies to {option.applies_to} only: add --to {takers[0]}"
+            )
+
+
+def markdown_table() -> str:
+    """The formats table of the README, from the registry."""
+    lines = ["| key | file | what | tolerance |", "|---|---|---|---|"]
+    for f in FORMATS:
+        lines.append(f"| {f.key} | {f.filename} | {f.summary} | {f.tolerance.describe()} |")
+    return "\n".join(lines)

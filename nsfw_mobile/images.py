@@ -17,6 +17,10 @@ Rules, decided here and nowhere else:
   that stays at least as large as the input, which makes big photos fast.
 * Safety: an image whose decoded pixel count is above ``max_pixels`` (after
   draft mode) is refused as a decompression bomb before its pixels are decoded.
+  Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, the caller's to set) applies
+  too, except to JPEGs, whose full size draft mode never decodes.
+* Side effects: none. Pillow's warnings (a malformed EXIF block, say) reach the
+  caller's warning filters unchanged; the command line hides them.
 * Output: ``uint8`` array ``(H, W, 3)``; batches are ``(N, H, W, 3)``.
 
 A file that cannot be read raises :class:`ImageError`; batch loaders return one
@@ -25,9 +29,9 @@ error per bad file and keep going.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,9 +51,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
-# Our own pixel limit replaces Pillow's global one, which warns at 89 MP and
-# raises at 179 MP regardless of draft mode.
-Image.MAX_IMAGE_PIXELS = None
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def sample_images() -> list[Path]:
@@ -61,7 +63,9 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (recursively) into a list of files.
 
     Files named explicitly are always kept, whatever their suffix; inside folders
-    only files with an image suffix are taken, in sorted order.
+    only files with an image suffix are taken, in sorted order, and hidden files
+    and folders (names starting with ".": dotfiles, interrupted ``.partial-*``
+    writes) are skipped.
     """
     found: list[Path] = []
     for raw in paths:
@@ -69,7 +73,11 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in IMAGE_SUFFIXES
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
             )
         else:
@@ -103,6 +111,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open(data: bytes) -> Image.Image:
+    """Open an image without decoding its pixels.
+
+    JPEGs are opened through their plugin directly: ``Image.open`` would apply
+    Pillow's process-wide pixel limit to the full size, before draft mode
+    shrinks the decode, and the toolkit's own limit applies after it. Every
+    other format gets Pillow's limit (as the caller's process sets it) and ours.
+    """
+    if data.startswith(JPEG_SIGNATURE):
+        from PIL import JpegImagePlugin
+
+        with contextlib.suppress(SyntaxError, OSError, ValueError):
+            return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    return Image.open(io.BytesIO(data))
+
+
 def decode_image(
     source: str | os.PathLike | bytes,
     size: int | tuple[int, int],
@@ -123,25 +147,25 @@ def decode_image(
     if not data:
         raise ImageError(label, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
-            if image.format == "JPEG":
-                image.draft("RGB", (width, height))
-            pixels = image.size[0] * image.size[1]
-            if pixels > max_pixels:
-                raise ImageError(
-                    label,
-                    f"{image.size[0]}x{image.size[1]} pixels is over the limit of "
-                    f"{max_pixels:,} (possible decompression bomb)",
-                )
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
+        image = _open(data)
+        if image.format == "JPEG":
+            image.draft("RGB", (width, height))
+        pixels = image.size[0] * image.size[1]
+        if pixels > max_pixels:
+            raise ImageError(
+                label,
+                f"{image.size[0]}x{image.size[1]} pixels is over the limit of "
+                f"{max_pixels:,} (possible decompression bomb)",
+            )
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = to_rgb(image)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(label, f"{exc} (possible decompression bomb)") from None
     except UnidentifiedImageError:
         raise ImageError(label, "not an image Pillow can identify") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError
-from .models import size_bytes
+from .files import size_bytes
+from .formats import file_type_of
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
@@ -18,27 +19,13 @@ def inspect_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if path.is_dir() and (path / "model.json").is_file():
-        path, suffix = path / "model.json", ".json"
-    handlers = {
-        ".keras": _inspect_keras,
-        ".json": _inspect_keras,
-        ".tflite": _inspect_tflite,
-        ".mlmodel": _inspect_coreml,
-        ".mlpackage": _inspect_coreml,
-    }
-    if suffix not in handlers:
-        raise ModelFileError(
-            f"{path}: unknown model type {suffix or '(no suffix)'!r}; expected .keras, model.json, "
-            ".tflite, .mlmodel or .mlpackage"
-        )
+    file_type = file_type_of(path)
     report = {"path": str(path), "size_bytes": size_bytes(path)}
-    report.update(handlers[suffix](path))
+    report.update(file_type.inspect(path))
     return report
 
 
-def _inspect_keras(path: Path) -> dict:
+def inspect_keras(path: Path) -> dict:
     from .models import load_source
 
     source = load_source(path)
@@ -47,7 +34,7 @@ def _inspect_keras(path: Path) -> dict:
         layer.__class__.__name__ for layer in model._flatten_layers(include_self=False)
     )
     return {
-        "format": "keras" if path.suffix == ".keras" else "tfjs-layers",
+        "format": file_type_of(path).key,
         "inputs": [
             {
                 "name": t.name,
@@ -79,9 +66,9 @@ def _tensor(detail: dict) -> dict:
     return entry
 
 
-def _inspect_tflite(path: Path) -> dict:
-    from .export.tflite_metadata import constant_elements, read_metadata
+def inspect_tflite(path: Path) -> dict:
     from .runtime.tflite_runner import TFLiteRunner
+    from .tflite_metadata import constant_elements, read_metadata
 
     runner = TFLiteRunner(path)
     interpreter = runner.interpreter
@@ -118,8 +105,8 @@ def _inspect_tflite(path: Path) -> dict:
     return report
 
 
-def _inspect_coreml(path: Path) -> dict:
-    from .runtime.coreml_spec import load_spec, model_parameters, op_counts
+def inspect_coreml(path: Path) -> dict:
+    from .runtime.coreml_spec import load_spec, op_counts
 
     spec = load_spec(path)
     description = spec.description
@@ -154,9 +141,47 @@ def _inspect_coreml(path: Path) -> dict:
         "outputs": outputs,
         "labels": list(class_labels(spec)),
         "metadata": metadata,
-        "parameters": model_parameters(spec, path),
+        "parameters": _coreml_parameters(spec, path),
         "ops": op_counts(spec),
     }
+
+
+def _weight_count(weights) -> int:
+    if len(weights.floatValue):
+        return len(weights.floatValue)
+    if weights.float16Value:
+        return len(weights.float16Value) // 2
+    if weights.rawValue:
+        return len(weights.rawValue) // 4
+    if weights.int8RawValue:
+        return len(weights.int8RawValue)
+    return 0
+
+
+def _coreml_parameters(spec, path: Path) -> int:
+    from .runtime.coreml_spec import model_body
+
+    body = model_body(spec)
+    if body is not None:
+        total = 0
+        for layer in body.layers:
+            params = getattr(layer, layer.WhichOneof("layer"))
+            for field in ("weights", "bias", "gamma", "beta", "mean", "variance", "data"):
+                if hasattr(params, field) and params.HasField(field):
+                    total += _weight_count(getattr(params, field))
+        return total
+    if spec.WhichOneof("Type") == "mlProgram":
+        from .runtime.coreml_mil import load_program
+
+        program = load_program(path, spec)
+        return int(
+            sum(
+                np.size(value)
+                for value in program.constants.values()
+                if isinstance(value, np.ndarray) and value.size > 1
+            )
+        )
+    return 0
 
 
 def render(report: dict) -> str:

@@ -14,34 +14,13 @@ from pathlib import Path
 
 from ._tf import import_keras
 from .errors import ModelFileError, UsageError
+from .files import sha256_file
 from .labels import LABELS, default_labels, merge_matrix
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "mobilenet_v2"
 PRETRAINED_JSON = PRETRAINED_DIR / "model.json"
 PRETRAINED_NAME = "nsfwjs-mobilenet_v2"
 INPUT_NAME = "image"
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder (an .mlpackage) as its sorted names and contents."""
-    digest = hashlib.sha256()
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():  # a folder's checksum covers its files' names too
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def size_bytes(path: str | Path) -> int:
-    """Size of a file, or the total of a folder's files (an .mlpackage)."""
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def pretrained_sha256() -> str:

@@ -22,8 +22,9 @@ from .atomic import atomic_path
 from .bench import bench, render_markdown, versions
 from .convert import convert_all
 from .errors import ModelFileError, ValidationFailed
-from .formats import FORMATS, by_key
-from .models import load_source, sha256_file, size_bytes
+from .files import sha256_file, size_bytes
+from .formats import FORMATS, PRETRAINED, by_key
+from .models import load_source
 from .validate import render_markdown as validation_markdown
 from .validate import validate
 
@@ -64,40 +65,57 @@ def release(
     )
     log("benchmarking (batch 1)")
     benchmark = bench(
-        [str(a.path) for a in artifacts] + [model or "pretrained"],
+        [str(a.path) for a in artifacts] + [model or PRETRAINED],
         threads=tuple(bench_threads),
         min_runs=bench_runs,
         min_seconds=bench_seconds,
     )
-    latency = {}
+    manifest = build_manifest(source, artifacts, report, benchmark, out_dir)
+    manifest["seconds"] = round(time.perf_counter() - started, 1)
+    write_documents(out_dir, manifest, report, benchmark)
+    if not report.passed:
+        failed = [f["file"] for f in manifest["files"] if not f["releasable"]]
+        raise ValidationFailed(
+            f"{', '.join(failed)} failed validation; see {out_dir / 'REPORT.md'}"
+        )
+    return manifest
+
+
+def _latency_by_file(benchmark) -> dict[str, dict]:
+    latency: dict[str, dict] = {}
     for result in benchmark.results:
         latency.setdefault(Path(result.path).name, {})[f"threads_{result.threads}"] = {
             "median_ms": result.median_ms,
             "p90_ms": result.p90_ms,
             "peak_rss_mb": result.peak_rss_mb,
         }
-    files = []
-    for artifact, checked in zip(artifacts, report.candidates):
-        files.append(
-            {
-                "file": artifact.path.name,
-                "format": artifact.format,
-                "quantization": artifact.quantization,
-                "size_bytes": artifact.size_bytes,
-                "sha256": artifact.sha256,
-                "notes": artifact.notes,
-                "validation": {
-                    "status": checked.status,
-                    "max_abs_diff": checked.max_abs_diff,
-                    "mean_abs_diff": checked.mean_abs_diff,
-                    "top1_agreement": checked.top1_agreement,
-                    "failures": checked.failures,
-                },
-                "latency": latency.get(artifact.path.name, {}),
-                "releasable": checked.passed,
-            }
-        )
-    manifest = {
+    return latency
+
+
+def _file_entry(artifact, checked, latency: dict) -> dict:
+    return {
+        "file": artifact.path.name,
+        "format": artifact.format,
+        "quantization": artifact.quantization,
+        "size_bytes": artifact.size_bytes,
+        "sha256": artifact.sha256,
+        "notes": artifact.notes,
+        "validation": {
+            "status": checked.status,
+            "max_abs_diff": checked.max_abs_diff,
+            "mean_abs_diff": checked.mean_abs_diff,
+            "top1_agreement": checked.top1_agreement,
+            "failures": checked.failures,
+        },
+        "latency": latency.get(artifact.path.name, {}),
+        "releasable": checked.passed,
+    }
+
+
+def build_manifest(source, artifacts, report, benchmark, out_dir: Path) -> dict:
+    """The release's manifest.json as data."""
+    latency = _latency_by_file(benchmark)
+    return {
         "toolkit": f"nsfw-mobile {__version__}",
         "versions": versions(),
         "source": {
@@ -109,10 +127,15 @@ def release(
         "validation_images": {"count": report.images, "source": report.image_source},
         "machine": benchmark.machine,
         "passed": report.passed,
-        "files": files,
+        "files": [
+            _file_entry(artifact, checked, latency)
+            for artifact, checked in zip(artifacts, report.candidates)
+        ],
         "labels_file": {"file": "labels.txt", "sha256": sha256_file(out_dir / "labels.txt")},
-        "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def write_documents(out_dir: Path, manifest: dict, report, benchmark) -> None:
     for name, text in (
         (MANIFEST, json.dumps(manifest, indent=2)),
         ("REPORT.md", _report(manifest, report, benchmark)),
@@ -120,12 +143,6 @@ def release(
     ):
         with atomic_path(out_dir / name) as temporary:
             temporary.write_text(text)
-    if not report.passed:
-        failed = [f["file"] for f in files if not f["releasable"]]
-        raise ValidationFailed(
-            f"{', '.join(failed)} failed validation; see {out_dir / 'REPORT.md'}"
-        )
-    return manifest
 
 
 def _report(manifest, validation, benchmark) -> str:

@@ -249,6 +249,45 @@ def _plot_curves(csv_path: Path, out: Path) -> None:
     plt.close(figure)
 
 
+@contextlib.contextmanager
+def _process_state_kept():
+    """Seeds, op determinism and the Keras dtype policy a run sets, restored afterwards.
+
+    Training seeds Python's, NumPy's, TensorFlow's and Keras's global generators,
+    turns on TensorFlow's op determinism and, on GPUs, a mixed-precision policy;
+    none of that may outlive the call in the caller's process.
+    """
+    import random
+
+    import keras
+    from keras.src.backend.common import global_state
+    from tensorflow.python.eager import context
+    from tensorflow.python.framework import config as tf_config
+
+    saved = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "tensorflow": context.global_seed(),
+        "keras": global_state.get_global_attribute("global_random_seed"),
+        "generator": global_state.get_global_attribute("global_seed_generator"),
+        "deterministic": tf_config.is_op_determinism_enabled(),
+        "policy": keras.mixed_precision.global_policy(),
+    }
+    try:
+        yield
+    finally:
+        random.setstate(saved["python"])
+        np.random.set_state(saved["numpy"])
+        import tensorflow as tf
+
+        tf.random.set_seed(saved["tensorflow"])
+        global_state.set_global_attribute("global_random_seed", saved["keras"])
+        global_state.set_global_attribute("global_seed_generator", saved["generator"])
+        if not saved["deterministic"]:
+            tf_config.disable_op_determinism()
+        keras.mixed_precision.set_global_policy(saved["policy"])
+
+
 def _strategy():
     """MirroredStrategy and mixed precision when several GPUs are present; default otherwise."""
     from ._tf import import_tensorflow
@@ -264,37 +303,35 @@ def _strategy():
     return tf.distribute.get_strategy()
 
 
-def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResult:
-    """Train per ``config``; with ``resume`` continue the run in ``config.out``."""
-    import keras
-
-    from ._tf import import_tensorflow
-
-    tf = import_tensorflow()
-    run_dir = Path(config.out)
+def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, dict]:
+    """The config to train with (a resumed run's own) and the run's saved state."""
     state = _read_state(run_dir)
     if resume:
         if state is None or not (run_dir / "last.keras").is_file():
             raise UsageError(f"{run_dir}: nothing to resume (no state.json and last.keras)")
+        saved = state["config"]
         config = TrainConfig(
-            **{
-                **state["config"],
-                "augment": tuple(state["config"]["augment"]),
-                "labels": tuple(state["config"]["labels"]),
-            }
+            **{**saved, "augment": tuple(saved["augment"]), "labels": tuple(saved["labels"])}
         )
     elif state is not None:
         raise UsageError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
         )
-    config.check()
-    started = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    return config, state or {}
 
-    dataset = data.scan(
-        config.data_dir, class_names=config.labels, val_split=config.val_split, seed=config.seed
-    )
+
+@dataclass
+class _Data:
+    train: object
+    val: object
+    calibration: object
+    counts: dict[str, int]
+    weights: dict[int, float] | None
+    corrupt: list[str]
+
+
+def _prepare_data(config: TrainConfig, dataset, run_dir: Path, log) -> _Data:
+    """Decode every file once (corrupt ones listed and skipped) and build the pipelines."""
     size = (config.input_size, config.input_size)
     log(
         f"decoding {len(dataset.train.paths)} training and {len(dataset.val.paths)} "
@@ -320,114 +357,166 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
         log(
             "class weights: " + ", ".join(f"{config.labels[i]} {w:.2f}" for i, w in weights.items())
         )
-
-    train_ds = data.make_tf_dataset(
-        train_x,
-        train_y,
-        batch_size=config.batch_size,
-        training=True,
-        augment=config.augment,
-        seed=config.seed,
+    batch = config.batch_size
+    return _Data(
+        train=data.make_tf_dataset(
+            train_x,
+            train_y,
+            batch_size=batch,
+            training=True,
+            augment=config.augment,
+            seed=config.seed,
+        ),
+        val=data.make_tf_dataset(val_x, val_y, batch_size=batch, training=False),
+        calibration=data.make_tf_dataset(train_x, train_y, batch_size=batch, training=False),
+        counts=counts,
+        weights=weights,
+        corrupt=corrupt,
     )
-    val_ds = data.make_tf_dataset(val_x, val_y, batch_size=config.batch_size, training=False)
 
-    initial_epoch = 0
+
+def _open_model(config: TrainConfig, run_dir: Path, state: dict, resume: bool, log):
+    """The model to train and the epoch it starts at: last.keras on resume, else a new one."""
+    import keras
+
     with _strategy().scope():
         if resume:
-            model = keras.models.load_model(run_dir / "last.keras")
-            initial_epoch = state["epochs_done"]
-            log(f"resuming after epoch {initial_epoch} of {config.total_epochs}")
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            model = build_model(config)
-            set_phase(model, config, 1)
-            compile_model(model, config, 1)
-    (run_dir / "labels.txt").write_text("\n".join(config.labels) + "\n")
-    best = state["best_val_accuracy"] if resume else -1.0
-    # Which phase the run is in and the epoch phase 2 ends at (phase 1 may stop early).
-    phase = (
-        {"phase": state.get("phase", 1), "phase2_end": state.get("phase2_end")}
-        if resume
-        else {"phase": 1, "phase2_end": None}
-    )
-    csv_path = run_dir / "metrics.csv"
-    _trim_csv(csv_path, initial_epoch)
+            log(f"resuming after epoch {state['epochs_done']} of {config.total_epochs}")
+            return keras.models.load_model(run_dir / "last.keras"), state["epochs_done"]
+        model = build_model(config)
+        set_phase(model, config, 1)
+        compile_model(model, config, 1)
+        return model, 0
 
-    class Progress(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            nonlocal best
-            accuracy = float(logs.get("val_accuracy", 0.0))
-            if accuracy > best:
-                best = accuracy
-                with atomic_path(run_dir / "best.keras") as temporary:
-                    self.model.save(temporary)
-            with atomic_path(run_dir / "last.keras") as temporary:
-                self.model.save(temporary)
-            _write_state(
-                run_dir,
-                {
-                    "config": asdict(config),
-                    "epochs_done": epoch + 1,
-                    "best_val_accuracy": best,
-                    **phase,
-                },
-            )
 
-    class PreciseBatchNorm(keras.callbacks.Callback):
-        """Before each validation, recompute BatchNorm statistics on un-augmented images."""
+class _Run:
+    """One training run's callbacks and phases, writing into its run folder."""
 
-        def on_test_begin(self, logs=None):
-            recalibrate_batchnorm(self.model, (x for x, _ in calibration_ds.take(16)))
+    def __init__(self, config, model, prepared: _Data, run_dir: Path, state: dict, resume: bool):
+        self.config, self.model, self.data, self.run_dir = config, model, prepared, run_dir
+        self.best = state["best_val_accuracy"] if resume else -1.0
+        # Which phase the run is in and the epoch phase 2 ends at (phase 1 may stop early).
+        self.phase = {"phase": state.get("phase", 1), "phase2_end": state.get("phase2_end")}
+        self.csv_path = run_dir / "metrics.csv"
 
-    calibration_ds = data.make_tf_dataset(
-        train_x, train_y, batch_size=config.batch_size, training=False
-    )
+    def _save_epoch(self, model, epoch: int, logs) -> None:
+        accuracy = float((logs or {}).get("val_accuracy", 0.0))
+        if accuracy > self.best:
+            self.best = accuracy
+            with atomic_path(self.run_dir / "best.keras") as temporary:
+                model.save(temporary)
+        with atomic_path(self.run_dir / "last.keras") as temporary:
+            model.save(temporary)
+        _write_state(
+            self.run_dir,
+            {
+                "config": asdict(self.config),
+                "epochs_done": epoch + 1,
+                "best_val_accuracy": self.best,
+                **self.phase,
+            },
+        )
 
-    def phase_callbacks():
-        extra = [PreciseBatchNorm()] if config.backbone == "none" else []
+    def callbacks(self) -> list:
+        import keras
+
+        run = self
+
+        class Progress(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                run._save_epoch(self.model, epoch, logs)
+
+        class PreciseBatchNorm(keras.callbacks.Callback):
+            """Before each validation, recompute BatchNorm statistics on un-augmented images."""
+
+            def on_test_begin(self, logs=None):
+                recalibrate_batchnorm(self.model, (x for x, _ in run.data.calibration.take(16)))
+
+        extra = [PreciseBatchNorm()] if self.config.backbone == "none" else []
         return extra + [
-            keras.callbacks.CSVLogger(str(csv_path), append=True),
+            keras.callbacks.CSVLogger(str(self.csv_path), append=True),
             Progress(),  # after the CSV row, so a crash never leaves a saved epoch without its row
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=math.sqrt(0.1), patience=5
             ),
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.early_stopping),
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=self.config.early_stopping
+            ),
+            keras.callbacks.TensorBoard(log_dir=str(self.run_dir / "tensorboard")),
         ]
 
-    common = dict(
-        validation_data=val_ds,
-        class_weight=weights,
-        verbose=1 if sys.stderr.isatty() else 2,  # bars on a terminal, a line per epoch in logs
-        steps_per_epoch=config.steps_per_epoch,
-    )
-
-    def fit(start: int, until: int) -> int:
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
-            model.fit(
-                train_ds, epochs=until, initial_epoch=start, callbacks=phase_callbacks(), **common
+    def fit(self, start: int, until: int) -> int:
+        """Train epochs [start, until); returns the epochs done (early stopping may cut it)."""
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints progress; stdout is --json's
+            self.model.fit(
+                self.data.train,
+                epochs=until,
+                initial_epoch=start,
+                callbacks=self.callbacks(),
+                validation_data=self.data.val,
+                class_weight=self.data.weights,
+                verbose=1 if sys.stderr.isatty() else 2,  # bars on a terminal, lines in logs
+                steps_per_epoch=self.config.steps_per_epoch,
             )
-        return _read_state(run_dir)["epochs_done"]
+        return _read_state(self.run_dir)["epochs_done"]
 
-    if phase["phase"] == 1 and initial_epoch < config.epochs:
-        initial_epoch = fit(initial_epoch, config.epochs)
-    if config.fine_tune_epochs:
-        if phase["phase"] == 1:
+    def phases(self, initial_epoch: int, log) -> None:
+        config = self.config
+        if self.phase["phase"] == 1 and initial_epoch < config.epochs:
+            initial_epoch = self.fit(initial_epoch, config.epochs)
+        if not config.fine_tune_epochs:
+            return
+        if self.phase["phase"] == 1:
             log(f"fine-tuning the top {config.fine_tune_layers} backbone layers")
-            phase.update(phase=2, phase2_end=initial_epoch + config.fine_tune_epochs)
-            set_phase(model, config, 2)
-            compile_model(model, config, 2)
-        if initial_epoch < phase["phase2_end"]:
-            fit(initial_epoch, phase["phase2_end"])
-    _plot_curves(csv_path, run_dir / "curves.png")
+            self.phase.update(phase=2, phase2_end=initial_epoch + config.fine_tune_epochs)
+            set_phase(self.model, config, 2)
+            compile_model(self.model, config, 2)
+        if initial_epoch < self.phase["phase2_end"]:
+            self.fit(initial_epoch, self.phase["phase2_end"])
+
+
+def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResult:
+    """Train per ``config``; with ``resume`` continue the run in ``config.out``.
+
+    The model is built (and its options checked) before any file is decoded, so
+    a bad option fails in seconds. The global seeds, op determinism and dtype
+    policy the run sets are restored when it returns.
+    """
+    run_dir = Path(config.out)
+    config, state = _run_config(config, run_dir, resume)
+    config.check()
+    dataset = data.scan(
+        config.data_dir, class_names=config.labels, val_split=config.val_split, seed=config.seed
+    )
+    with _process_state_kept():
+        return _train(config, dataset, run_dir, state, resume, log)
+
+
+def _train(config, dataset, run_dir: Path, state: dict, resume: bool, log) -> TrainResult:
+    import keras
+
+    from ._tf import import_tensorflow
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    import_tensorflow().config.experimental.enable_op_determinism()
+    model, initial_epoch = _open_model(config, run_dir, state, resume, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = _prepare_data(config, dataset, run_dir, log)
+    (run_dir / "labels.txt").write_text("\n".join(config.labels) + "\n")
+    run = _Run(config, model, prepared, run_dir, state, resume)
+    _trim_csv(run.csv_path, initial_epoch)
+    run.phases(initial_epoch, log)
+    _plot_curves(run.csv_path, run_dir / "curves.png")
     final = _read_state(run_dir)
+    weights = prepared.weights
     return TrainResult(
         run_dir=run_dir,
         best_model=run_dir / "best.keras",
         best_val_accuracy=final["best_val_accuracy"],
         epochs_run=final["epochs_done"],
-        corrupt_files=corrupt,
-        class_counts=counts,
+        corrupt_files=prepared.corrupt,
+        class_counts=prepared.counts,
         class_weights={config.labels[i]: w for i, w in weights.items()} if weights else None,
         seconds=round(time.perf_counter() - started, 1),
     )

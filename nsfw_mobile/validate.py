@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LabelMismatchError, ModelFileError, UsageError
-from .formats import Format, Tolerance, by_key, select
+from .errors import LabelMismatchError, UsageError
+from .formats import TARGETS, Format, Tolerance, by_key, select
 from .images import load_images, sample_images
-from .runtime import open_runner, runner_kind
+from .metadata import read_metadata
+from .runtime import open_runner
 from .runtime.base import Runner
 
 WORST_COUNT = 3
@@ -71,22 +72,14 @@ class ValidationReport:
 
 def format_of(path: str | Path) -> Format:
     """The registry row an artefact was made as, from the metadata convert wrote."""
-    path = Path(path)
-    kind = runner_kind(path)
-    if kind == "tflite":
-        from .export.tflite_metadata import read_metadata
-
-        meta = read_metadata(path)
-        properties = meta.properties if meta else {}
-        if properties.get("target") == "tflite":
-            return select("tflite", properties["quantization"])
-    elif kind == "coreml":
-        from .runtime.coreml_spec import load_spec
-
-        user = dict(load_spec(path).description.metadata.userDefined)
-        if user.get("target") in ("mlmodel", "mlpackage"):
-            precision = user.get("compute_precision") if user["target"] == "mlpackage" else None
-            return select(user["target"], user.get("quantization", "none"), precision)
+    properties = read_metadata(path).properties
+    target = properties.get("target")
+    if target in TARGETS:
+        return select(
+            target,
+            properties.get("quantization", "none"),
+            properties.get("compute_precision") if target == "mlpackage" else None,
+        )
     raise UsageError(
         f"{path}: no nsfw-mobile metadata says how it was made, so its tolerance is unknown; "
         "pass --format KEY (see `nsfw-mobile formats`)"
@@ -255,9 +248,3 @@ def render_markdown(report: ValidationReport) -> str:
 
 def render_json(report: ValidationReport) -> str:
     return json.dumps(report.to_dict(), indent=2)
-
-
-def ensure_readable(paths: list[Path]) -> None:
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise ModelFileError(f"no such file: {', '.join(missing)}")

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from nsfw_mobile.cli import EXIT_USAGE, main
 from nsfw_mobile.errors import UsageError
 from nsfw_mobile.export.coreml import LABEL_OUTPUT, PROBABILITIES_OUTPUT
-from nsfw_mobile.export.tflite_metadata import read_metadata
+from nsfw_mobile.files import sha256_file
 from nsfw_mobile.formats import FORMATS, select
 from nsfw_mobile.labels import LABELS
-from nsfw_mobile.models import sha256_file
 from nsfw_mobile.runtime.coreml_spec import class_labels, image_preprocessing, load_spec
 from nsfw_mobile.runtime.tflite_runner import TFLiteRunner
+from nsfw_mobile.tflite_metadata import read_metadata
 
 COREML = [f.key for f in FORMATS if f.target != "tflite"]
 TFLITE = [f.key for f in FORMATS if f.target == "tflite"]
@@ -129,7 +129,7 @@ def test_option_checks_fail_before_work(tiny_source, tmp_path):
         )
     with pytest.raises(UsageError, match="--io applies to full-integer"):
         keras2tflite(tiny_source, tmp_path / "x.tflite", io_type="int8")
-    with pytest.raises(UsageError, match="--precision applies to ML Programs only"):
+    with pytest.raises(UsageError, match="--precision applies to --to mlpackage only"):
         keras2coreml(tiny_source, tmp_path / "x.mlmodel", precision="float32")
     with pytest.raises(UsageError, match="--quantize int8 is not available for mlmodel"):
         keras2coreml(tiny_source, tmp_path / "x.mlmodel", quantization="int8")
@@ -231,7 +231,7 @@ def test_kill_9_mid_conversion_leaves_no_file_under_a_final_name(tmp_path, tiny_
         time.sleep(0.002)
     process.wait()
     assert partial, "never caught the converter mid-write"
-    final_names = {p.name.split("-", 2)[2] for p in partial}
+    final_names = {p.name.split("-", 3)[3] for p in partial}
     for name in final_names:
         assert not (out / name).exists(), f"{name} appeared under its final name"
     # Whatever did reach a final name is complete and loadable.

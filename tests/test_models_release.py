@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from nsfw_mobile.cli import EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.convert import README_MARKER
+from nsfw_mobile.files import sha256_file, size_bytes
 from nsfw_mobile.formats import FORMATS
-from nsfw_mobile.models import sha256_file, size_bytes
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ROW = re.compile(

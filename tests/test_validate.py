@@ -88,9 +88,9 @@ def test_wrong_image_scale_is_caught_ml_program(
     tiny_artifacts, tiny_model_path, tmp_path, tiny_images_dir
 ):
     def half_range(spec):
-        from nsfw_mobile.runtime.coreml_mil import _main_block
+        from nsfw_mobile.runtime.coreml_spec import main_block
 
-        for op in _main_block(spec).operations:
+        for op in main_block(spec).operations:
             if op.type == "const" and op.outputs[0].name.startswith("image__scaled__"):
                 op.attributes["val"].immediateValue.tensor.floats.values[0] = 1 / 127.5
                 return

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ..models import SourceModel, sha256_file, size_bytes
+from ..files import sha256_file, size_bytes
 
 AUTHOR = "nsfw-mobile (model: GantMan / NSFWJS for the pretrained default)"
 LICENSE = "MIT (model weights: NSFWJS, MIT, Copyright (c) 2019 Infinite Red, Inc.)"
-PREPROCESSING = (
-    "RGB, whole image squashed to the input size with bilinear resampling, "
-    "EXIF orientation applied, alpha composited on white, pixels scaled by 1/255"
-)
 
 
-def provenance(source: SourceModel, *, target: str, quantization: str, **extra) -> dict[str, str]:
-    """The metadata every artefact carries, as strings (Core ML's user-defined metadata)."""
-    height, width = source.input_size
-    entries = {
-        "labels": json.dumps(list(source.labels)),
-        "input_size": f"{width}x{height}",
-        "preprocessing": PREPROCESSING,
-        "toolkit": f"nsfw-mobile {__version__}",
-        "source_model": source.path,
-        "source_sha256": source.sha256,
-        "target": target,
-        "quantization": quantization,
-    }
-    entries.update({key: str(value) for key, value in extra.items()})
-    return entries
-
-
-def description(source: SourceModel) -> str:
+def description(source) -> str:
     labels = ", ".join(source.labels)
     return f"NSFW image classifier ({labels}) converted by nsfw-mobile from {source.name}."
 

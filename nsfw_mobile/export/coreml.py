@@ -8,40 +8,24 @@ classifiers: ``classLabel`` (the top label, a string) and ``classLabelProbs``
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__
+from .._tf import import_coremltools
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
+from ..formats import file_type_of, select
+from ..metadata import provenance
 from ..models import SourceModel
-from . import AUTHOR, LICENSE, Artifact, description, provenance
+from ..quiet import native_output
+from . import AUTHOR, LICENSE, Artifact, description
 
 LABEL_OUTPUT = "classLabel"
 PROBABILITIES_OUTPUT = "classLabelProbs"
 IMAGE_SCALE = 1 / 255.0
-
-TARGETS = {".mlmodel": "mlmodel", ".mlpackage": "mlpackage"}
-QUANTIZATIONS = {"mlmodel": ("none", "float16"), "mlpackage": ("none", "int8")}
-PRECISIONS = ("float16", "float32")
-
-
-def check_options(target: str, quantization: str, precision: str | None) -> None:
-    if quantization not in QUANTIZATIONS[target]:
-        raise UsageError(
-            f"--quantize {quantization} is not available for {target}: "
-            f"choose one of {', '.join(QUANTIZATIONS[target])}"
-        )
-    if precision is not None and target == "mlmodel":
-        raise UsageError(
-            "--precision applies to ML Programs only (.mlpackage); a neural network .mlmodel "
-            "stores float32 weights (use --quantize float16 to halve them)"
-        )
-    if precision is not None and precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision}: choose float16 or float32")
 
 
 def keras2coreml(
@@ -57,78 +41,24 @@ def keras2coreml(
     halves them). ``.mlpackage``: ML Program, iOS 15, compute ``precision``
     float16 (default) or float32; ``quantization="int8"`` stores weights as int8
     with coremltools.optimize, which needs iOS 16: the target is raised and the
-    artefact's notes say so.
+    artefact's notes say so. Options are checked against the format registry
+    before any work.
     """
     out = Path(out)
-    target = TARGETS.get(out.suffix)
-    if target is None:
+    target = file_type_of(out).key
+    if target not in ("mlmodel", "mlpackage"):
         raise UsageError(f"{out}: a Core ML model must end in .mlmodel or .mlpackage")
-    check_options(target, quantization, precision)
+    fmt = select(target, quantization, precision)
     started = time.perf_counter()
-
-    from .._tf import quiet_tensorflow
-
-    quiet_tensorflow()
-    import coremltools as ct
-
-    height, width = source.input_size
-    notes: list[str] = []
-    options: dict = {}
-    if target == "mlmodel":
-        options.update(convert_to="neuralnetwork", minimum_deployment_target=ct.target.iOS13)
-        precision_used = "float32"
-    else:
-        precision_used = precision or "float16"
-        deployment = ct.target.iOS15
-        if quantization == "int8":
-            deployment = ct.target.iOS16
-            notes.append("deployment target raised from iOS 15 to iOS 16: int8 weights need it")
-        options.update(
-            convert_to="mlprogram",
-            minimum_deployment_target=deployment,
-            compute_precision=(
-                ct.precision.FLOAT16 if precision_used == "float16" else ct.precision.FLOAT32
-            ),
-        )
+    ct = import_coremltools()
+    options, notes = _conversion_options(ct, target, quantization, fmt.precision)
     try:
-        # coremltools draws tqdm progress bars for its passes; our CLI shows its own.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            mlmodel = ct.convert(
-                source.model,
-                source="tensorflow",
-                inputs=[
-                    ct.ImageType(
-                        name="image",
-                        shape=(1, height, width, 3),
-                        scale=IMAGE_SCALE,
-                        color_layout=ct.colorlayout.RGB,
-                    )
-                ],
-                classifier_config=ct.ClassifierConfig(list(source.labels)),
-                **options,
-            )
-            if quantization == "float16":
-                from coremltools.models.neural_network import quantization_utils
-
-                mlmodel = quantization_utils.quantize_weights(mlmodel, nbits=16)
-            elif quantization == "int8":
-                import coremltools.optimize as cto
-
-                config = cto.coreml.OptimizationConfig(
-                    global_config=cto.coreml.OpLinearQuantizerConfig(
-                        mode="linear_symmetric", dtype="int8"
-                    )
-                )
-                # coremltools divides by a zero scale for all-zero weight channels; the
-                # NaN it casts is multiplied by that zero scale again, so it is harmless.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mlmodel = cto.coreml.linear_quantize_weights(mlmodel, config=config)
-    except UsageError:
-        raise
+        with native_output():  # coremltools draws progress bars; the CLI shows its own
+            mlmodel = _convert(ct, source, options)
+            mlmodel = _compress(mlmodel, quantization)
     except Exception as exc:  # coremltools raises many types, all fatal here
         raise ConversionError(f"Core ML conversion to {target} failed: {exc}") from exc
-
+    precision_used = fmt.precision or "float32"
     spec = mlmodel.get_spec()
     probabilities = spec.description.predictedProbabilitiesName
     if probabilities != PROBABILITIES_OUTPUT:
@@ -144,15 +74,71 @@ def keras2coreml(
     return artifact.finish(started)
 
 
+def _conversion_options(ct, target: str, quantization: str, precision: str | None):
+    """``ct.convert`` keywords for the target, and notes for the user."""
+    if target == "mlmodel":
+        return {"convert_to": "neuralnetwork", "minimum_deployment_target": ct.target.iOS13}, []
+    notes = []
+    deployment = ct.target.iOS15
+    if quantization == "int8":
+        deployment = ct.target.iOS16
+        notes.append("deployment target raised from iOS 15 to iOS 16: int8 weights need it")
+    options = {
+        "convert_to": "mlprogram",
+        "minimum_deployment_target": deployment,
+        "compute_precision": (
+            ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32
+        ),
+    }
+    return options, notes
+
+
+def _convert(ct, source: SourceModel, options: dict):
+    height, width = source.input_size
+    return ct.convert(
+        source.model,
+        source="tensorflow",
+        inputs=[
+            ct.ImageType(
+                name="image",
+                shape=(1, height, width, 3),
+                scale=IMAGE_SCALE,
+                color_layout=ct.colorlayout.RGB,
+            )
+        ],
+        classifier_config=ct.ClassifierConfig(list(source.labels)),
+        **options,
+    )
+
+
+def _compress(mlmodel, quantization: str):
+    if quantization == "float16":
+        from coremltools.models.neural_network import quantization_utils
+
+        return quantization_utils.quantize_weights(mlmodel, nbits=16)
+    if quantization == "int8":
+        import coremltools.optimize as cto
+
+        config = cto.coreml.OptimizationConfig(
+            global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+        )
+        # coremltools divides by a zero scale for all-zero weight channels; the
+        # NaN it casts is multiplied by that zero scale again, so it is harmless.
+        # np.errstate is per thread, unlike a warnings filter.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return cto.coreml.linear_quantize_weights(mlmodel, config=config)
+    return mlmodel
+
+
 def describe(spec, source: SourceModel, *, target: str, quantization: str, precision: str) -> None:
     """Fill the model description and the user-defined metadata."""
     spec.description.metadata.author = AUTHOR
     spec.description.metadata.license = LICENSE
     spec.description.metadata.shortDescription = description(source)
     spec.description.metadata.versionString = __version__
+    height, width = source.input_size
     for feature in spec.description.input:
         if feature.name == "image":
-            height, width = source.input_size
             feature.shortDescription = (
                 f"RGB image, {width}x{height}; pixels are scaled by 1/255 inside the model"
             )

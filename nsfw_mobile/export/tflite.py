@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from pathlib import Path
 
@@ -13,13 +11,12 @@ from .. import __version__
 from .._tf import import_tensorflow
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
+from ..formats import MIN_CALIBRATION_IMAGES, check_options, select
+from ..metadata import provenance
 from ..models import SourceModel
-from . import AUTHOR, LICENSE, Artifact, description, provenance
-from .tflite_metadata import TFLiteMetadata, attach_metadata
-
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-INT8_IO_TYPES = ("uint8", "int8", "float32")
-MIN_CALIBRATION_IMAGES = 20
+from ..quiet import native_output
+from ..tflite_metadata import TFLiteMetadata, attach_metadata
+from . import AUTHOR, LICENSE, Artifact, description
 
 
 def _calibration_batches(pixels: np.ndarray):
@@ -55,9 +52,9 @@ def _convert(tf, model, quantization: str, io_type: str, calibration: np.ndarray
         io_dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_type]
         converter.inference_input_type = io_dtype
         converter.inference_output_type = io_dtype
-    # Keras 3's export step prints every captured variable to stdout, which would
-    # corrupt `convert --json`; keep it out of the user's output.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # Keras 3's export step prints every captured variable to stdout and the
+    # quantizer logs its settings from C++; the CLI keeps both out of its output.
+    with native_output():
         return converter.convert()
 
 
@@ -74,16 +71,8 @@ def keras2tflite(
     ``calibration``: uint8 images (N, H, W, 3), at least MIN_CALIBRATION_IMAGES,
     required for ``quantization="int8"``. ``io_type`` applies to int8 only.
     """
-    if quantization not in QUANTIZATIONS:
-        raise UsageError(
-            f"TFLite quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
-        )
-    if io_type not in INT8_IO_TYPES:
-        raise UsageError(f"--io {io_type!r}: choose one of {', '.join(INT8_IO_TYPES)}")
-    if quantization != "int8" and io_type != "uint8":
-        raise UsageError(
-            "--io applies to full-integer models only: add --quantize int8 or drop --io"
-        )
+    fmt = select("tflite", quantization)
+    check_options([fmt], io_type=io_type)
     if quantization == "int8" and (
         calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
     ):

@@ -23,78 +23,9 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedOpError
 from . import numpy_ops as ops
+from .coreml_spec import classify_labels, load_spec, main_block
 
 WEIGHTS_SUBDIR = Path("Data") / "com.apple.CoreML" / "weights"
-
-
-# ------------------------------------------------------------------ spec-only helpers
-
-
-def _main_block(spec):
-    functions = spec.mlProgram.functions
-    if "main" not in functions:
-        raise ModelFileError("ML Program has no 'main' function")
-    function = functions["main"]
-    specialization = function.opset or next(iter(function.block_specializations))
-    return function.block_specializations[specialization]
-
-
-def _immediate_strings(value) -> list[str]:
-    immediate = value.immediateValue
-    if immediate.WhichOneof("value") == "list":
-        return [
-            s for item in immediate.list.values for s in item.immediateValue.tensor.strings.values
-        ]
-    return list(immediate.tensor.strings.values)
-
-
-def classify_labels(spec) -> tuple[str, ...]:
-    for op in _main_block(spec).operations:
-        if op.type == "classify":
-            binding = op.inputs["classes"].arguments[0]
-            if binding.WhichOneof("binding") == "value":
-                return tuple(_immediate_strings(binding.value))
-            return tuple(_const_strings(spec, binding.name))
-    return ()
-
-
-def _const_strings(spec, name: str) -> list[str]:
-    for op in _main_block(spec).operations:
-        if op.type == "const" and op.outputs[0].name == name:
-            return _immediate_strings(op.attributes["val"])
-    return []
-
-
-def _const_float(spec, name: str) -> float | list[float] | None:
-    for op in _main_block(spec).operations:
-        if op.type == "const" and op.outputs[0].name == name:
-            values = list(op.attributes["val"].immediateValue.tensor.floats.values)
-            return values[0] if len(values) == 1 else values
-    return None
-
-
-def program_image_preprocessing(spec) -> dict[str, dict]:
-    """Scale and bias the converter wrote into the program for each image input."""
-    result = {}
-    image_names = {
-        f.name for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
-    }
-    operations = list(_main_block(spec).operations)
-    for name in image_names:
-        current, entry = name, {"scale": 1.0, "bias": [0.0, 0.0, 0.0]}
-        for op in operations:
-            args = {k: v.arguments[0].name for k, v in op.inputs.items() if v.arguments}
-            if op.type in ("mul", "add") and args.get("x") == current and "y" in args:
-                value = _const_float(spec, args["y"])
-                if value is None:
-                    continue
-                if op.type == "mul":
-                    entry["scale"] = value
-                else:
-                    entry["bias"] = value if isinstance(value, list) else [value] * 3
-                current = op.outputs[0].name
-        result[name] = entry
-    return result
 
 
 # ------------------------------------------------------------------ kernels
@@ -295,7 +226,7 @@ SUPPORTED_OPS = frozenset(KERNELS) | {"const"}
 
 
 def check_ops(spec, name: str = "model") -> None:
-    for op in _main_block(spec).operations:
+    for op in main_block(spec).operations:
         if op.type not in SUPPORTED_OPS:
             output = op.outputs[0].name if op.outputs else "?"
             raise UnsupportedOpError(
@@ -314,12 +245,10 @@ class LoadedProgram:
 
 
 def load_program(path: str | Path, spec=None) -> LoadedProgram:
-    from .._tf import quiet_tensorflow
+    from .._tf import import_coremltools
 
-    quiet_tensorflow()
+    import_coremltools()
     from coremltools.converters.mil.frontend.milproto import load as milproto
-
-    from .coreml_spec import load_spec
 
     path = Path(path)
     spec = spec if spec is not None else load_spec(path)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .base import Runner
-from .coreml_spec import class_labels, load_spec
+from .coreml_spec import class_labels, image_features, load_spec
 
 
 class CoreMLRunner(Runner):
@@ -24,9 +24,7 @@ class CoreMLRunner(Runner):
         self.labels = class_labels(self.spec)
         if not self.labels:
             raise ModelFileError(f"{self.path}: not a classifier (no class labels in the model)")
-        images = [
-            f for f in self.spec.description.input if f.type.WhichOneof("Type") == "imageType"
-        ]
+        images = image_features(self.spec)
         if len(images) != 1:
             raise ModelFileError(f"{self.path}: expected one image input, found {len(images)}")
         self.input_name = images[0].name
@@ -37,8 +35,9 @@ class CoreMLRunner(Runner):
         self.backend = backend
         self.name = f"coreml:{self.path.name}"
         if backend == "coreml":
-            import coremltools as ct
+            from .._tf import import_coremltools
 
+            ct = import_coremltools()
             self._model = ct.models.MLModel(str(self.path))
         elif self.spec.WhichOneof("Type") == "mlProgram":
             from .coreml_mil import ProgramExecutor
@@ -48,6 +47,11 @@ class CoreMLRunner(Runner):
             from .coreml_nn import NeuralNetworkExecutor
 
             self._model = NeuralNetworkExecutor(self.spec, str(self.path))
+
+    @classmethod
+    def open(cls, path, *, num_threads=None, allow_unsafe: bool = False, **options):
+        """``num_threads`` does not apply: Core ML chooses its own compute units."""
+        return cls(path, **options)
 
     def outputs(self, image: np.ndarray) -> dict:
         """Core ML's own output dictionary (classLabel and the probabilities) for one image."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ModelFileError
 
 
@@ -17,10 +15,9 @@ def load_spec(path: str | Path):
         raise ModelFileError(f"{path}: no such file")
     if path.suffix == ".mlpackage" and not (path / "Manifest.json").is_file():
         raise ModelFileError(f"{path}: not an ML package (no Manifest.json)")
-    from .._tf import quiet_tensorflow
+    from .._tf import import_coremltools
 
-    quiet_tensorflow()
-    import coremltools as ct
+    ct = import_coremltools()
 
     try:
         spec = ct.utils.load_spec(str(path))
@@ -35,6 +32,11 @@ def load_spec(path: str | Path):
     return spec
 
 
+def image_features(spec) -> list:
+    """The spec's input features of image type."""
+    return [f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+
+
 def model_body(spec):
     """The neural network message of an NN model (plain, classifier or regressor), else None."""
     kind = spec.WhichOneof("Type")
@@ -46,8 +48,6 @@ def model_body(spec):
 def class_labels(spec) -> tuple[str, ...]:
     kind = spec.WhichOneof("Type")
     if kind == "mlProgram":
-        from .coreml_mil import classify_labels
-
         return classify_labels(spec)
     body = model_body(spec)
     if body is None or body.WhichOneof("ClassLabels") is None:
@@ -78,8 +78,6 @@ def image_preprocessing(spec) -> dict[str, dict]:
                     bias=[scaler.redBias, scaler.greenBias, scaler.blueBias],
                 )
     elif spec.WhichOneof("Type") == "mlProgram":
-        from .coreml_mil import program_image_preprocessing
-
         for name, values in program_image_preprocessing(spec).items():
             result.setdefault(name, {}).update(values)
     return result
@@ -98,37 +96,71 @@ def op_counts(spec) -> dict[str, int]:
     return {}
 
 
-def _weight_count(weights) -> int:
-    if len(weights.floatValue):
-        return len(weights.floatValue)
-    if weights.float16Value:
-        return len(weights.float16Value) // 2
-    if weights.rawValue:
-        return len(weights.rawValue) // 4
-    if weights.int8RawValue:
-        return len(weights.int8RawValue)
-    return 0
+# ------------------------------------------------------------------ ML Program specs
 
 
-def model_parameters(spec, path: Path) -> int:
-    body = model_body(spec)
-    if body is not None:
-        total = 0
-        for layer in body.layers:
-            params = getattr(layer, layer.WhichOneof("layer"))
-            for field in ("weights", "bias", "gamma", "beta", "mean", "variance", "data"):
-                if hasattr(params, field) and params.HasField(field):
-                    total += _weight_count(getattr(params, field))
-        return total
-    if spec.WhichOneof("Type") == "mlProgram":
-        from .coreml_mil import load_program
+def main_block(spec):
+    functions = spec.mlProgram.functions
+    if "main" not in functions:
+        raise ModelFileError("ML Program has no 'main' function")
+    function = functions["main"]
+    specialization = function.opset or next(iter(function.block_specializations))
+    return function.block_specializations[specialization]
 
-        program = load_program(path)
-        return int(
-            sum(
-                np.size(value)
-                for value in program.constants.values()
-                if isinstance(value, np.ndarray) and value.size > 1
-            )
-        )
-    return 0
+
+def _immediate_strings(value) -> list[str]:
+    immediate = value.immediateValue
+    if immediate.WhichOneof("value") == "list":
+        return [
+            s for item in immediate.list.values for s in item.immediateValue.tensor.strings.values
+        ]
+    return list(immediate.tensor.strings.values)
+
+
+def classify_labels(spec) -> tuple[str, ...]:
+    for op in main_block(spec).operations:
+        if op.type == "classify":
+            binding = op.inputs["classes"].arguments[0]
+            if binding.WhichOneof("binding") == "value":
+                return tuple(_immediate_strings(binding.value))
+            return tuple(_const_strings(spec, binding.name))
+    return ()
+
+
+def _const_strings(spec, name: str) -> list[str]:
+    for op in main_block(spec).operations:
+        if op.type == "const" and op.outputs[0].name == name:
+            return _immediate_strings(op.attributes["val"])
+    return []
+
+
+def _const_float(spec, name: str) -> float | list[float] | None:
+    for op in main_block(spec).operations:
+        if op.type == "const" and op.outputs[0].name == name:
+            values = list(op.attributes["val"].immediateValue.tensor.floats.values)
+            return values[0] if len(values) == 1 else values
+    return None
+
+
+def program_image_preprocessing(spec) -> dict[str, dict]:
+    """Scale and bias the converter wrote into the program for each image input."""
+    result = {}
+    image_names = {
+        f.name for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"
+    }
+    operations = list(main_block(spec).operations)
+    for name in image_names:
+        current, entry = name, {"scale": 1.0, "bias": [0.0, 0.0, 0.0]}
+        for op in operations:
+            args = {k: v.arguments[0].name for k, v in op.inputs.items() if v.arguments}
+            if op.type in ("mul", "add") and args.get("x") == current and "y" in args:
+                value = _const_float(spec, args["y"])
+                if value is None:
+                    continue
+                if op.type == "mul":
+                    entry["scale"] = value
+                else:
+                    entry["bias"] = value if isinstance(value, list) else [value] * 3
+                current = op.outputs[0].name
+        result[name] = entry
+    return result

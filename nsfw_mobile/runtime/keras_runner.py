@@ -26,7 +26,8 @@ class KerasRunner(Runner):
         )
 
     @classmethod
-    def from_path(cls, path=None, *, allow_unsafe: bool = False, batch_size: int = 32):
+    def open(cls, path=None, *, allow_unsafe: bool = False, batch_size: int = 32, num_threads=None):
+        """``num_threads`` is TensorFlow's process-wide setting, so it is left to the caller."""
         return cls(load_source(path, allow_unsafe=allow_unsafe), batch_size=batch_size)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..quiet import native_output
 from .base import Runner
 
 
@@ -29,13 +30,11 @@ def load_interpreter_class():
 
 
 def _labels_for(path: Path, width: int) -> tuple[str, ...]:
-    from ..export.tflite_metadata import read_metadata
     from ..labels import default_labels
+    from ..metadata import read_tflite
 
-    metadata = read_metadata(path)
-    if metadata and metadata.labels:
-        return tuple(metadata.labels)
-    return default_labels(width, path)
+    labels = read_tflite(path).labels
+    return labels if labels else default_labels(width, path)
 
 
 class TFLiteRunner(Runner):
@@ -44,8 +43,9 @@ class TFLiteRunner(Runner):
         self.name = f"tflite:{self.path.name}"
         Interpreter = load_interpreter_class()
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with native_output():  # LiteRT logs its XNNPACK delegate from C++
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{self.path}: not a loadable TFLite model ({exc})") from None
         inputs = self.interpreter.get_input_details()
@@ -61,6 +61,10 @@ class TFLiteRunner(Runner):
             raise ModelFileError(f"{self.path}: input has {channels} channels, expected 3 (RGB)")
         self.input_size = (int(height), int(width))
         self.labels = _labels_for(self.path, int(self.output["shape"][-1]))
+
+    @classmethod
+    def open(cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False):
+        return cls(path, num_threads=num_threads)
 
     def _to_input(self, image: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]

@@ -182,11 +182,11 @@ def build_metadata(meta: TFLiteMetadata) -> bytes:
 
 def attach_metadata(model_bytes: bytes, meta: TFLiteMetadata) -> bytes:
     """Return the model with ``meta`` in its metadata and its associated files appended."""
+    from ._tf import import_tensorflow
+
+    import_tensorflow()
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from .._tf import quiet_tensorflow
-
-    quiet_tensorflow()
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     schema = flatbuffer_utils.schema_fb
     buffer = schema.BufferT()

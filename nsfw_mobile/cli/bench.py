@@ -1,0 +1,149 @@
+"""``bench`` and ``release``: measuring and shipping models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .common import (
+    EXIT_VALIDATION_FAILED,
+    calibration_option,
+    echo_json,
+    images_option,
+    json_option,
+    out_dir_option,
+    report_option,
+    thread_counts,
+    threads_option,
+    write_text_atomically,
+)
+
+
+@click.command("bench")
+@click.argument("artifacts", nargs=-1, required=True)
+@threads_option("Comma-separated thread counts, e.g. 1,2.", counts=True)
+@click.option(
+    "--runs",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Minimum timed runs per artefact (also at least --seconds of runs).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="Minimum seconds of timed runs per artefact.",
+)
+@json_option("Print the report as JSON.")
+@report_option("Also write a Markdown table to this file.")
+def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
+    """Measure batch-1 latency (median, p90, p99, mean, std), load time, peak
+    memory and size of ARTIFACTS on this CPU.
+
+    Each artefact runs in its own process; runs of different artefacts are
+    interleaved in rounds. ARTIFACTS are .tflite and .keras files (Core ML on
+    macOS only), a folder (every model file in it), or 'pretrained'.
+
+    \b
+    Examples:
+      nsfw-mobile bench models/ --threads 1,2
+      nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
+    """
+    from ..bench import bench, render_markdown, render_table
+    from ..formats import expand_model_paths
+
+    counts = thread_counts(threads)
+
+    def progress(result):
+        if not as_json:
+            name = Path(result.path).name
+            click.echo(f"  {name} x{result.threads}: {result.median_ms:.2f} ms", err=True)
+
+    report = bench(
+        expand_model_paths(artifacts),
+        threads=counts,
+        min_runs=runs,
+        min_seconds=seconds,
+        on_result=progress,
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
+    if report_path:
+        write_text_atomically(report_path, render_markdown(report))
+
+
+def _check_release(check_dir: Path, images, as_json: bool) -> None:
+    from .. import release as releases
+
+    problems = releases.check(check_dir, images=images)
+    if as_json:
+        echo_json({"folder": str(check_dir), "passed": not problems, "problems": problems})
+    for problem in problems:
+        click.echo(f"FAIL {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_VALIDATION_FAILED)
+    if not as_json:
+        click.echo(f"{check_dir}: every file matches its checksum and passes validation")
+
+
+@click.command("release")
+@click.argument("model", required=False, default=None)
+@out_dir_option("Release folder to write.", default=None)
+@click.option(
+    "--check",
+    "check_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Re-verify an existing release folder against its manifest.",
+)
+@calibration_option("Folder of representative images for full-integer TFLite.")
+@images_option("Validation images (default: the shipped sample images).")
+@threads_option("Benchmark thread counts, e.g. 1,2.", counts=True)
+@json_option("Print the manifest (or the check) as JSON.")
+def release_command(model, out_dir, check_dir, calibration, image_paths, threads, as_json):
+    """Convert MODEL (default: the pretrained model) to every format, validate
+    each against it, benchmark each, and write the artefacts with labels.txt,
+    manifest.json, MODEL_CARD.md and REPORT.md.
+
+    Exit code 4 when an artefact fails validation (it is marked not releasable
+    in the manifest). --check DIR re-verifies checksums and fidelity of a
+    release folder and names every file that fails.
+
+    \b
+    Examples:
+      nsfw-mobile release --out dist/
+      nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
+      nsfw-mobile release --check models/
+    """
+    from .. import release as releases
+
+    images = list(image_paths) or None
+    if (out_dir is None) == (check_dir is None):
+        raise UsageError("give either --out DIR (make a release) or --check DIR (verify one)")
+    if check_dir is not None:
+        if model or calibration:
+            raise UsageError("--check verifies a folder: drop MODEL and --calibration")
+        _check_release(check_dir, images, as_json)
+        return
+    manifest = releases.release(
+        model,
+        out_dir,
+        calibration=calibration,
+        images=images,
+        bench_threads=thread_counts(threads),
+        log=lambda line: click.echo(line, err=True),
+    )
+    if as_json:
+        echo_json(manifest)
+        return
+    for entry in manifest["files"]:
+        click.echo(f"{'OK  ' if entry['releasable'] else 'FAIL'} {entry['file']}")
+    click.echo(f"release in {out_dir}: manifest.json, MODEL_CARD.md, REPORT.md")
+
+
+COMMANDS = (bench_command, release_command)

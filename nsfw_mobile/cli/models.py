@@ -1,0 +1,103 @@
+"""``validate`` and ``inspect``: checking and describing model files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .common import (
+    EXIT_VALIDATION_FAILED,
+    images_option,
+    json_option,
+    report_option,
+    threads_option,
+    write_text_atomically,
+)
+
+
+@click.command()
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Reference model (.keras or TF.js model.json; default: the pretrained model).",
+)
+@images_option()
+@click.option(
+    "--format",
+    "format_keys",
+    multiple=True,
+    help="Format key(s) for artefacts without nsfw-mobile metadata (see `nsfw-mobile formats`).",
+)
+@threads_option("TFLite threads.")
+@json_option("Print the report as JSON.")
+@report_option("Also write a Markdown report to this file.")
+def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+    """Check that converted models agree with the reference model.
+
+    Runs the reference and every CANDIDATE (.tflite, .mlmodel, .mlpackage) on
+    the same decoded images and compares probabilities against each format's
+    tolerance. Core ML models run on Linux through the toolkit's own numpy
+    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
+    label/shape mismatch); 1 or 2: bad input or usage.
+
+    \b
+    Examples:
+      nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
+      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
+      nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+    """
+    from ..errors import ModelFileError
+    from ..validate import render_json, render_markdown, render_table
+    from ..validate import validate as run_validation
+
+    missing = [str(p) for p in candidates if not Path(p).exists()]
+    if missing:
+        raise ModelFileError(f"no such file: {', '.join(missing)}")
+
+    def progress(result):
+        if not as_json:
+            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
+
+    report = run_validation(
+        list(candidates),
+        reference=reference,
+        images=list(image_paths) or None,
+        format_keys=list(format_keys) or None,
+        num_threads=threads,
+        on_candidate=progress,
+    )
+    click.echo(render_json(report) if as_json else render_table(report))
+    if report_path:
+        write_text_atomically(report_path, render_markdown(report))
+    for line in report.unreadable:
+        click.echo(f"skipped unreadable image {line}", err=True)
+    if not report.passed:
+        sys.exit(EXIT_VALIDATION_FAILED)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@json_option("Print the description as JSON.")
+def inspect(path, as_json):
+    """Describe a model file: format, inputs (shape, dtype, quantization,
+    preprocessing), outputs, labels, metadata, size, parameters and op counts.
+
+    Reads .keras, TF.js model.json, .tflite, .mlmodel and .mlpackage.
+
+    \b
+    Examples:
+      nsfw-mobile inspect dist/nsfw_int8.tflite
+      nsfw-mobile inspect dist/NSFW.mlpackage --json
+    """
+    from ..inspect_model import inspect_file, render
+
+    report = inspect_file(path)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+
+
+COMMANDS = (validate, inspect)

@@ -1,0 +1,170 @@
+"""``train`` and ``evaluate``: the user's own data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import echo_json, json_option, out_dir_option, unsafe_option
+
+
+def _augmentations(text: str) -> tuple[str, ...]:
+    if text.strip() == "none":
+        return ()
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+def _config(data_dir: Path, out_dir: Path, options: dict):
+    """A TrainConfig from the command's options (their names follow its fields)."""
+    from ..train import TrainConfig
+
+    return TrainConfig(
+        data_dir=str(data_dir),
+        out=str(out_dir),
+        class_weights=not options.pop("no_class_weights"),
+        augment=_augmentations(options.pop("augment")),
+        **options,
+    )
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@out_dir_option(
+    "Run folder: best.keras, last.keras, metrics.csv, curves.png, tensorboard/.", required=True
+)
+@click.option(
+    "--backbone",
+    default="imagenet",
+    show_default=True,
+    help="Backbone start: imagenet (downloaded by Keras), nsfw (the pretrained model's "
+    "MobileNetV2), none (random), or a weights file.",
+)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
+@click.option("--input-size", type=int, default=224, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Epochs of phase 1 (head only, backbone frozen).",
+)
+@click.option(
+    "--fine-tune",
+    "fine_tune_layers",
+    type=click.IntRange(0),
+    default=0,
+    help="Phase 2: unfreeze the top N backbone layers (BatchNorm stays frozen).",
+)
+@click.option("--fine-tune-epochs", type=click.IntRange(0), default=0, help="Epochs of phase 2.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Learning rate of phase 1 (phase 2 uses a tenth).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adam"]),
+    default="sgd",
+    show_default=True,
+    help="SGD with momentum 0.9 (the seed's) or Adam.",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=None,
+    help="Validation fraction when DATA_DIR has no test/ folder (default 0.2).",
+)
+@click.option(
+    "--no-class-weights", is_flag=True, help="Do not weight classes by inverse frequency."
+)
+@click.option(
+    "--augment",
+    default="rotation,shift,shear,zoom,channel_shift,flip",
+    show_default=True,
+    help="Comma-separated augmentations, or 'none'.",
+)
+@click.option(
+    "--early-stopping",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Stop after this many epochs without a better validation accuracy.",
+)
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(1),
+    default=None,
+    help="Batches per epoch (the seed used 10); default: the whole training set.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Makes CPU runs repeatable.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@json_option("Print a JSON summary at the end.")
+def train(data_dir, out_dir, resume, as_json, **options):
+    """Train the seed architecture (MobileNetV2 + small head) on DATA_DIR.
+
+    DATA_DIR holds one folder per class (neutral, porn, sexy), either directly or
+    under train/ with a test/ folder beside it. Corrupt files are listed and
+    skipped before training starts.
+
+    \b
+    Examples:
+      nsfw-mobile train data/ --out runs/first --backbone nsfw --epochs 20
+      nsfw-mobile train data/ --out runs/ft --epochs 10 --fine-tune 30 --fine-tune-epochs 10
+      nsfw-mobile train data/ --out runs/first --resume
+      nsfw-mobile convert runs/first/best.keras --to all --out dist/
+    """
+    from dataclasses import asdict
+
+    from ..train import train as run_training
+
+    config = _config(data_dir, out_dir, options)
+    if not resume:
+        config.check()
+    result = run_training(config, resume=resume, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        echo_json(
+            {**asdict(result), "run_dir": str(result.run_dir), "best_model": str(result.best_model)}
+        )
+        return
+    click.echo(
+        f"best validation accuracy {result.best_val_accuracy:.2%} after "
+        f"{result.epochs_run} epochs; model: {result.best_model}"
+    )
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@out_dir_option(
+    "Write report.md, report.json, confusion.png, roc.png and pr.png here.", default=None
+)
+@json_option("Print the report as JSON.")
+@unsafe_option()
+def evaluate(model, data_dir, out_dir, as_json, unsafe):
+    """Evaluate MODEL (any format: .keras, .tflite, .mlmodel, .mlpackage, or
+    'pretrained') on a labelled DATA_DIR (one folder per class, or its test/).
+
+    \b
+    Examples:
+      nsfw-mobile evaluate runs/first/best.keras data/ --out runs/first/eval
+      nsfw-mobile evaluate dist/nsfw_int8.tflite data/test --json
+    """
+    from ..evaluate import evaluate as run_evaluation
+    from ..evaluate import render_table, write_reports
+
+    report = run_evaluation(
+        None if str(model) == "pretrained" else model, data_dir, allow_unsafe=unsafe
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
+    if out_dir is not None:
+        for path in write_reports(report, out_dir):
+            click.echo(f"wrote {path}", err=True)
+
+
+COMMANDS = (train, evaluate)

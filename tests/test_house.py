@@ -1,0 +1,314 @@
+"""The house: one registry drives dispatch, layers point one way, the library leaves its
+caller's process alone, the command line prints only its own lines and cleans up."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nsfw_mobile import formats
+from nsfw_mobile.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
+from nsfw_mobile.errors import ModelFileError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "nsfw_mobile"
+
+
+# ------------------------------------------------------------------ layers
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Every nsfw_mobile module ``path`` imports, at the top or inside functions."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            target = f"{base}.{node.module}" if node.level and node.module else base or node.module
+            if not node.level:
+                target = node.module
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if candidate in modules else target)
+    return {module for module in found if module in modules and module != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = list(PACKAGE.rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    return {_module_name(f): _imports(f, modules) for f in files}
+
+
+def test_runtime_never_imports_the_exporters():
+    pattern = re.compile(r"from \.\.?export|from \.export|nsfw_mobile\.export")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in (PACKAGE / "runtime").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
+    graph = import_graph()
+    for module in ("nsfw_mobile.validate", "nsfw_mobile.inspect_model", "nsfw_mobile.metadata"):
+        assert not any(m.startswith("nsfw_mobile.export") for m in graph[module]), module
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = import_graph()
+    assert "nsfw_mobile.runtime.coreml_spec" in graph["nsfw_mobile.runtime.coreml_mil"]
+    pairs = sorted(
+        (a, b) for a, targets in graph.items() for b in targets if a < b and a in graph[b]
+    )
+    assert pairs == []
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_file_types_come_from_the_registry(tmp_path):
+    assert formats.file_type_of("x/NSFW.mlpackage") is formats.MLPACKAGE
+    assert formats.file_type_of("m.TFLITE") is formats.TFLITE
+    assert formats.file_type_of(None) is formats.KERAS
+    assert formats.file_type_of("pretrained") is formats.KERAS
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "model.json").write_text("{}")
+    assert formats.file_type_of(tmp_path / "web") is formats.TFJS_LAYERS
+    with pytest.raises(ModelFileError, match=r"unknown model type '\.onnx'.*\.tflite"):
+        formats.file_type_of("model.onnx")
+    for fmt in formats.FORMATS:
+        assert formats.file_type_of(fmt.filename) is fmt.file_type
+        assert callable(formats.resolve(fmt.converter))
+        assert hasattr(formats.resolve(fmt.file_type.runner), "open")
+        assert callable(formats.resolve(fmt.file_type.inspector))
+
+
+def test_select_never_falls_back_to_a_row():
+    assert formats.select("mlpackage").key == "mlpackage"  # float16, the declared default
+    assert formats.select("mlpackage", precision="float32").key == "mlpackage-float32"
+    assert formats.select("mlpackage", "int8").key == "mlpackage-int8"
+    with pytest.raises(UsageError, match="float32 with --quantize int8 is not offered"):
+        formats.select("mlpackage", "int8", "float32")
+    with pytest.raises(UsageError, match="not available for tflite"):
+        formats.select("tflite", "int4")
+    with pytest.raises(UsageError, match="--precision applies to --to mlpackage"):
+        formats.select("tflite", "none", "float16")
+
+
+def test_option_rules_live_in_the_registry():
+    int8 = formats.by_key("tflite-int8")
+    formats.check_options([int8], io_type="int8", calibration="photos/")
+    with pytest.raises(UsageError, match="--io applies to full-integer TFLite only"):
+        formats.check_options([formats.by_key("mlmodel")], io_type="float32")
+    with pytest.raises(UsageError, match="--io int4: choose one of uint8, int8, float32"):
+        formats.check_options([int8], io_type="int4")
+    with pytest.raises(UsageError, match="takes no io_type"):
+        formats.by_key("tflite-float32").convert(None, Path("x.tflite"), io_type="int8")
+
+
+def test_readme_formats_table_is_the_registry():
+    result = CliRunner().invoke(main, ["formats", "--markdown"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() in (ROOT / "README.md").read_text()
+
+
+# ------------------------------------------------------------------ side effects
+
+
+def test_threaded_decoding_leaves_warning_filters_and_pillow_alone(tmp_path, samples):
+    from nsfw_mobile.images import load_images
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for copy in range(4):
+        for sample in samples:
+            shutil.copy(sample, folder / f"{copy}_{sample.name}")
+    filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS
+    batch = load_images([folder], 64, workers=16)
+    assert len(batch.paths) == 4 * len(samples)
+    assert warnings.filters == filters
+    assert limit == Image.MAX_IMAGE_PIXELS
+    CliRunner().invoke(main, ["predict", str(samples[0]), "--model", "models/nsfw_int8.tflite"])
+    assert warnings.filters == filters and limit == Image.MAX_IMAGE_PIXELS
+
+
+def test_large_jpeg_decodes_in_draft_mode_under_pillows_own_limit(tmp_path):
+    """A JPEG over Pillow's process-wide limit decodes through draft mode without
+    anyone lifting that limit; other formats keep it."""
+    from nsfw_mobile.images import decode_image
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (12_000, 2_000), (200, 30, 30)).save(path, quality=50)
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 10_000_000  # 24 MP is above it, and above twice it
+    try:
+        pixels = decode_image(path, 32)
+        assert pixels.shape == (32, 32, 3) and abs(int(pixels[..., 0].mean()) - 200) < 4
+        Image.new("RGB", (12_000, 2_000)).save(tmp_path / "big.png")
+        with pytest.raises(Exception, match="decompression bomb"):
+            decode_image(tmp_path / "big.png", 32)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+# ------------------------------------------------------------------ quiet output
+
+TOOLKIT_LINE = re.compile(
+    r"^(\[\d+/\d+\] \S+: .+ -> .+|    done in .+|    note: .+|using .+|\d+ of \d+ files .+)$"
+)
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "nsfw_mobile.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        **kwargs,
+    )
+
+
+def test_predict_and_convert_print_only_the_toolkits_lines(tiny_model_path, tmp_path, samples):
+    predicted = _cli("predict", samples[0], "--model", tiny_model_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stderr == ""
+    converted = _cli(
+        "convert", tiny_model_path, "--to", "mlpackage-int8", "--to", "tflite-int8",
+        "--out", tmp_path, "--json",
+    )  # fmt: skip
+    assert converted.returncode == 0, converted.stderr
+    lines = converted.stderr.splitlines()
+    assert lines and all(TOOLKIT_LINE.match(line) for line in lines), converted.stderr
+    assert "[2/2] tflite-int8" in converted.stderr
+    tflite = _cli("predict", samples[0], "--model", tmp_path / "nsfw_int8.tflite")
+    assert tflite.returncode == 0 and tflite.stderr == ""
+    verbose = _cli("predict", samples[0], "--model", tmp_path / "nsfw_int8.tflite", "--verbose")
+    assert "XNNPACK" in verbose.stderr  # what the default run hid was really there
+
+
+# ------------------------------------------------------------------ the command-line edge
+
+
+def test_os_error_is_one_line_and_exit_1(tmp_path, samples):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["convert", "--to", "tflite", "--out", str(blocker / "dist")])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"), [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_TERMINATED)]
+)
+def test_interrupted_convert_exits_with_its_code_and_leaves_no_partial(
+    tiny_model_path, tmp_path, sent, code
+):
+    out = tmp_path / "dist"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nsfw_mobile.cli", "convert", str(tiny_model_path)]
+        + ["--to", "all", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    caught, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not caught:
+        caught = list(out.glob(".partial-*")) if out.exists() else []
+        time.sleep(0.001)
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=300)
+    assert caught, "never caught the converter mid-write"
+    assert process.returncode == code, stderr
+    assert not list(out.glob(".partial-*")), "a partial file survived the signal"
+    assert "Traceback" not in stderr
+
+
+def test_stale_partial_files_are_ignored_and_cleaned(tmp_path, tiny_artifacts):
+    from nsfw_mobile.atomic import atomic_path
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    real = tiny_artifacts["tflite-int8"].path
+    shutil.copy(real, folder / real.name)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = folder / f".partial-{dead.stdout.strip()}-0badc0de-{real.name}"
+    stale.write_bytes(real.read_bytes()[:1000])
+    assert formats.model_files_in(folder) == [folder / real.name]
+    result = CliRunner().invoke(
+        main, ["bench", str(folder), "--runs", "2", "--seconds", "0", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        '"path": "' + str(folder / real.name) in result.stdout and stale.name not in result.stdout
+    )
+    live = folder / f".partial-{os.getpid()}-feedface-other.tflite"  # this process: not stale
+    live.write_bytes(b"")
+    with atomic_path(folder / "labels.txt") as temporary:
+        temporary.write_text("a\n")
+    assert not stale.exists() and live.exists()
+
+
+def test_predict_skips_hidden_and_partial_files(tmp_path, samples):
+    from nsfw_mobile.images import find_images
+
+    (tmp_path / ".hidden").mkdir()
+    shutil.copy(samples[0], tmp_path / ".hidden" / "a.jpg")
+    shutil.copy(samples[0], tmp_path / ".partial-1-2-b.jpg")
+    shutil.copy(samples[0], tmp_path / "c.jpg")
+    assert find_images([tmp_path]) == [tmp_path / "c.jpg"]
+
+
+def test_replacing_a_folder_restores_the_old_one_when_the_rename_fails(tmp_path, monkeypatch):
+    from nsfw_mobile import atomic
+
+    final = tmp_path / "NSFW.mlpackage"
+    final.mkdir()
+    (final / "old.bin").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def failing_second_rename(source, target):
+        calls.append((source, target))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_second_rename)
+    with pytest.raises(OSError), atomic.atomic_path(final) as temporary:
+        temporary.mkdir()
+        (temporary / "new.bin").write_text("new")
+    assert (final / "old.bin").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["NSFW.mlpackage"]
+
+
+def test_a_benchmark_child_that_dies_is_an_error_with_its_stderr(tmp_path):
+    bogus = tmp_path / "broken.tflite"
+    bogus.write_bytes(b"TFL3" + bytes(200))
+    result = CliRunner().invoke(main, ["bench", str(bogus), "--runs", "1", "--seconds", "0"])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert "benchmark process died" in result.stderr
+    assert "not a loadable TFLite model" in result.stderr
+    assert result.exit_code != EXIT_USAGE
