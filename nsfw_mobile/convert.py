@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import UsageError
+from .errors import ConversionError, UnsupportedOpError, UsageError
 from .export import Artifact
 from .files import sha256_file
 from .formats import MIN_CALIBRATION_IMAGES, Format, check_options
@@ -55,9 +55,16 @@ def convert_all(
     io_type: str = "uint8",
     on_start: Callable[[int, Format, Path], None] | None = None,
     on_done: Callable[[int, Artifact], None] | None = None,
+    on_error: Callable[[int, Format, Exception], None] | None = None,
     command: str | None = None,
+    name: str | None = None,
 ) -> list[Artifact]:
-    """Convert ``source`` to every format in ``formats`` under ``out_dir``."""
+    """Convert ``source`` to every format in ``formats`` under ``out_dir``.
+
+    ``name`` replaces the default file name stem. With ``on_error``, a format
+    that fails to convert is reported to it and the others are still made;
+    without it the failure is raised.
+    """
     check_options(formats, io_type=io_type, calibration=calibration)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,11 +75,17 @@ def convert_all(
             calibration, source.input_size
         )
     artifacts = []
-    for index, fmt in enumerate(formats):
-        out = out_dir / fmt.filename
+    outputs = [out_dir / fmt.filename_for(name) for fmt in formats]  # a bad --name fails here
+    for index, (fmt, out) in enumerate(zip(formats, outputs)):
         if on_start:
             on_start(index, fmt, out)
-        artifact = fmt.convert(source, out, **{name: prepared[name] for name in fmt.options})
+        try:
+            artifact = fmt.convert(source, out, **{o: prepared[o] for o in fmt.options})
+        except (ConversionError, UnsupportedOpError) as exc:
+            if on_error is None:
+                raise
+            on_error(index, fmt, exc)
+            continue
         if "calibration" in fmt.options:
             artifact.notes.extend(calibration_notes)
         artifact.format = fmt.key

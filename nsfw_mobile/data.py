@@ -1,9 +1,13 @@
 """Class-per-folder datasets for training and evaluation.
 
-Layouts (class folder names match the model's labels case-insensitively):
+Layouts (one folder per class; names match labels case-insensitively):
 
     DATA/train/{neutral,porn,sexy}/...   + DATA/test/... (or DATA/val/...)
     DATA/{neutral,porn,sexy}/...         split with --val-split
+
+``train`` takes its classes from the folders (``--merge drawings=neutral``
+folds one folder into another class, as the seed merged the scraper's five
+folders into three); ``evaluate`` maps folders onto the model's labels.
 
 Every file is decoded once, before training, by ``images.py`` (same resize,
 orientation and colour rules as inference), so corrupt files are found and
@@ -14,6 +18,7 @@ JPEGs are not decoded again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,8 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, UsageError
+from .files import sha256_file
 from .images import IMAGE_SUFFIXES, iter_decoded
-from .labels import LABELS
+from .labels import NSFWJS_LABELS
+
+CANONICAL_NAMES = {name.lower(): name for name in NSFWJS_LABELS} | {"drawings": "Drawing"}
+"""Folder names of the NSFWJS classes (and the scraper's "drawings") spelled as labels."""
+HELD_OUT_FOLDERS = ("test", "val")
 
 
 @dataclass
@@ -48,20 +58,55 @@ class Dataset:
     corrupt: list[ImageError] = field(default_factory=list)
 
 
-def _class_folders(root: Path, class_names) -> dict[int, Path]:
-    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+def parse_merge(text: str | None) -> dict[str, str]:
+    """``"drawings=neutral,hentai=porn"`` -> {"drawings": "neutral", "hentai": "porn"}."""
+    merge: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        source, equals, target = item.partition("=")
+        if not equals or not source.strip() or not target.strip():
+            raise UsageError(f"--merge {text!r}: write FOLDER=CLASS pairs such as drawings=neutral")
+        merge[source.strip().lower()] = target.strip().lower()
+    return merge
+
+
+def _folders(root: Path) -> list[Path]:
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def discover_classes(root: Path, merge: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Class names from a split's folders after ``merge``, sorted, NSFWJS names capitalised."""
+    merge = merge or {}
+    spelled = {f.name.lower(): f.name for f in _folders(root)}
+    unused = sorted(set(merge) - set(spelled))
+    if unused:
+        raise UsageError(f"--merge names {', '.join(unused)}, which {root} has no folder for")
+    keys = {merge.get(key, key) for key in spelled}
+    labels = sorted((CANONICAL_NAMES.get(k, spelled.get(k, k)) for k in keys), key=str.lower)
+    if len(labels) < 2:
+        raise UsageError(f"{root}: found {len(labels)} class folder(s); a classifier needs two")
+    return tuple(labels)
+
+
+def _class_folders(root: Path, class_names, merge: dict[str, str]) -> dict[int, list[Path]]:
     lookup = {name.lower(): index for index, name in enumerate(class_names)}
-    found: dict[int, Path] = {}
-    for folder in folders:
-        index = lookup.get(folder.name.lower())
+    lookup |= {alias: lookup[name.lower()] for alias, name in CANONICAL_NAMES.items()
+               if name.lower() in lookup}  # fmt: skip
+    found: dict[int, list[Path]] = {}
+    for folder in _folders(root):
+        key = folder.name.lower()
+        index = lookup.get(merge.get(key, key))
         if index is None:
             raise UsageError(
                 f"{folder}: folder {folder.name!r} is not a class of the model "
-                f"({', '.join(class_names)}); rename or remove it"
+                f"({', '.join(class_names)}); rename or remove it, or fold it into a class "
+                f"with --merge {key}=CLASS"
             )
-        if index in found:
+        found.setdefault(index, []).append(folder)
+    for index, folders in found.items():
+        if len(folders) > 1 and not any(f.name.lower() in merge for f in folders):
             raise UsageError(f"{root}: two folders map to class {class_names[index]!r}")
-        found[index] = folder
     missing = [class_names[i] for i in range(len(class_names)) if i not in found]
     if missing:
         raise UsageError(
@@ -70,37 +115,52 @@ def _class_folders(root: Path, class_names) -> dict[int, Path]:
     return found
 
 
-def list_split(root: Path, class_names) -> Split:
+def list_split(root: Path, class_names, merge: dict[str, str] | None = None) -> Split:
     paths, labels = [], []
-    for index, folder in sorted(_class_folders(root, class_names).items()):
+    for index, folders in sorted(_class_folders(root, class_names, merge or {}).items()):
         files = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            p
+            for folder in folders
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         paths.extend(files)
         labels.extend([index] * len(files))
     return Split(paths, np.asarray(labels, np.int64))
 
 
-def scan(
-    root: str | os.PathLike,
-    *,
-    class_names=LABELS,
-    val_split: float | None = None,
-    seed: int = 0,
-) -> Dataset:
-    """Find the train and validation files of a dataset folder (no decoding yet)."""
+def split_roots(root: str | os.PathLike) -> tuple[Path, Path | None]:
+    """The training folder and the held-out one (test/ or val/), as train and evaluate see them."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"{root}: no such dataset folder")
     train_root = root / "train" if (root / "train").is_dir() else root
-    val_root = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-    train = list_split(train_root, class_names)
+    held_out = next((root / n for n in HELD_OUT_FOLDERS if (root / n).is_dir()), None)
+    return train_root, held_out
+
+
+def scan(
+    root: str | os.PathLike,
+    *,
+    class_names=None,
+    merge: dict[str, str] | None = None,
+    val_split: float | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Find the train and validation files of a dataset folder (no decoding yet).
+
+    ``class_names``: the labels to map folders onto; None takes them from the folders.
+    """
+    root = Path(root)
+    train_root, val_root = split_roots(root)
+    class_names = tuple(class_names or discover_classes(train_root, merge))
+    train = list_split(train_root, class_names, merge)
     if val_root is not None:
         if val_split is not None:
             raise UsageError(
                 f"{root} has a {val_root.name}/ folder: drop --val-split or that folder"
             )
-        val, val_source = list_split(val_root, class_names), f"{val_root.name}/ folder"
+        val, val_source = list_split(val_root, class_names, merge), f"{val_root.name}/ folder"
     else:
         fraction = 0.2 if val_split is None else val_split
         if not 0 < fraction < 1:
@@ -112,7 +172,22 @@ def scan(
         val_source = f"{fraction:.0%} of the training files (seed {seed})"
     if not len(train.paths) or not len(val.paths):
         raise UsageError(f"{root}: no images in the train or validation split")
-    return Dataset(root, tuple(class_names), train, val, val_source)
+    return Dataset(root, class_names, train, val, val_source)
+
+
+def duplicates_across(dataset: Dataset) -> list[tuple[Path, Path]]:
+    """Files of the held-out split whose bytes (SHA-256) also appear in the training split."""
+    training = {}
+    for path in dataset.train.paths:
+        with contextlib.suppress(OSError):
+            training.setdefault(sha256_file(path), path)
+    pairs = []
+    for path in dataset.val.paths:
+        with contextlib.suppress(OSError):
+            twin = training.get(sha256_file(path))
+            if twin is not None:
+                pairs.append((twin, path))
+    return pairs
 
 
 def decode_split(

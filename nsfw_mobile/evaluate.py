@@ -1,14 +1,17 @@
 """Evaluate any model the runners open on a labelled class-per-folder dataset.
 
 Reports accuracy, per-class precision / recall / F1, the confusion matrix, and
-the NSFW-versus-safe view users act on: with nsfw_score = P(Porn) + P(Sexy),
-ROC and precision-recall curves, their areas, and the thresholds that keep
-false positives on Neutral images at 1%, 5% and 10%, with the NSFW recall at
-each.
+the NSFW-versus-safe view users act on: with the model contract's nsfw_score
+(the sum of its NSFW labels' probabilities: P(Porn) + P(Sexy) for the
+pretrained model, Hentai too for five classes), ROC and precision-recall
+curves, their areas, and the thresholds that keep false positives on safe
+images at 1%, 5% and 10%, with the NSFW recall at each. Images of every NSFW
+label are the positives.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .data import list_split
+from .data import list_split, split_roots
 from .errors import UsageError
 from .images import load_images
-from .labels import NSFW_CLASSES, nsfw_score
 from .runtime import open_runner
 
 FALSE_POSITIVE_TARGETS = (0.01, 0.05, 0.10)
@@ -46,12 +48,18 @@ class EvaluationReport:
     """rows: true class, columns: predicted class"""
     roc_auc: float | None
     average_precision: float | None
+    nsfw_labels: list[str] = field(default_factory=list)
     thresholds: list[ThresholdRow] = field(default_factory=list)
     roc_curve: dict[str, list[float]] = field(default_factory=dict)
     pr_curve: dict[str, list[float]] = field(default_factory=dict)
 
+    predictions: list[dict] = field(default_factory=list, repr=False)
+    """Per file: path, true and predicted label, probabilities, nsfw_score (for --predictions)."""
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        document = asdict(self)
+        document.pop("predictions")
+        return document
 
 
 def _area_under(x: np.ndarray, y: np.ndarray) -> float:
@@ -110,11 +118,11 @@ def evaluate(
     workers: int | None = None,
     allow_unsafe: bool = False,
 ) -> EvaluationReport:
-    runner = open_runner(model_path, **({"allow_unsafe": allow_unsafe} if allow_unsafe else {}))
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such dataset folder")
-    split_root = root / "test" if (root / "test").is_dir() else root
+    """Run the model on DATA_DIR's held-out folder (test/ or val/, as ``train`` finds it),
+    else on DATA_DIR itself."""
+    runner = open_runner(model_path, allow_unsafe=allow_unsafe)
+    _, held_out = split_roots(data_dir)
+    split_root = held_out or Path(data_dir)
     split = list_split(split_root, runner.labels)
     label_of = {str(path): label for path, label in zip(split.paths, split.labels)}
     batch = load_images(split.paths, runner.input_size, workers=workers)
@@ -123,21 +131,8 @@ def evaluate(
     truth = np.asarray([label_of[str(path)] for path in batch.paths])
     probabilities = runner.predict(batch.pixels)
     predicted = probabilities.argmax(axis=1)
-    classes = len(runner.labels)
-    confusion = np.zeros((classes, classes), np.int64)
+    confusion = np.zeros((len(runner.labels),) * 2, np.int64)
     np.add.at(confusion, (truth, predicted), 1)
-    per_class = {}
-    for index, name in enumerate(runner.labels):
-        tp = confusion[index, index]
-        precision = tp / max(confusion[:, index].sum(), 1)
-        recall = tp / max(confusion[index].sum(), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        per_class[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(confusion[index].sum()),
-        }
     report = EvaluationReport(
         model=getattr(runner, "name", str(model_path)),
         data=str(split_root),
@@ -145,24 +140,67 @@ def evaluate(
         unreadable=[str(e) for e in batch.errors],
         labels=list(runner.labels),
         accuracy=float((predicted == truth).mean()),
-        per_class=per_class,
+        per_class=_per_class(confusion, runner.labels),
         confusion=confusion.tolist(),
         roc_auc=None,
         average_precision=None,
+        nsfw_labels=list(runner.contract.nsfw_labels),
     )
-    nsfw_indices = [i for i, name in enumerate(runner.labels) if name in NSFW_CLASSES]
-    if nsfw_indices and len(nsfw_indices) < classes:
-        is_positive = np.isin(truth, nsfw_indices)
-        scores = nsfw_score(probabilities, runner.labels)
-        if is_positive.any() and (~is_positive).any():
-            fpr, tpr, _ = roc_curve(is_positive, scores)
-            precision, recall, _ = precision_recall_curve(is_positive, scores)
-            report.roc_auc = _area_under(fpr, tpr)
-            report.average_precision = float(np.sum(np.diff(recall) * precision[1:]))
-            report.thresholds = threshold_table(is_positive, scores)
-            report.roc_curve = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-            report.pr_curve = {"precision": precision.tolist(), "recall": recall.tolist()}
+    scores = runner.contract.nsfw_score(probabilities)
+    _nsfw_view(report, np.isin(truth, runner.contract.nsfw_indices), scores)
+    report.predictions = [
+        {
+            "path": str(path),
+            "true_label": runner.labels[int(t)],
+            "predicted_label": runner.labels[int(p)],
+            **{f"p_{name}": float(v) for name, v in zip(runner.labels, row)},
+            "nsfw_score": None if scores is None else float(scores[i]),
+        }
+        for i, (path, t, p, row) in enumerate(zip(batch.paths, truth, predicted, probabilities))
+    ]
     return report
+
+
+def _per_class(confusion: np.ndarray, labels) -> dict[str, dict[str, float]]:
+    rows = {}
+    for index, name in enumerate(labels):
+        tp = confusion[index, index]
+        precision = tp / max(confusion[:, index].sum(), 1)
+        recall = tp / max(confusion[index].sum(), 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        rows[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(confusion[index].sum()),
+        }
+    return rows
+
+
+def _nsfw_view(report: EvaluationReport, is_positive: np.ndarray, scores) -> None:
+    """ROC, PR and thresholds of the nsfw_score, when there are NSFW and safe images."""
+    if scores is None or not is_positive.any() or is_positive.all():
+        return
+    fpr, tpr, _ = roc_curve(is_positive, scores)
+    precision, recall, _ = precision_recall_curve(is_positive, scores)
+    report.roc_auc = _area_under(fpr, tpr)
+    report.average_precision = float(np.sum(np.diff(recall) * precision[1:]))
+    report.thresholds = threshold_table(is_positive, scores)
+    report.roc_curve = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    report.pr_curve = {"precision": precision.tolist(), "recall": recall.tolist()}
+
+
+def write_predictions(report: EvaluationReport, path: str | Path) -> Path:
+    """One CSV row per file: path, true label, predicted label, probabilities, nsfw_score."""
+    path = Path(path)
+    columns = ["path", "true_label", "predicted_label", *(f"p_{n}" for n in report.labels)]
+    columns.append("nsfw_score")
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in report.predictions:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
 
 
 def render_markdown(report: EvaluationReport) -> str:
@@ -193,11 +231,11 @@ def render_markdown(report: EvaluationReport) -> str:
     if report.roc_auc is not None:
         lines += [
             "",
-            "## NSFW versus safe (nsfw_score = P(Porn) + P(Sexy))",
+            f"## NSFW versus safe (nsfw_score = sum of P({', '.join(report.nsfw_labels)}))",
             "",
             f"ROC AUC {report.roc_auc:.4f}, average precision {report.average_precision:.4f}.",
             "",
-            "| false positives on Neutral at most | threshold | measured false positives "
+            "| false positives on safe images at most | threshold | measured false positives "
             "| NSFW recall |",
             "|---|---|---|---|",
         ]

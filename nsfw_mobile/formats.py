@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +227,9 @@ CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite")
 IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
 OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
 MIN_CALIBRATION_IMAGES = 20
+DEFAULT_STEMS = ("NSFW", "nsfw")
+"""File name stems of the defaults (NSFW.mlmodel, nsfw_int8.tflite); --name replaces them."""
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DEFAULT_PRECISION = "float16"
 """Compute precision of an ML Program when none is asked for."""
 
@@ -248,6 +252,17 @@ class Format:
     @property
     def target(self) -> str:
         return self.file_type.key
+
+    def filename_for(self, name: str | None = None) -> str:
+        """The file name, with ``name`` in place of the default stem (NSFW / nsfw)."""
+        if name is None:
+            return self.filename
+        if not NAME_PATTERN.fullmatch(name):
+            raise UsageError(
+                f"--name {name!r}: use letters, digits, '-', '_' and '.' (it names the files)"
+            )
+        stem = next(s for s in DEFAULT_STEMS if self.filename.startswith(s))
+        return name + self.filename[len(stem) :]
 
     @property
     def suffix(self) -> str:

@@ -48,7 +48,7 @@ def inspect_keras(path: Path) -> dict:
             {"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)} for t in model.outputs
         ],
         "labels": list(source.labels),
-        "metadata": {"sha256": source.sha256},
+        "metadata": {"sha256": source.sha256, **source.contract.to_properties()},
         "parameters": int(model.count_params()),
         "ops": dict(sorted(layers.items())),
     }

@@ -18,9 +18,6 @@ MERGE_5_TO_3: dict[str, tuple[str, ...]] = {
     "Sexy": ("Sexy",),
 }
 
-NSFW_CLASSES: tuple[str, ...] = ("Porn", "Sexy")
-"""Classes whose probabilities add up to the nsfw_score."""
-
 
 def merge_matrix() -> np.ndarray:
     """The (5, 3) 0/1 matrix M with probs3 = probs5 @ M."""
@@ -34,19 +31,6 @@ def merge_matrix() -> np.ndarray:
 def merge_5_to_3(probabilities: np.ndarray) -> np.ndarray:
     """Merge NSFWJS's five probabilities (N, 5) into the product's three (N, 3)."""
     return np.asarray(probabilities, dtype=np.float32) @ merge_matrix()
-
-
-def nsfw_score(probabilities: np.ndarray, labels=LABELS) -> np.ndarray:
-    """P(Porn) + P(Sexy) for every row of (N, classes) probabilities in ``labels`` order.
-
-    Works for the five NSFWJS classes too, where Hentai counts as Porn.
-    """
-    probabilities = np.asarray(probabilities)
-    nsfw = {"Porn", "Sexy", "Hentai"}
-    columns = [i for i, name in enumerate(labels) if name in nsfw]
-    if not columns:
-        raise ValueError(f"labels {list(labels)} have none of the NSFW classes {sorted(nsfw)}")
-    return probabilities[..., columns].sum(axis=-1)
 
 
 def default_labels(width: int, model_file: str | Path | None = None) -> tuple[str, ...]:

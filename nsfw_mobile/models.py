@@ -15,12 +15,39 @@ from pathlib import Path
 from ._tf import import_keras
 from .errors import ModelFileError, UsageError
 from .files import sha256_file
-from .labels import LABELS, default_labels, merge_matrix
+from .labels import LABELS, NSFWJS_LABELS, default_labels, merge_matrix
+from .metadata import ModelContract, nsfw_labels_by_name, read_keras_contract
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "mobilenet_v2"
 PRETRAINED_JSON = PRETRAINED_DIR / "model.json"
 PRETRAINED_NAME = "nsfwjs-mobilenet_v2"
 INPUT_NAME = "image"
+
+PRETRAINED_LIMITS = (
+    "Drawings can be confused with hentai; male nudity and non-typical bodies were "
+    "under-represented in the training data; skin-coloured textures, babies at the beach and "
+    "medical images cause false positives. See nsfw_mobile/pretrained/MODEL_CARD.md."
+)
+
+
+def pretrained_contract(classes: int = 3) -> ModelContract:
+    """The shipped model's own contract: NSFWJS's author, MIT licence and known limits."""
+    labels = LABELS if classes == 3 else NSFWJS_LABELS
+    return ModelContract(
+        labels=labels,
+        nsfw_labels=nsfw_labels_by_name(labels),
+        input_size=(224, 224),
+        name=PRETRAINED_NAME,
+        version="nsfwjs 4.3.0",
+        author="GantMan (model); NSFWJS by Infinite Red, Inc.",
+        license="MIT (Copyright (c) 2019 Infinite Red, Inc.)",
+        description=(
+            f"GantMan's MobileNetV2 NSFW classifier as NSFWJS 4.3.0 ships it, "
+            f"{classes} classes ({', '.join(labels)})."
+        ),
+        limits=PRETRAINED_LIMITS,
+        source_sha256=pretrained_sha256(),
+    )
 
 
 def pretrained_sha256() -> str:
@@ -122,20 +149,54 @@ def labels_for(model, path: Path | None = None) -> tuple[str, ...]:
     return default_labels(int(model.output.shape[-1]), path)
 
 
+def _input_size(model) -> tuple[int, int]:
+    _, height, width, _ = model.input.shape
+    return int(height), int(width)
+
+
+def file_contract(model, path: Path, properties: dict | None = None) -> ModelContract:
+    """The contract a model file carries, else the one its labels imply (named after the file).
+
+    A user model never inherits the pretrained model's provenance: what the file
+    does not say stays empty.
+    """
+    properties = {"name": path.stem if path.name != "model.json" else path.parent.name,
+                  **(properties or {})}  # fmt: skip
+    labels = () if "labels" in properties else labels_for(model, path)
+    contract = ModelContract.from_properties(
+        properties, labels=labels, input_size=_input_size(model)
+    )
+    width = int(model.output.shape[-1])
+    if len(contract.labels) != width:
+        raise ModelFileError(
+            f"{path}: its contract names {len(contract.labels)} labels for {width} outputs"
+        )
+    return contract
+
+
 @dataclass
 class SourceModel:
-    """A Keras model with its labels and where it came from."""
+    """A Keras model with its contract and where it came from."""
 
     model: object
-    labels: tuple[str, ...]
+    contract: ModelContract
     name: str
     path: str
     sha256: str
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    @property
     def input_size(self) -> tuple[int, int]:
-        _, height, width, _ = self.model.input.shape
-        return int(height), int(width)
+        return _input_size(self.model)
+
+    def with_contract(self, **changes) -> SourceModel:
+        """This source with contract fields overridden (None leaves a field as it is)."""
+        import dataclasses
+
+        return dataclasses.replace(self, contract=self.contract.replace(**changes))
 
 
 def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -> SourceModel:
@@ -143,7 +204,11 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
     if spec is None or str(spec) == "pretrained":
         model = pretrained(classes=3)
         return SourceModel(
-            model, LABELS, PRETRAINED_NAME, "pretrained:" + PRETRAINED_NAME, pretrained_sha256()
+            model,
+            pretrained_contract(3),
+            PRETRAINED_NAME,
+            "pretrained:" + PRETRAINED_NAME,
+            pretrained_sha256(),
         )
     path = Path(spec)
     if path.is_dir() and (path / "model.json").is_file():
@@ -152,14 +217,15 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
         raise ModelFileError(f"{path}: no such file")
     if path.suffix == ".keras":
         model = load_keras_model(path, allow_unsafe=allow_unsafe)
-        checksum = sha256_file(path)
+        checksum, properties = sha256_file(path), read_keras_contract(path)
     elif path.suffix == ".json":
-        from .tfjs import tfjs2keras
+        from .tfjs import read_contract_properties, tfjs2keras
 
         model = tfjs2keras(path)
-        checksum = sha256_file(path.parent)
+        checksum, properties = sha256_file(path.parent), read_contract_properties(path)
     else:
         raise ModelFileError(
             f"{path}: expected a .keras file or a TF.js model.json as the source model"
         )
-    return SourceModel(model, labels_for(model, path), path.stem, str(path), checksum)
+    contract = file_contract(model, path, properties)
+    return SourceModel(model, contract, contract.name, str(path), checksum)

@@ -11,7 +11,6 @@ import numpy as np
 
 from .errors import ImageError
 from .images import DEFAULT_MAX_PIXELS, iter_decoded
-from .labels import nsfw_score
 from .runtime.base import Runner
 
 
@@ -36,13 +35,15 @@ class Prediction:
 
 def _predictions(runner: Runner, paths: list[Path], pixels: list[np.ndarray]) -> list[Prediction]:
     probabilities = runner.predict(np.stack(pixels))
-    scores = nsfw_score(probabilities, runner.labels)
+    scores = runner.contract.nsfw_score(probabilities)
+    if scores is None:  # a model without NSFW labels: its probabilities, no score
+        scores = [None] * len(probabilities)
     return [
         Prediction(
             path=str(path),
             label=runner.labels[int(np.argmax(row))],
             probabilities={name: round(float(p), 6) for name, p in zip(runner.labels, row)},
-            nsfw_score=round(float(score), 6),
+            nsfw_score=None if score is None else round(float(score), 6),
         )
         for path, row, score in zip(paths, probabilities, scores)
     ]

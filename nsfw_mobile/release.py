@@ -1,14 +1,16 @@
 """One command that ships a validated model: convert, validate, benchmark, record.
 
 ``release`` writes into its folder every artefact, ``labels.txt``,
-``manifest.json`` (each file: format, quantization, size, SHA-256, validation
-figures, latency, releasable or not; toolkit and dependency versions; source
-model and its SHA-256), ``MODEL_CARD.md`` and ``REPORT.md``. An artefact that
-fails validation stays in the folder for inspection but is marked
-``"releasable": false`` and the release fails.
+``manifest.json``, ``MODEL_CARD.md`` and ``REPORT.md``. An artefact that fails
+to convert or validate stays out of the release's promises: its manifest entry
+says why and is marked ``"releasable": false``, and the release fails, after
+the manifest is written.
 
-``check`` re-verifies a release folder against its manifest: every file's
-checksum, then its fidelity against the reference on the same images.
+The manifest (``schema_version`` 2) names every file relative to itself, the
+model's contract, the source model by SHA-256 and the validation images by
+name and SHA-256, so that ``check`` re-verifies a release folder from any
+directory on any machine: every file's checksum, then its fidelity against
+the same reference on the same images.
 """
 
 from __future__ import annotations
@@ -21,14 +23,20 @@ from . import __version__
 from .atomic import atomic_path
 from .bench import bench, render_markdown, versions
 from .convert import convert_all
-from .errors import ModelFileError, ValidationFailed
+from .errors import ModelFileError, NsfwMobileError, UsageError, ValidationFailed
 from .files import sha256_file, size_bytes
-from .formats import FORMATS, PRETRAINED, by_key
-from .models import load_source
+from .formats import FORMATS, PRETRAINED, by_key, file_type_of
+from .images import SAMPLES_DIR, find_images, sample_images
+from .models import load_source, pretrained_sha256
 from .validate import render_markdown as validation_markdown
 from .validate import validate
 
 MANIFEST = "manifest.json"
+SCHEMA_VERSION = 2
+
+
+class ReferenceMismatch(NsfwMobileError):
+    """The reference model given to ``check`` is not the one the release was made from."""
 
 
 def release(
@@ -40,45 +48,67 @@ def release(
     bench_threads=(1,),
     bench_runs: int = 30,
     bench_seconds: float = 1.0,
+    name: str | None = None,
+    contract: dict | None = None,
     log=print,
 ) -> dict:
-    """Make a release folder; raises ValidationFailed (after writing it) if any artefact fails."""
+    """Make a release folder; raises ValidationFailed (after writing it) if any artefact fails.
+
+    ``name`` is the artefacts' file name stem and the model's name; ``contract``
+    overrides fields of the model's contract (version, author, license, ...).
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    source = load_source(model)
+    source = load_source(model).with_contract(name=name, **(contract or {}))
+    image_files = find_images(images) if images else sample_images()
+    if not image_files:
+        raise UsageError(f"--images {', '.join(map(str, images))}: no image files found")
     log(f"converting {source.name} to {len(FORMATS)} formats")
+    failed: dict[str, str] = {}
     artifacts = convert_all(
         source,
         FORMATS,
         out_dir,
         calibration=calibration,
+        name=name,
         on_start=lambda i, f, o: log(f"  [{i + 1}/{len(FORMATS)}] {f.key}"),
+        on_error=lambda i, f, exc: failed.update({f.key: str(exc)}),
     )
+    for key, message in failed.items():
+        log(f"  {key} failed to convert: {message}")
     log("validating against the reference")
     from .runtime.keras_runner import KerasRunner
 
     report = validate(
         [a.path for a in artifacts],
         reference=KerasRunner(source),
-        images=images,
+        images=image_files,
         format_keys=[a.format for a in artifacts],
     )
-    log("benchmarking (batch 1)")
+    log("benchmarking (batch 1, each file in a fresh process)")
     benchmark = bench(
         [str(a.path) for a in artifacts] + [model or PRETRAINED],
         threads=tuple(bench_threads),
         min_runs=bench_runs,
         min_seconds=bench_seconds,
     )
-    manifest = build_manifest(source, artifacts, report, benchmark, out_dir)
+    manifest = build_manifest(source, artifacts, failed, report, benchmark, out_dir, name)
+    manifest["validation_images"] = _image_record(image_files, user_given=bool(images))
     manifest["seconds"] = round(time.perf_counter() - started, 1)
     write_documents(out_dir, manifest, report, benchmark)
-    if not report.passed:
-        failed = [f["file"] for f in manifest["files"] if not f["releasable"]]
-        raise ValidationFailed(
-            f"{', '.join(failed)} failed validation; see {out_dir / 'REPORT.md'}"
-        )
+    if not manifest["passed"]:
+        bad = [f["file"] for f in manifest["files"] if not f["releasable"]]
+        raise ValidationFailed(f"{', '.join(bad)} failed; see {out_dir / 'REPORT.md'}")
     return manifest
+
+
+def _image_record(paths: list[Path], *, user_given: bool) -> dict:
+    """Which images validated the release: the shipped samples by name, or the user's."""
+    return {
+        "count": len(paths),
+        "source": "user images" if user_given else "shipped sample images",
+        "files": [{"name": p.name, "sha256": sha256_file(p)} for p in paths],
+    }
 
 
 def _latency_by_file(benchmark) -> dict[str, dict]:
@@ -112,36 +142,55 @@ def _file_entry(artifact, checked, latency: dict) -> dict:
     }
 
 
-def build_manifest(source, artifacts, report, benchmark, out_dir: Path) -> dict:
+def _failed_entry(key: str, message: str, name: str | None) -> dict:
+    fmt = by_key(key)
+    return {
+        "file": fmt.filename_for(name),
+        "format": key,
+        "quantization": fmt.quantization,
+        "size_bytes": None,
+        "sha256": None,
+        "notes": [],
+        "validation": {"status": "error", "max_abs_diff": None, "mean_abs_diff": None,
+                       "top1_agreement": None, "failures": [f"conversion failed: {message}"]},
+        "latency": {},
+        "releasable": False,
+    }  # fmt: skip
+
+
+def build_manifest(source, artifacts, failed, report, benchmark, out_dir: Path, name) -> dict:
     """The release's manifest.json as data."""
     latency = _latency_by_file(benchmark)
+    files = [
+        _file_entry(artifact, checked, latency)
+        for artifact, checked in zip(artifacts, report.candidates)
+    ] + [_failed_entry(key, message, name) for key, message in failed.items()]
     return {
+        "schema_version": SCHEMA_VERSION,
         "toolkit": f"nsfw-mobile {__version__}",
         "versions": versions(),
+        "model": source.contract.to_properties(),
         "source": {
-            "model": source.path,
+            "file": Path(source.path).name,
             "sha256": source.sha256,
+            "pretrained": source.sha256 == pretrained_sha256(),
             "labels": list(source.labels),
             "input_size": list(source.input_size),
         },
-        "validation_images": {"count": report.images, "source": report.image_source},
         "machine": benchmark.machine,
-        "passed": report.passed,
-        "files": [
-            _file_entry(artifact, checked, latency)
-            for artifact, checked in zip(artifacts, report.candidates)
-        ],
+        "passed": all(f["releasable"] for f in files),
+        "files": files,
         "labels_file": {"file": "labels.txt", "sha256": sha256_file(out_dir / "labels.txt")},
     }
 
 
 def write_documents(out_dir: Path, manifest: dict, report, benchmark) -> None:
-    for name, text in (
+    for file_name, text in (
         (MANIFEST, json.dumps(manifest, indent=2)),
         ("REPORT.md", _report(manifest, report, benchmark)),
         ("MODEL_CARD.md", _model_card(manifest)),
     ):
-        with atomic_path(out_dir / name) as temporary:
+        with atomic_path(out_dir / file_name) as temporary:
             temporary.write_text(text)
 
 
@@ -150,7 +199,7 @@ def _report(manifest, validation, benchmark) -> str:
         [
             "# Release report",
             "",
-            f"{manifest['toolkit']}, source `{manifest['source']['model']}` "
+            f"{manifest['toolkit']}, source `{manifest['source']['file']}` "
             f"(SHA-256 `{manifest['source']['sha256']}`).",
             "",
             validation_markdown(validation).replace("# Validation report", "## Validation"),
@@ -162,7 +211,13 @@ def _report(manifest, validation, benchmark) -> str:
 
 
 def _model_card(manifest) -> str:
-    source = manifest["source"]
+    model, source = manifest["model"], manifest["source"]
+    labels, nsfw = json.loads(model["labels"]), json.loads(model["nsfw_labels"])
+    score = (
+        f"nsfw_score = {' + '.join(f'P({n})' for n in nsfw)}."
+        if nsfw
+        else "The model names no NSFW labels, so it has no nsfw_score."
+    )
     rows = [
         f"| `{f['file']}` | {by_key(f['format']).summary} | {f['size_bytes'] / 1e6:.1f} MB | "
         f"{f['validation']['max_abs_diff']:.1e} / {f['validation']['mean_abs_diff']:.1e} / "
@@ -176,12 +231,18 @@ def _model_card(manifest) -> str:
         for f in manifest["files"]
         if f["validation"]["max_abs_diff"] is not None
     ]
+    failed = [f"- `{f['file']}`: {'; '.join(f['validation']['failures'])}"
+              for f in manifest["files"] if f["validation"]["max_abs_diff"] is None]  # fmt: skip
     return "\n".join(
         [
-            "# Model card",
+            f"# Model card: {model['name']}" + (f" {model['version']}" if model["version"] else ""),
             "",
-            f"Classes, in output order: {', '.join(source['labels'])}. "
-            "nsfw_score = P(Porn) + P(Sexy).",
+            model["description"],
+            "",
+            f"**Author:** {model['author'] or 'not stated'}. "
+            f"**Licence:** {model['license'] or 'not stated'}.",
+            "",
+            f"Classes, in output order: {', '.join(labels)}. {score}",
             "",
             "**Intended use:** a first, on-device filter that flags or blurs images for review. "
             "Not a substitute for human moderation; not for identifying people.",
@@ -190,7 +251,7 @@ def _model_card(manifest) -> str:
             f"{source['input_size'][0]} (bilinear, no crop), EXIF orientation applied, "
             "alpha on white, pixels / 255 (inside the Core ML models; raw bytes for uint8 TFLite).",
             "",
-            f"**Source:** `{source['model']}` (SHA-256 `{source['sha256']}`).",
+            f"**Source:** `{source['file']}` (SHA-256 `{source['sha256']}`).",
             "",
             f"## Measured fidelity and latency ({manifest['validation_images']['count']} images; "
             f"{manifest['machine']['cpu']})",
@@ -199,45 +260,119 @@ def _model_card(manifest) -> str:
             "| releasable |",
             "|---|---|---|---|---|---|",
             *rows,
+            *(["", "Not released:", "", *failed] if failed else []),
             "",
             "## Known limits",
             "",
-            "Drawings can be confused with hentai; male nudity and non-typical bodies were "
-            "under-represented in the training data; skin-coloured textures, babies at the "
-            "beach and medical images cause false positives. Full-integer models were "
-            "calibrated on the images named in the manifest. See "
-            "nsfw_mobile/pretrained/MODEL_CARD.md for the pretrained model.",
+            (model["limits"] or "Not stated by the model's author.")
+            + " Full-integer models were calibrated on the images named in the manifest.",
             "",
         ]
     )
 
 
-def fastest_artifact(release_dir: str | Path) -> Path:
-    """The releasable artefact with the lowest 1-thread median latency in a release's manifest."""
-    release_dir = Path(release_dir)
-    manifest = json.loads((release_dir / MANIFEST).read_text())
-    timed = [
-        (entry["latency"]["threads_1"]["median_ms"], entry["file"])
-        for entry in manifest["files"]
-        if entry["releasable"] and "threads_1" in entry.get("latency", {})
-    ]
-    if not timed:
-        raise ModelFileError(f"{release_dir}: the manifest has no validated, benchmarked artefact")
-    return release_dir / min(timed)[1]
-
-
-def check(release_dir: str | Path, *, reference=None, images=None) -> list[str]:
-    """Problems found in a release folder (empty list: it checks out)."""
+def read_manifest(release_dir: str | Path) -> dict:
+    """A release folder's manifest, with every file it names checked to stay inside the folder."""
     release_dir = Path(release_dir)
     path = release_dir / MANIFEST
     if not path.is_file():
         raise ModelFileError(f"{release_dir}: no {MANIFEST}: not a release folder")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        entries = [*manifest["files"], manifest["labels_file"]]
+        names = [entry["file"] for entry in entries]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(
+            f"{path}: not a release manifest ({type(exc).__name__}: {exc})"
+        ) from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ModelFileError(
+            f"{path}: manifest schema {manifest.get('schema_version', 1)!r}, this toolkit reads "
+            f"{SCHEMA_VERSION}: make the release again with `nsfw-mobile release`"
+        )
+    for name in names:
+        inside_folder(release_dir, name)
+    return manifest
+
+
+def inside_folder(release_dir: Path, name) -> Path:
+    """``release_dir / name``, refused when ``name`` is absolute or leaves the folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise ModelFileError(f"{release_dir / MANIFEST}: file name {name!r} is not relative")
+    root = release_dir.resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise ModelFileError(
+            f"{release_dir / MANIFEST}: {name!r} leaves the release folder; refused"
+        )
+    return release_dir / name
+
+
+def fastest_artifact(release_dir: str | Path) -> Path:
+    """The releasable artefact this machine runs at speed with the lowest 1-thread latency."""
+    release_dir = Path(release_dir)
+    manifest = read_manifest(release_dir)
+    timed = [
+        (entry["latency"]["threads_1"]["median_ms"], entry["file"])
+        for entry in manifest["files"]
+        if entry["releasable"]
+        and "threads_1" in entry.get("latency", {})
+        and file_type_of(entry["file"]).runs_at_speed_here
+    ]
+    if not timed:
+        raise ModelFileError(
+            f"{release_dir}: the manifest has no validated, benchmarked artefact this machine runs"
+        )
+    return inside_folder(release_dir, min(timed)[1])
+
+
+def _reference_for(manifest: dict, reference) -> str | None:
+    """The reference model to check against: given (and matching) or the pretrained one."""
+    source = manifest["source"]
+    recorded = source["sha256"]
+    if reference is None:
+        if recorded == pretrained_sha256():
+            return None
+        raise UsageError(
+            f"the release was made from {source.get('file', '?')} (SHA-256 {recorded}): "
+            "pass it with --reference MODEL"
+        )
+    actual = load_source(reference).sha256
+    if actual != recorded:
+        raise ReferenceMismatch(
+            f"--reference {reference} has SHA-256 {actual}, but the release was made from "
+            f"SHA-256 {recorded}"
+        )
+    return str(reference)
+
+
+def _validation_images(manifest: dict, images) -> tuple[list[Path], list[str]]:
+    """The images to validate on and notes on how they differ from the recorded ones."""
+    recorded = {(f["name"], f["sha256"]) for f in manifest["validation_images"].get("files", [])}
+    paths = find_images(images) if images else sample_images()
+    given = {(p.name, sha256_file(p)) for p in paths}
+    notes = []
+    if recorded and given != recorded:
+        where = "--images" if images else f"the shipped samples ({SAMPLES_DIR})"
+        notes.append(
+            f"validation images differ from the release's: {len(recorded)} recorded, "
+            f"{len(given)} in {where}, {len(recorded & given)} identical"
+        )
+    return paths, notes
+
+
+def check(release_dir: str | Path, *, reference=None, images=None) -> tuple[list[str], list[str]]:
+    """Problems found in a release folder (empty: it checks out) and notes for the user."""
+    release_dir = Path(release_dir)
+    manifest = read_manifest(release_dir)
+    reference = _reference_for(manifest, reference)
     problems = []
     entries = manifest["files"] + [{**manifest["labels_file"], "format": None}]
     present = []
     for entry in entries:
-        file = release_dir / entry["file"]
+        if entry.get("sha256") is None:  # never made: failed to convert
+            continue
+        file = inside_folder(release_dir, entry["file"])
         if not file.exists():
             problems.append(f"{entry['file']}: missing")
         elif sha256_file(file) != entry["sha256"]:
@@ -247,13 +382,12 @@ def check(release_dir: str | Path, *, reference=None, images=None) -> list[str]:
             )
         elif entry["format"] is not None:
             present.append(entry)
+    paths, notes = _validation_images(manifest, images)
     if present:
-        if reference is None and not manifest["source"]["model"].startswith("pretrained:"):
-            reference = manifest["source"]["model"]
         report = validate(
             [release_dir / e["file"] for e in present],
             reference=reference,
-            images=images,
+            images=paths,
             format_keys=[e["format"] for e in present],
         )
         for entry, result in zip(present, report.candidates):
@@ -261,4 +395,4 @@ def check(release_dir: str | Path, *, reference=None, images=None) -> list[str]:
                 problems.append(
                     f"{entry['file']}: validation {result.status}: {'; '.join(result.failures)}"
                 )
-    return problems
+    return problems, notes

@@ -51,6 +51,18 @@ def _read_json(path: Path) -> dict:
         raise ModelFileError(f"{path}: not a JSON file ({exc})") from None
 
 
+CONTRACT_KEY = "nsfw_mobile"
+"""Where a TF.js model.json keeps the toolkit's contract: ``userDefinedMetadata[CONTRACT_KEY]``."""
+
+
+def read_contract_properties(model_json: str | Path) -> dict:
+    """The contract entries a model.json carries in its userDefinedMetadata; empty if none."""
+    document = _read_json(Path(model_json))
+    user = document.get("userDefinedMetadata") if isinstance(document, dict) else None
+    entries = user.get(CONTRACT_KEY) if isinstance(user, dict) else None
+    return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+
 def _dequantize(raw: bytes, spec: dict, where: str) -> np.ndarray:
     dtype = spec.get("dtype", "float32")
     quantization = spec.get("quantization")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -30,6 +31,7 @@ from .atomic import atomic_path
 from .data import AUGMENTATIONS, check_augmentations
 from .errors import UsageError
 from .labels import LABELS
+from .metadata import ModelContract, nsfw_labels_by_name, write_keras_contract
 
 BACKBONES = ("imagenet", "nsfw", "none")
 
@@ -54,7 +56,17 @@ class TrainConfig:
     early_stopping: int = 10
     seed: int = 0
     steps_per_epoch: int | None = None
-    labels: tuple[str, ...] = LABELS
+    labels: tuple[str, ...] | None = None
+    """Classes in output order; None: from the dataset's folders (after ``merge``)."""
+    merge: str = ""
+    """Folders folded into classes, such as "drawings=neutral,hentai=porn"."""
+    nsfw_labels: tuple[str, ...] | None = None
+    """Classes that count as NSFW; None: those whose names say so (porn, sexy, hentai, ...)."""
+    name: str | None = None
+    version: str = ""
+    author: str = ""
+    license: str = ""
+    description: str = ""
 
     def check(self) -> None:
         check_augmentations(self.augment)
@@ -82,6 +94,24 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.fine_tune_epochs
+
+    def contract(self) -> ModelContract:
+        """The trained model's contract: its classes, NSFW labels and provenance."""
+        return ModelContract(
+            labels=tuple(self.labels),
+            nsfw_labels=(
+                tuple(self.nsfw_labels)
+                if self.nsfw_labels is not None
+                else nsfw_labels_by_name(self.labels)
+            ),
+            input_size=(self.input_size, self.input_size),
+            name=self.name or Path(self.out).name,
+            version=self.version,
+            author=self.author,
+            license=self.license,
+            description=self.description
+            or f"Image classifier ({', '.join(self.labels)}) trained with nsfw-mobile.",
+        )
 
 
 @dataclass
@@ -128,12 +158,17 @@ def build_model(config: TrainConfig):
     weights = {"imagenet": "imagenet", "none": None, "nsfw": None}.get(
         config.backbone, config.backbone
     )
-    model = build_classifier(
-        classes=len(config.labels),
-        alpha=config.alpha,
-        input_size=config.input_size,
-        weights=weights,
-    )
+    try:
+        model = build_classifier(
+            classes=len(config.labels),
+            alpha=config.alpha,
+            input_size=config.input_size,
+            weights=weights,
+        )
+    except (ValueError, OSError) as exc:  # Keras's errors for a weights file that does not fit
+        if weights in (None, "imagenet"):
+            raise
+        raise UsageError(f"--backbone {weights}: cannot load these weights ({exc})") from None
     if config.backbone == "nsfw":
         load_nsfw_backbone(_backbone(model))
     return model
@@ -310,9 +345,12 @@ def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[Train
         if state is None or not (run_dir / "last.keras").is_file():
             raise UsageError(f"{run_dir}: nothing to resume (no state.json and last.keras)")
         saved = state["config"]
-        config = TrainConfig(
-            **{**saved, "augment": tuple(saved["augment"]), "labels": tuple(saved["labels"])}
-        )
+        tuples = {
+            key: tuple(saved[key])
+            for key in ("augment", "labels", "nsfw_labels")
+            if saved.get(key) is not None
+        }
+        config = TrainConfig(**{**saved, **tuples})
     elif state is not None:
         raise UsageError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
@@ -398,15 +436,16 @@ class _Run:
         # Which phase the run is in and the epoch phase 2 ends at (phase 1 may stop early).
         self.phase = {"phase": state.get("phase", 1), "phase2_end": state.get("phase2_end")}
         self.csv_path = run_dir / "metrics.csv"
+        self.contract = config.contract()
 
     def _save_epoch(self, model, epoch: int, logs) -> None:
         accuracy = float((logs or {}).get("val_accuracy", 0.0))
-        if accuracy > self.best:
-            self.best = accuracy
-            with atomic_path(self.run_dir / "best.keras") as temporary:
+        names = ("best.keras", "last.keras") if accuracy > self.best else ("last.keras",)
+        self.best = max(self.best, accuracy)
+        for name in names:
+            with atomic_path(self.run_dir / name) as temporary:
                 model.save(temporary)
-        with atomic_path(self.run_dir / "last.keras") as temporary:
-            model.save(temporary)
+                write_keras_contract(temporary, self.contract)
         _write_state(
             self.run_dir,
             {
@@ -486,8 +525,20 @@ def train(config: TrainConfig, *, resume: bool = False, log=print) -> TrainResul
     config, state = _run_config(config, run_dir, resume)
     config.check()
     dataset = data.scan(
-        config.data_dir, class_names=config.labels, val_split=config.val_split, seed=config.seed
+        config.data_dir,
+        class_names=config.labels,
+        merge=data.parse_merge(config.merge),
+        val_split=config.val_split,
+        seed=config.seed,
     )
+    config = dataclasses.replace(config, labels=dataset.class_names)
+    contract = config.contract()  # a bad --nsfw-labels fails here, before any decoding
+    log(
+        f"classes: {', '.join(contract.labels)}; NSFW: "
+        + (", ".join(contract.nsfw_labels) or "none (pass --nsfw-labels for an nsfw_score)")
+    )
+    for twin, held_out in data.duplicates_across(dataset):
+        log(f"duplicate across splits (same SHA-256): {held_out} is also {twin}")
     with _process_state_kept():
         return _train(config, dataset, run_dir, state, resume, log)
 
@@ -534,6 +585,7 @@ def seconds_per_step(
         input_size=input_size,
         backbone="none",
         batch_size=batch_size,
+        labels=LABELS,
     )
     model = build_model(config)  # random weights: the time does not depend on their values
     _backbone(model).trainable = False

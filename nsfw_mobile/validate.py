@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LabelMismatchError, UsageError
+from .errors import LabelMismatchError, NsfwMobileError, UsageError
 from .formats import TARGETS, Format, Tolerance, by_key, select
 from .images import load_images, sample_images
 from .metadata import read_metadata
@@ -38,7 +38,7 @@ class CandidateResult:
     path: str
     format: str
     status: str
-    """pass | fail | mismatch"""
+    """pass | fail | mismatch | error (the candidate could not be run: see failures)"""
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     top1_agreement: float | None = None
@@ -126,6 +126,43 @@ def compare(
     return figures, failures
 
 
+def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> CandidateResult:
+    """One candidate's result; a candidate that raises is an ``error``, never the end of the run."""
+    result = CandidateResult(path=str(path), format=fmt.key if fmt else "unknown", status="pass")
+    try:
+        runner = open_runner(path, num_threads=num_threads)
+        fmt = fmt or format_of(path)
+        result.format = fmt.key
+        result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
+        check_structure(reference_runner, runner)
+        probabilities = runner.predict(batch.pixels)
+    except LabelMismatchError as exc:
+        result.status, result.failures = "mismatch", [str(exc)]
+        return result
+    except UsageError:
+        raise
+    except Exception as exc:  # a bad file, an op an executor lacks, an engine's own error
+        message = str(exc) if isinstance(exc, NsfwMobileError) else f"{type(exc).__name__}: {exc}"
+        result.status, result.failures = "error", [message.splitlines()[0] if message else ""]
+        return result
+    figures, result.failures = compare(reference_probs, probabilities, fmt.tolerance)
+    result.max_abs_diff = figures["max_abs_diff"]
+    result.mean_abs_diff = figures["mean_abs_diff"]
+    result.top1_agreement = figures["top1_agreement"]
+    result.status = "fail" if result.failures else "pass"
+    per_image = np.abs(probabilities - reference_probs).max(axis=1)
+    for index in np.argsort(-per_image)[:WORST_COUNT]:
+        result.worst.append(
+            WorstImage(
+                str(batch.paths[index]),
+                float(per_image[index]),
+                reference_runner.labels[int(reference_probs[index].argmax())],
+                runner.labels[int(probabilities[index].argmax())],
+            )
+        )
+    return result
+
+
 def validate(
     candidates: list[str | Path],
     *,
@@ -140,11 +177,10 @@ def validate(
         raise UsageError("give at least one candidate model to validate")
     if format_keys and len(format_keys) not in (1, len(candidates)):
         raise UsageError("--format: give one for all candidates or one per candidate")
-    formats = (
-        [by_key(k) for k in format_keys] if format_keys else [format_of(c) for c in candidates]
-    )
-    if len(formats) == 1 and len(candidates) > 1:
-        formats = formats * len(candidates)
+    keys = list(format_keys or [])
+    if len(keys) == 1:
+        keys = keys * len(candidates)
+    formats = [by_key(k) for k in keys]  # a mistyped --format is a usage error, at once
     # A Runner may be passed in by callers that already loaded the reference (release).
     reference_runner = reference if isinstance(reference, Runner) else open_runner(reference)
     source = images or sample_images()
@@ -153,36 +189,16 @@ def validate(
         raise UsageError(f"no readable images in {', '.join(map(str, source))}")
     reference_probs = reference_runner.predict(batch.pixels)
     results = []
-    for path, fmt in zip(candidates, formats):
+    for index, path in enumerate(candidates):
         started = time.perf_counter()
-        result = CandidateResult(
-            path=str(path),
-            format=fmt.key,
-            status="pass",
-            tolerance={k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"},
+        result = _judge(
+            path,
+            formats[index] if formats else None,
+            reference_runner,
+            reference_probs,
+            batch,
+            num_threads,
         )
-        try:
-            runner = open_runner(path, num_threads=num_threads)
-            check_structure(reference_runner, runner)
-        except LabelMismatchError as exc:
-            result.status, result.failures = "mismatch", [str(exc)]
-        else:
-            probabilities = runner.predict(batch.pixels)
-            figures, result.failures = compare(reference_probs, probabilities, fmt.tolerance)
-            result.max_abs_diff = figures["max_abs_diff"]
-            result.mean_abs_diff = figures["mean_abs_diff"]
-            result.top1_agreement = figures["top1_agreement"]
-            result.status = "fail" if result.failures else "pass"
-            per_image = np.abs(probabilities - reference_probs).max(axis=1)
-            for index in np.argsort(-per_image)[:WORST_COUNT]:
-                result.worst.append(
-                    WorstImage(
-                        str(batch.paths[index]),
-                        float(per_image[index]),
-                        reference_runner.labels[int(reference_probs[index].argmax())],
-                        runner.labels[int(probabilities[index].argmax())],
-                    )
-                )
         result.seconds = round(time.perf_counter() - started, 2)
         results.append(result)
         if on_candidate:

@@ -19,6 +19,7 @@ from nsfw_mobile.export.coreml import LABEL_OUTPUT, PROBABILITIES_OUTPUT
 from nsfw_mobile.files import sha256_file
 from nsfw_mobile.formats import FORMATS, select
 from nsfw_mobile.labels import LABELS
+from nsfw_mobile.models import pretrained_contract
 from nsfw_mobile.runtime.coreml_spec import class_labels, image_preprocessing, load_spec
 from nsfw_mobile.runtime.tflite_runner import TFLiteRunner
 from nsfw_mobile.tflite_metadata import read_metadata
@@ -37,7 +38,7 @@ PROVENANCE_KEYS = {
 }
 
 
-def check_coreml_spec(path, size):
+def check_coreml_spec(path, size, contract):
     spec = load_spec(path)
     assert class_labels(spec) == LABELS
     (image,) = spec.description.input
@@ -52,7 +53,9 @@ def check_coreml_spec(path, size):
     user = dict(spec.description.metadata.userDefined)
     assert set(user) >= PROVENANCE_KEYS
     assert json.loads(user["labels"]) == list(LABELS) and user["input_size"] == f"{size}x{size}"
-    assert spec.description.metadata.author and spec.description.metadata.license
+    described = spec.description.metadata
+    assert (described.author, described.license) == (contract.author, contract.license)
+    assert json.loads(user["nsfw_labels"]) == list(contract.nsfw_labels)
     assert "com.github.apple.coremltools.conversion_date" not in user
     return spec
 
@@ -60,7 +63,7 @@ def check_coreml_spec(path, size):
 @pytest.mark.parametrize("key", COREML)
 def test_tiny_coreml_spec(tiny_artifacts, tiny_source, key):
     artifact = tiny_artifacts[key]
-    spec = check_coreml_spec(artifact.path, 96)
+    spec = check_coreml_spec(artifact.path, 96, tiny_source.contract)
     fmt = (
         select(artifact.target, artifact.quantization, None)
         if artifact.target == "mlmodel"
@@ -286,7 +289,7 @@ def test_full_size_every_format(full_artifacts):
             meta = read_metadata(artifact.path)
             assert meta.labels == list(LABELS) and meta.image_size == (224, 224)
         else:
-            check_coreml_spec(artifact.path, 224)
+            check_coreml_spec(artifact.path, 224, pretrained_contract(3))
     seconds = {key: a.seconds for key, a in full_artifacts.items()}
     print("\nfull-size conversion seconds:", seconds, "total", round(sum(seconds.values()), 1))
 

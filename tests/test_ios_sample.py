@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -88,14 +89,27 @@ def test_swift_contract_matches_the_committed_model(parser):
     from nsfw_mobile.runtime.coreml_spec import class_labels, load_spec
 
     contract = contract_literals(parser)
-    assert set(contract) >= {"inputName", "labelOutput", "probabilitiesOutput", "labels"}
+    assert set(contract) >= {"inputName", "labelOutput", "probabilitiesOutput", "nsfwLabelsKey"}
     spec = load_spec(ROOT / "models" / "NSFW.mlmodel")
     inputs = spec.description.input
     image_inputs = [f.name for f in inputs if f.type.WhichOneof("Type") == "imageType"]
     assert image_inputs == [contract["inputName"]]
     assert spec.description.predictedFeatureName == contract["labelOutput"]
     assert spec.description.predictedProbabilitiesName == contract["probabilitiesOutput"]
-    assert list(class_labels(spec)) == contract["labels"]
+    # The app reads the NSFW labels from this metadata entry, as a JSON array of class labels.
+    user = spec.description.metadata.userDefined
+    nsfw = json.loads(user[contract["nsfwLabelsKey"]])
+    assert nsfw == ["Porn", "Sexy"] and set(nsfw) <= set(class_labels(spec))
+
+
+def test_the_app_hard_codes_no_class_names():
+    """Labels and NSFW labels come from the model's metadata, so any model's classes work."""
+    for path in SWIFT_FILES:
+        if "Tests" in path.parts:
+            continue
+        code = re.sub(r"///.*|//.*", "", path.read_text())
+        for name in ("Neutral", "Porn", "Sexy", "Hentai", "Drawing"):
+            assert f'"{name}"' not in code, f"{path.name} hard-codes the class {name}"
 
 
 def test_app_uses_the_contract_and_the_toolkit_preprocessing():

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from nsfw_mobile.errors import ModelFileError, UsageError
-from nsfw_mobile.labels import LABELS, NSFWJS_LABELS, merge_5_to_3, nsfw_score
+from nsfw_mobile.labels import LABELS, merge_5_to_3
 from nsfw_mobile.models import (
     build_classifier,
     labels_for,
     load_keras_model,
     load_source,
     pretrained,
+    pretrained_contract,
 )
 
 
@@ -61,8 +62,10 @@ def test_labels_and_score():
     assert LABELS == ("Neutral", "Porn", "Sexy")
     merged = merge_5_to_3(np.array([[0.1, 0.2, 0.3, 0.15, 0.25]]))
     np.testing.assert_allclose(merged, [[0.4, 0.35, 0.25]])
-    np.testing.assert_allclose(nsfw_score(merged), [0.6])
-    np.testing.assert_allclose(nsfw_score([[0.1, 0.2, 0.3, 0.15, 0.25]], NSFWJS_LABELS), [0.6])
+    np.testing.assert_allclose(pretrained_contract(3).nsfw_score(merged), [0.6])
+    five = pretrained_contract(5)
+    assert five.nsfw_labels == ("Hentai", "Porn", "Sexy")
+    np.testing.assert_allclose(five.nsfw_score([[0.1, 0.2, 0.3, 0.15, 0.25]]), [0.6])
 
 
 def test_safe_mode_refuses_lambda_layers(tmp_path):

@@ -16,8 +16,9 @@ from conftest import synthetic_batch
 from PIL import Image
 
 from nsfw_mobile.cli import EXIT_USAGE, main
-from nsfw_mobile.data import class_weights, scan
+from nsfw_mobile.data import class_weights, parse_merge, scan
 from nsfw_mobile.errors import UsageError
+from nsfw_mobile.labels import LABELS
 
 SIZE = 96
 TRAIN_ARGS = [
@@ -183,11 +184,28 @@ def test_dataset_layout_errors(tmp_path):
     for name in ("neutral", "porn"):
         (tmp_path / name).mkdir()
     with pytest.raises(UsageError, match="no folder for class Sexy"):
-        scan(tmp_path)
+        scan(tmp_path, class_names=LABELS)
     (tmp_path / "Sexy").mkdir()
     (tmp_path / "drawings").mkdir()
-    with pytest.raises(UsageError, match="'drawings' is not a class"):
-        scan(tmp_path)
+    with pytest.raises(UsageError, match="'drawings' is not a class.*--merge drawings=CLASS"):
+        scan(tmp_path, class_names=LABELS)
+    with pytest.raises(UsageError, match="--merge names paintings, which"):
+        scan(tmp_path, merge={"paintings": "neutral"})
+    with pytest.raises(UsageError, match="--merge 'drawings'"):
+        parse_merge("drawings")
+
+
+def test_classes_come_from_the_folders(tmp_path):
+    for name in ("drawings", "neutral", "Porn", "sexy"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+    assert scan(tmp_path).class_names == ("Drawing", "Neutral", "Porn", "Sexy")
+    merged = scan(tmp_path, merge=parse_merge("drawings=neutral"))
+    assert merged.class_names == LABELS
+    assert len(merged.train.paths) + len(merged.val.paths) == 4
+    neutral = [p.parent.name for p, y in zip(merged.train.paths + merged.val.paths,
+               list(merged.train.labels) + list(merged.val.labels)) if y == 0]  # fmt: skip
+    assert sorted(neutral) == ["drawings", "neutral"]
 
 
 def test_train_and_test_folders(tmp_path):
@@ -238,7 +256,8 @@ def test_option_checks(dataset_dir, tmp_path):
 def test_nsfw_backbone_copies_the_pretrained_weights(pretrained3):
     from nsfw_mobile.train import TrainConfig, _backbone, build_model
 
-    model = build_model(TrainConfig(data_dir="", out="", backbone="nsfw", input_size=96))
+    config = TrainConfig(data_dir="", out="", backbone="nsfw", input_size=96, labels=LABELS)
+    model = build_model(config)
     ours = _backbone(model).get_layer("block_16_project").get_weights()[0]
     theirs = pretrained3.get_layer("block_16_project").get_weights()[0]
     np.testing.assert_array_equal(ours, theirs)
@@ -250,7 +269,13 @@ def test_fine_tune_phase_unfreezes_top_layers_but_not_batchnorm():
     from nsfw_mobile.train import TrainConfig, _backbone, build_model, set_phase
 
     config = TrainConfig(
-        data_dir="", out="", backbone="nsfw", input_size=96, fine_tune_layers=20, fine_tune_epochs=1
+        data_dir="",
+        out="",
+        backbone="nsfw",
+        input_size=96,
+        fine_tune_layers=20,
+        fine_tune_epochs=1,
+        labels=LABELS,
     )
     model = build_model(config)
     backbone = _backbone(model)
@@ -318,3 +343,32 @@ def test_two_phases_with_the_nsfw_backbone(dataset_dir, tmp_path):
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == 2 and state["phase2_end"] == 2 and state["epochs_done"] == 2
     assert epochs_in_csv(out) == [0, 1]
+
+
+def test_train_fails_before_decoding_and_leaves_the_process_alone(dataset_dir, tmp_path):
+    import random
+
+    import keras
+    from tensorflow.python.framework import config as tf_config
+
+    from nsfw_mobile.train import TrainConfig, train
+
+    bad = tmp_path / "backbone.weights.h5"
+    bad.write_bytes(b"not a weights file")
+    lines = []
+    common = dict(data_dir=str(dataset_dir), alpha=0.35, input_size=SIZE, epochs=1)
+    with pytest.raises(UsageError, match="cannot load these weights"):
+        train(TrainConfig(out=str(tmp_path / "bad"), backbone=str(bad), **common), log=lines.append)
+    assert lines and not any("decoding" in line for line in lines)  # failed before decoding
+    random.seed(123)
+    np.random.seed(123)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    policy = keras.mixed_precision.global_policy().name
+    assert not tf_config.is_op_determinism_enabled()
+    config = TrainConfig(out=str(tmp_path / "r"), backbone="none", steps_per_epoch=1, **common)
+    train(config, log=lines.append)
+    assert any("decoding" in line for line in lines)
+    assert random.getstate() == python_state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
+    assert keras.mixed_precision.global_policy().name == policy
+    assert not tf_config.is_op_determinism_enabled()

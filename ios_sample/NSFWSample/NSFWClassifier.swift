@@ -27,6 +27,8 @@ final class NSFWClassifier: @unchecked Sendable {
     }
 
     private let visionModel: VNCoreMLModel
+    /// The model's classes and NSFW labels, read from its metadata.
+    let labels: ModelLabels
 
     /// Loads the compiled `NSFW.mlmodelc` that Xcode builds from models/NSFW.mlmodel.
     convenience init(configuration: MLModelConfiguration = MLModelConfiguration()) throws {
@@ -37,13 +39,14 @@ final class NSFWClassifier: @unchecked Sendable {
     }
 
     init(model: MLModel) throws {
-        try NSFWClassifier.checkContract(model.modelDescription)
+        labels = try NSFWClassifier.checkContract(model.modelDescription)
         visionModel = try VNCoreMLModel(for: model)
         visionModel.inputImageFeatureName = ModelContract.inputName
     }
 
-    /// Refuses a model whose input, outputs or labels differ from what the app expects.
-    static func checkContract(_ description: MLModelDescription) throws {
+    /// Refuses a model whose input or outputs differ from what the app expects, and
+    /// returns its labels and NSFW labels as its metadata states them.
+    static func checkContract(_ description: MLModelDescription) throws -> ModelLabels {
         guard description.inputDescriptionsByName[ModelContract.inputName]?.type == .image else {
             throw Failure.contract("no image input named \"\(ModelContract.inputName)\"")
         }
@@ -53,9 +56,12 @@ final class NSFWClassifier: @unchecked Sendable {
         guard description.predictedProbabilitiesName == ModelContract.probabilitiesOutput else {
             throw Failure.contract("probabilities output is not \"\(ModelContract.probabilitiesOutput)\"")
         }
-        let labels = (description.classLabels as? [String]) ?? []
-        guard labels == ModelContract.labels else {
-            throw Failure.contract("labels are \(labels), expected \(ModelContract.labels)")
+        let classLabels = (description.classLabels as? [String]) ?? []
+        let userDefined = description.metadata[.creatorDefinedKey] as? [String: String] ?? [:]
+        do {
+            return try ModelLabels(classLabels: classLabels, userDefined: userDefined)
+        } catch let error as ModelLabelsError {
+            throw Failure.contract(error.description)
         }
     }
 
@@ -83,7 +89,8 @@ final class NSFWClassifier: @unchecked Sendable {
                 }
                 do {
                     let pairs = observations.map { ($0.identifier, Double($0.confidence)) }
-                    continuation.resume(returning: try Classification(pairs: pairs))
+                    let classification = try Classification(pairs: pairs, labels: self.labels)
+                    continuation.resume(returning: classification)
                 } catch let error as ClassificationError {
                     continuation.resume(throwing: Failure.classification(error))
                 } catch {

@@ -148,6 +148,32 @@ def report_option(help_text: str):
     )
 
 
+CONTRACT_OPTIONS = (
+    click.option("--name", default=None, help="Model name (also the artefacts' file name stem)."),
+    click.option("--model-version", default=None, help="Model version, such as 2.1."),
+    click.option("--author", default=None, help="Author recorded in every artefact."),
+    click.option("--license", "license_", default=None, help="Licence, such as Apache-2.0."),
+    click.option("--description", default=None, help="One-line description of the model."),
+)
+
+
+def contract_options(command):
+    """--name, --model-version, --author, --license, --description: override the contract."""
+    for option in reversed(CONTRACT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def contract_changes(name, model_version, author, license_, description) -> dict:
+    return {
+        "name": name,
+        "version": model_version,
+        "author": author,
+        "license": license_,
+        "description": description,
+    }
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     from ..atomic import atomic_path
 

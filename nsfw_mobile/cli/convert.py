@@ -10,7 +10,15 @@ import click
 
 from ..errors import UsageError
 from ..formats import FORMATS, IO_TYPE, TARGETS
-from .common import calibration_option, echo_json, json_option, out_dir_option, unsafe_option
+from .common import (
+    calibration_option,
+    contract_changes,
+    contract_options,
+    echo_json,
+    json_option,
+    out_dir_option,
+    unsafe_option,
+)
 
 FORMAT_KEYS = [f.key for f in FORMATS if f.key not in TARGETS]
 
@@ -74,15 +82,22 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     show_default=True,
     help="Input and output type of full-integer TFLite models.",
 )
+@contract_options
 @json_option("Print a JSON summary on stdout.")
 @unsafe_option()
-def convert(model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe):
+def convert(
+    model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe,
+    name, model_version, author, license_, description,
+):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
     model.json) to Core ML and TFLite.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
-    nsfw_float32.tflite, nsfw_int8.tflite, ...) and written atomically: an
-    interrupted run never leaves a file under its final name.
+    nsfw_float32.tflite, nsfw_int8.tflite, ...; --name acme makes acme.mlmodel,
+    acme_int8.tflite, ...) and written atomically: an interrupted run never
+    leaves a file under its final name. Every file carries the model's
+    contract: labels, NSFW labels and provenance, which the --name,
+    --model-version, --author, --license and --description options override.
 
     \b
     Examples:
@@ -91,6 +106,7 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
       nsfw-mobile convert --to mlmodel --to mlpackage --to tflite-float16 --to tflite-int8
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
+      nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
     """
     from ..convert import convert_all
     from ..formats import check_options
@@ -98,8 +114,11 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
 
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
+    for fmt in chosen:
+        fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
-    source = load_source(model, allow_unsafe=unsafe)
+    changes = contract_changes(name, model_version, author, license_, description)
+    source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
 
     def on_start(index, fmt, out):
         click.echo(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}", err=True)
@@ -120,6 +139,7 @@ def convert(model, targets, quantize, precision, out_dir, calibration, io_type, 
         on_start=on_start,
         on_done=on_done,
         command="nsfw-mobile convert " + " ".join(sys.argv[2:]),
+        name=name,
     )
     if as_json:
         echo_json(_summary(source, artifacts, out_dir, started))

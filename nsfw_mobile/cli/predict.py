@@ -28,10 +28,8 @@ def _table_line(prediction, labels, flagged: bool) -> str:
         return f"{'ERROR':<8}  {prediction.error}  {prediction.path}"
     probabilities = "  ".join(f"{prediction.probabilities[n]:>8.4f}" for n in labels)
     mark = "  FLAGGED" if flagged else ""
-    return (
-        f"{prediction.label:<8}  {probabilities}  {prediction.nsfw_score:>6.3f}  "
-        f"{prediction.path}{mark}"
-    )
+    score = "-" if prediction.nsfw_score is None else f"{prediction.nsfw_score:.3f}"
+    return f"{prediction.label:<8}  {probabilities}  {score:>6}  {prediction.path}{mark}"
 
 
 @click.command()
@@ -49,7 +47,8 @@ def _table_line(prediction, labels, flagged: bool) -> str:
     "--threshold",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Mark files whose nsfw_score = P(Porn) + P(Sexy) is above this.",
+    help="Mark files whose nsfw_score (the sum of the model's NSFW labels' probabilities, "
+    "P(Porn) + P(Sexy) for the pretrained model) is above this.",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @threads_option("Decoding threads and TFLite threads (default: one per core).")
@@ -81,6 +80,12 @@ def predict(paths, model_path, as_json, threshold, batch_size, threads, unsafe):
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
     runner = open_model(model_path, threads=threads, unsafe=unsafe)
+    if not runner.contract.nsfw_labels:
+        click.echo(
+            f"note: {runner.name} names no NSFW labels ({', '.join(runner.labels)}): "
+            "no nsfw_score" + (", so --threshold flags nothing" if threshold is not None else ""),
+            err=True,
+        )
     failures = 0
     show_progress = len(files) > 1 and not as_json and sys.stderr.isatty()
     if not as_json:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from .common import echo_json, json_option, out_dir_option, unsafe_option
+from .common import (
+    contract_changes,
+    contract_options,
+    echo_json,
+    json_option,
+    out_dir_option,
+    unsafe_option,
+)
 
 
 def _augmentations(text: str) -> tuple[str, ...]:
@@ -20,11 +27,18 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     """A TrainConfig from the command's options (their names follow its fields)."""
     from ..train import TrainConfig
 
+    provenance = contract_changes(
+        *(options.pop(k) for k in ("name", "model_version", "author", "license_", "description"))
+    )
+    nsfw = options.pop("nsfw_labels")
+    nsfw_labels = None if nsfw is None else tuple(n.strip() for n in nsfw.split(",") if n.strip())
     return TrainConfig(
         data_dir=str(data_dir),
         out=str(out_dir),
         class_weights=not options.pop("no_class_weights"),
         augment=_augmentations(options.pop("augment")),
+        nsfw_labels=nsfw_labels,
+        **{key: value for key, value in provenance.items() if value is not None},
         **options,
     )
 
@@ -102,19 +116,36 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     default=None,
     help="Batches per epoch (the seed used 10); default: the whole training set.",
 )
+@click.option(
+    "--merge",
+    default="",
+    help="Fold folders into classes, e.g. drawings=neutral,hentai=porn (the scraper's five "
+    "folders into three).",
+)
+@click.option(
+    "--nsfw-labels",
+    default=None,
+    help="Comma-separated classes whose probabilities add up to the nsfw_score "
+    "(default: those named porn, sexy, hentai, nsfw, unsafe, explicit, nude).",
+)
+@contract_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes CPU runs repeatable.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @json_option("Print a JSON summary at the end.")
 def train(data_dir, out_dir, resume, as_json, **options):
     """Train the seed architecture (MobileNetV2 + small head) on DATA_DIR.
 
-    DATA_DIR holds one folder per class (neutral, porn, sexy), either directly or
-    under train/ with a test/ folder beside it. Corrupt files are listed and
-    skipped before training starts.
+    DATA_DIR holds one folder per class, either directly or under train/ with a
+    test/ (or val/) folder beside it; the classes are the folders' names
+    (--merge folds folders together). Corrupt files and files found in both
+    splits are listed before training starts. best.keras carries the model's
+    contract (labels, NSFW labels, provenance), so convert needs no flags.
 
     \b
     Examples:
       nsfw-mobile train data/ --out runs/first --backbone nsfw --epochs 20
+      nsfw-mobile train scraped/ --out runs/3 --merge drawings=neutral,hentai=porn
+      nsfw-mobile train data/ --out runs/acme --name acme --author "Acme Inc." --license MIT
       nsfw-mobile train data/ --out runs/ft --epochs 10 --fine-tune 30 --fine-tune-epochs 10
       nsfw-mobile train data/ --out runs/first --resume
       nsfw-mobile convert runs/first/best.keras --to all --out dist/
@@ -144,19 +175,30 @@ def train(data_dir, out_dir, resume, as_json, **options):
 @out_dir_option(
     "Write report.md, report.json, confusion.png, roc.png and pr.png here.", default=None
 )
+@click.option(
+    "--predictions",
+    "predictions_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one CSV row per file (path, true and predicted label, probabilities, "
+    "nsfw_score) for error analysis.",
+)
 @json_option("Print the report as JSON.")
 @unsafe_option()
-def evaluate(model, data_dir, out_dir, as_json, unsafe):
+def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
     """Evaluate MODEL (any format: .keras, .tflite, .mlmodel, .mlpackage, or
-    'pretrained') on a labelled DATA_DIR (one folder per class, or its test/).
+    'pretrained') on a labelled DATA_DIR: its test/ or val/ folder when it has
+    one (as train finds it), else its class folders. Images of the model's NSFW
+    labels are the positives of the NSFW-versus-safe view.
 
     \b
     Examples:
       nsfw-mobile evaluate runs/first/best.keras data/ --out runs/first/eval
       nsfw-mobile evaluate dist/nsfw_int8.tflite data/test --json
+      nsfw-mobile evaluate pretrained data/ --predictions errors.csv
     """
     from ..evaluate import evaluate as run_evaluation
-    from ..evaluate import render_table, write_reports
+    from ..evaluate import render_table, write_predictions, write_reports
 
     report = run_evaluation(
         None if str(model) == "pretrained" else model, data_dir, allow_unsafe=unsafe
@@ -165,6 +207,8 @@ def evaluate(model, data_dir, out_dir, as_json, unsafe):
     if out_dir is not None:
         for path in write_reports(report, out_dir):
             click.echo(f"wrote {path}", err=True)
+    if predictions_path is not None:
+        click.echo(f"wrote {write_predictions(report, predictions_path)}", err=True)
 
 
 COMMANDS = (train, evaluate)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from ..files import sha256_file, size_bytes
 
-AUTHOR = "nsfw-mobile (model: GantMan / NSFWJS for the pretrained default)"
-LICENSE = "MIT (model weights: NSFWJS, MIT, Copyright (c) 2019 Infinite Red, Inc.)"
-
 
 def description(source) -> str:
+    """The artefact's one-line description: the contract's, else one from its labels."""
+    if source.contract.description:
+        return source.contract.description
     labels = ", ".join(source.labels)
-    return f"NSFW image classifier ({labels}) converted by nsfw-mobile from {source.name}."
+    return f"Image classifier ({labels}) converted by nsfw-mobile from {source.name}."
 
 
 @dataclass

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from .._tf import import_coremltools
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
@@ -21,7 +20,7 @@ from ..formats import file_type_of, select
 from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
-from . import AUTHOR, LICENSE, Artifact, description
+from . import Artifact, description
 
 LABEL_OUTPUT = "classLabel"
 PROBABILITIES_OUTPUT = "classLabelProbs"
@@ -132,10 +131,11 @@ def _compress(mlmodel, quantization: str):
 
 def describe(spec, source: SourceModel, *, target: str, quantization: str, precision: str) -> None:
     """Fill the model description and the user-defined metadata."""
-    spec.description.metadata.author = AUTHOR
-    spec.description.metadata.license = LICENSE
+    contract = source.contract
+    spec.description.metadata.author = contract.author
+    spec.description.metadata.license = contract.license
     spec.description.metadata.shortDescription = description(source)
-    spec.description.metadata.versionString = __version__
+    spec.description.metadata.versionString = contract.version
     height, width = source.input_size
     for feature in spec.description.input:
         if feature.name == "image":

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from .._tf import import_tensorflow
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
@@ -16,7 +15,7 @@ from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
 from ..tflite_metadata import TFLiteMetadata, attach_metadata
-from . import AUTHOR, LICENSE, Artifact, description
+from . import Artifact, description
 
 
 def _calibration_batches(pixels: np.ndarray):
@@ -91,11 +90,11 @@ def keras2tflite(
     height, width = source.input_size
     float_input = quantization != "int8" or io_type == "float32"
     meta = TFLiteMetadata(
-        name="NSFW classifier",
+        name=source.contract.name,
         description=description(source),
-        version=__version__,
-        author=AUTHOR,
-        license=LICENSE,
+        version=source.contract.version,
+        author=source.contract.author,
+        license=source.contract.license,
         input_name="image",
         input_description=(
             "RGB image, float pixels / 255" if float_input else f"RGB image, raw {io_type} pixels"

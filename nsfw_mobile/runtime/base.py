@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..metadata import ModelContract
+
 
 class Runner(ABC):
     """Runs one model on uint8 RGB batches and returns probabilities in label order."""
@@ -14,6 +16,8 @@ class Runner(ABC):
     input_size: tuple[int, int]
     """(height, width) of the images the model takes."""
     name: str
+    contract: ModelContract
+    """What the model promises (labels, NSFW labels, provenance), read from its file."""
 
     @abstractmethod
     def predict(self, pixels: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..metadata import contract_of, read_coreml
 from .base import Runner
 from .coreml_spec import class_labels, image_features, load_spec
 
@@ -29,6 +30,12 @@ class CoreMLRunner(Runner):
             raise ModelFileError(f"{self.path}: expected one image input, found {len(images)}")
         self.input_name = images[0].name
         self.input_size = (images[0].type.imageType.height, images[0].type.imageType.width)
+        self.contract = contract_of(
+            read_coreml(self.path, self.spec),
+            labels=self.labels,
+            input_size=self.input_size,
+            name=self.path.stem,
+        )
         self.probabilities_name = self.spec.description.predictedProbabilitiesName
         if backend == "auto":
             backend = "coreml" if platform.system() == "Darwin" else "numpy"

@@ -14,6 +14,7 @@ class KerasRunner(Runner):
         tf = import_tensorflow()
         self.source = source
         self.model = source.model
+        self.contract = source.contract
         self.labels = source.labels
         self.input_size = source.input_size
         self.name = f"keras:{source.name}"

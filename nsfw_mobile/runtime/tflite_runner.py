@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..labels import default_labels
+from ..metadata import ModelContract, contract_of, read_tflite
 from ..quiet import native_output
 from .base import Runner
 
@@ -29,12 +31,13 @@ def load_interpreter_class():
     return Interpreter
 
 
-def _labels_for(path: Path, width: int) -> tuple[str, ...]:
-    from ..labels import default_labels
-    from ..metadata import read_tflite
-
-    labels = read_tflite(path).labels
-    return labels if labels else default_labels(width, path)
+def _contract_for(path: Path, width: int, input_size) -> ModelContract:
+    """The contract in the file's metadata; labels.txt or the output width otherwise."""
+    metadata = read_tflite(path)
+    labels = metadata.labels or default_labels(width, path)
+    if len(labels) != width:
+        raise ModelFileError(f"{path}: {len(labels)} labels for a model with {width} outputs")
+    return contract_of(metadata, labels=labels, input_size=input_size, name=path.stem)
 
 
 class TFLiteRunner(Runner):
@@ -60,7 +63,8 @@ class TFLiteRunner(Runner):
         if channels != 3:
             raise ModelFileError(f"{self.path}: input has {channels} channels, expected 3 (RGB)")
         self.input_size = (int(height), int(width))
-        self.labels = _labels_for(self.path, int(self.output["shape"][-1]))
+        self.contract = _contract_for(self.path, int(self.output["shape"][-1]), self.input_size)
+        self.labels = self.contract.labels
 
     @classmethod
     def open(cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False):

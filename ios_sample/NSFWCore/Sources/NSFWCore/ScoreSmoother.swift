@@ -31,7 +31,7 @@ public struct ScoreSmoother: Sendable {
         }
         let averages = sums.mapValues { $0 / Double(recent.count) }
         let top = averages.max { $0.value < $1.value }!
-        return Classification(label: top.key, probabilities: averages)
+        return Classification(label: top.key, probabilities: averages, labels: recent[0].labels)
     }
 
     /// Frames per second over the recent frames, or nil with fewer than two.

@@ -2,22 +2,45 @@ import XCTest
 @testable import NSFWCore
 
 final class NSFWCoreTests: XCTestCase {
-    private func classification(_ neutral: Double, _ porn: Double, _ sexy: Double) throws -> Classification {
-        try Classification(pairs: [("Neutral", neutral), ("Porn", porn), ("Sexy", sexy)])
+    /// What `nsfw-mobile convert` writes for the pretrained model.
+    private let metadata = ["nsfw_labels": "[\"Porn\", \"Sexy\"]"]
+
+    private func pretrainedLabels() throws -> ModelLabels {
+        try ModelLabels(classLabels: ["Neutral", "Porn", "Sexy"], userDefined: metadata)
     }
 
-    func testScoreIsPornPlusSexy() throws {
+    private func classification(_ neutral: Double, _ porn: Double, _ sexy: Double) throws -> Classification {
+        try Classification(pairs: [("Neutral", neutral), ("Porn", porn), ("Sexy", sexy)], labels: pretrainedLabels())
+    }
+
+    func testScoreIsTheSumOfTheNSFWLabelsFromTheMetadata() throws {
         let result = try classification(0.2, 0.5, 0.3)
         XCTAssertEqual(result.label, "Porn")
         XCTAssertEqual(result.nsfwScore, 0.8, accuracy: 1e-9)
-        XCTAssertEqual(result.ordered.map(\.label), ModelContract.labels)
+        XCTAssertEqual(result.ordered.map(\.label), ["Neutral", "Porn", "Sexy"])
     }
 
-    func testUnknownAndMissingLabelsAreErrors() {
-        XCTAssertThrowsError(try Classification(pairs: [("Drawing", 1.0)])) { error in
+    func testAnotherModelsLabelsComeFromItsMetadata() throws {
+        let guardLabels = try ModelLabels(classLabels: ["safe", "unsafe"], userDefined: ["nsfw_labels": "[\"unsafe\"]"])
+        let result = try Classification(pairs: [("safe", 0.3), ("unsafe", 0.7)], labels: guardLabels)
+        XCTAssertEqual(result.nsfwScore, 0.7, accuracy: 1e-9)
+    }
+
+    func testMissingOrInconsistentMetadataIsAnError() {
+        XCTAssertThrowsError(try ModelLabels(classLabels: ["a", "b"], userDefined: [:])) { error in
+            XCTAssertEqual(error as? ModelLabelsError, .missingMetadata("nsfw_labels"))
+        }
+        XCTAssertThrowsError(try ModelLabels(classLabels: ["a"], userDefined: ["nsfw_labels": "[\"b\"]"])) { error in
+            XCTAssertEqual(error as? ModelLabelsError, .unknownNSFWLabels(["b"]))
+        }
+    }
+
+    func testUnknownAndMissingLabelsAreErrors() throws {
+        let labels = try pretrainedLabels()
+        XCTAssertThrowsError(try Classification(pairs: [("Drawing", 1.0)], labels: labels)) { error in
             XCTAssertEqual(error as? ClassificationError, .unknownLabel("Drawing"))
         }
-        XCTAssertThrowsError(try Classification(pairs: [("Neutral", 1.0)])) { error in
+        XCTAssertThrowsError(try Classification(pairs: [("Neutral", 1.0)], labels: labels)) { error in
             XCTAssertEqual(error as? ClassificationError, .missingLabels(["Porn", "Sexy"]))
         }
     }
