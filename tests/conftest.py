@@ -13,6 +13,22 @@ from nsfw_mobile.images import load_images, sample_images
 
 TINY_SIZE = 96
 
+# Under pytest-xdist (`-n 2 --dist loadgroup`, set in pyproject.toml) every file runs on one
+# worker, so module fixtures are made once; files that share the costly session fixtures
+# (every format converted from the tiny and from the full-size model) share a worker too.
+SHARED_ARTIFACT_FILES = {
+    "test_bench", "test_convert", "test_coreml_executor", "test_house", "test_inspect",
+    "test_validate",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the marks into group names
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stem = item.path.stem
+        group = "artifacts" if stem in SHARED_ARTIFACT_FILES else stem
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 def synthetic_batch(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three learnable classes: reddish noise, greenish stripes, bluish blobs."""
