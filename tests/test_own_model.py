@@ -372,3 +372,14 @@ def test_evaluate_five_classes_counts_hentai_as_nsfw(tmp_path, samples):
         float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     )
     assert positive.sum() == 9  # Hentai, Porn and Sexy folders: 3 images each
+    predicted = run("predict", samples[0], "--model", path, "--json")
+    (line,) = [json.loads(text) for text in predicted.stdout.splitlines()]
+    assert set(line["probabilities"]) == {"Drawing", "Hentai", "Neutral", "Porn", "Sexy"}
+    nsfw = sum(line["probabilities"][n] for n in ("Hentai", "Porn", "Sexy"))
+    assert line["nsfw_score"] == pytest.approx(nsfw, abs=2e-6)
+    converted = run("convert", path, "--to", "tflite-float32", "--out", tmp_path / "dist")
+    assert converted.exit_code == 0, converted.output
+    candidate = tmp_path / "dist" / "nsfw_float32.tflite"
+    validated = run("validate", candidate, "--reference", path, "--json")
+    assert validated.exit_code == 0, validated.output
+    assert json.loads(validated.stdout)["candidates"][0]["status"] == "pass"
