@@ -1,16 +1,17 @@
 """End-to-end `nsfw-mobile predict` throughput on a folder of large JPEG photos.
 
-    python benchmarks/predict_throughput.py [--count 200] [--model PATH] [--workers N]
+    python benchmarks/predict_throughput.py [--count 200] [--model models/nsfw_int8.tflite]
 
 Makes COUNT 1600x1200 JPEGs (quality 90) from the shipped sample photos
 (random crops, flips and colour shifts, upscaled), then times:
 
-- decode only: images.iter_decoded over the folder (the same thread pool);
-- end to end: predict.classify with the chosen model (default: the pretrained
-  Keras model), as `nsfw-mobile predict` runs it;
+- decode alone and inference alone, each on one core, per image;
+- the limit they imply: WORKERS / (decode + inference) images/s, what the cores
+  could do if each spent exactly those times on every image;
+- end to end: predict.classify with the chosen model, as `nsfw-mobile predict`
+  runs it, and its share of the limit.
 
-and prints images per second and the share of single-threaded time spent
-decoding. Figures depend on the machine; run it on the one you care about.
+Everything is measured in the same run: compare figures within a run only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from nsfw_mobile.images import decode_image, find_images, iter_decoded, sample_images
+from nsfw_mobile.images import decode_image, sample_images
+from nsfw_mobile.parallel import default_workers
 from nsfw_mobile.predict import classify
 from nsfw_mobile.runtime import open_runner
 
@@ -47,47 +49,64 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def measure(model: str | None, count: int = 200, workers: int | None = None) -> dict:
+    """Single-core decode and inference times, the two-lane limit they imply, and the
+    end-to-end rate of predict.classify, all measured in this one run."""
+    workers = workers or default_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = make_photos(Path(tmp), count)
+        one_core = open_runner(model, num_threads=1)
+        size = one_core.input_size
+        one_core.predict(np.zeros((1, *size, 3), np.uint8))  # warm-up
+
+        started = time.perf_counter()
+        decoded = [decode_image(path, size) for path in files]
+        decode_one = (time.perf_counter() - started) / count
+        started = time.perf_counter()
+        for pixels in decoded:
+            one_core.predict(pixels[None])
+        infer_one = (time.perf_counter() - started) / count
+        del decoded
+
+        runner = open_runner(model, num_threads=workers)
+        runner.predict(np.zeros((1, *size, 3), np.uint8))
+        started = time.perf_counter()
+        results = list(classify(runner, files, workers=workers))
+        rate = count / (time.perf_counter() - started)
+        assert len(results) == count and all(r.error is None for r in results)
+    limit = workers / (decode_one + infer_one)
+    return {
+        "model": runner.name,
+        "images": count,
+        "workers": workers,
+        "decode_ms_one_core": decode_one * 1e3,
+        "inference_ms_one_core": infer_one * 1e3,
+        "limit_images_per_second": limit,
+        "pipeline_images_per_second": rate,
+        "share_of_limit": rate / limit,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--model", default=None, help="model file (default: pretrained Keras)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        make_photos(folder, args.count)
-        files = find_images([folder])
-        runner = open_runner(args.model, num_threads=args.workers)
-        runner.predict(np.zeros((1, *runner.input_size, 3), np.uint8))  # warm-up
-
-        started = time.perf_counter()
-        for path in files[:50]:
-            decode_image(path, runner.input_size)
-        decode_one = (time.perf_counter() - started) / min(50, len(files))
-
-        started = time.perf_counter()
-        for _ in iter_decoded(files, runner.input_size, workers=args.workers):
-            pass
-        decode_pool = time.perf_counter() - started
-
-        started = time.perf_counter()
-        pixels = np.stack([decode_image(p, runner.input_size) for p in files[:64]])
-        runner.predict(pixels)  # inference alone, for the share below
-        infer_one = (time.perf_counter() - started - decode_one * len(pixels)) / len(pixels)
-
-        started = time.perf_counter()
-        results = list(classify(runner, files, batch_size=args.batch_size, workers=args.workers))
-        total = time.perf_counter() - started
-        assert len(results) == len(files) and all(r.error is None for r in results)
-
-    print(f"model: {runner.name}; {len(files)} JPEGs of 1600x1200")
-    print(f"decode one image (draft mode + resize): {decode_one * 1e3:.1f} ms")
-    print(f"inference one image (batched): {infer_one * 1e3:.1f} ms")
-    print(f"decode share of single-threaded time: {decode_one / (decode_one + infer_one):.0%}")
-    print(f"decode only, thread pool: {len(files) / decode_pool:.0f} images/s")
-    print(f"end to end (nsfw-mobile predict): {len(files) / total:.0f} images/s")
+    figures = measure(args.model, args.count, args.workers)
+    print(f"model: {figures['model']}; {args.count} JPEGs of 1600x1200")
+    print(
+        f"decode one image, one core (draft mode + resize): {figures['decode_ms_one_core']:.2f} ms"
+    )
+    print(f"inference one image, one core: {figures['inference_ms_one_core']:.2f} ms")
+    print(
+        f"limit: {figures['workers']} cores / (decode + inference) = "
+        f"{figures['limit_images_per_second']:.0f} images/s"
+    )
+    print(
+        f"end to end (nsfw-mobile predict): {figures['pipeline_images_per_second']:.0f} images/s, "
+        f"{figures['share_of_limit']:.0%} of the limit"
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,22 @@ class UsageError(NsfwMobileError):
 
 
 class ImageError(NsfwMobileError):
-    """A file that could not be read as an image (empty, truncated, not an image, too large)."""
+    """A file that could not be read as an image (empty, truncated, not an image, too large).
 
-    def __init__(self, path, reason: str):
+    ``kind`` is machine-readable: unreadable (the OS refused), empty, not_an_image,
+    unsupported_type (a suffix the toolkit does not read), missing_plugin, too_large,
+    corrupt.
+    """
+
+    KINDS = (
+        "unreadable", "empty", "not_an_image", "unsupported_type", "missing_plugin",
+        "too_large", "corrupt",
+    )  # fmt: skip
+
+    def __init__(self, path, reason: str, kind: str = "corrupt"):
         self.path = str(path)
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{self.path}: {reason}")
 
 

@@ -36,6 +36,13 @@ from .errors import ModelFileError, UsageError
 PRETRAINED = "pretrained"
 """The name that stands for the shipped model wherever a model path is taken."""
 
+PRETRAINED_TFLITE = Path(__file__).parent / "pretrained" / "nsfw_float32.tflite"
+"""The pretrained model as float32 TFLite: predict's default, runs without TensorFlow.
+
+A copy of ``models/nsfw_float32.tflite`` (the release of the pretrained model), so
+its answers equal the Keras reference within the float32 tolerance.
+"""
+
 
 def resolve(reference: str):
     """Import ``"package.module:attr.sub"`` and return the attribute."""

@@ -33,7 +33,6 @@ import contextlib
 import io
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +40,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .parallel import default_workers, ordered_map
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    | {".heic", ".heif", ".hif", ".avif"}  # phones' formats: pillow-heif, Pillow's AVIF
 )
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+"""Containers ``video.py`` reads; folder walks take them beside images."""
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+"""ISO-BMFF ``ftyp`` brands of HEIF images (HEIC from iPhones), which Pillow does not read."""
 ALPHA_BACKGROUND = (255, 255, 255)
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest decoded image accepted (64 megapixels, after JPEG draft scaling)."""
@@ -59,30 +64,61 @@ def sample_images() -> list[Path]:
     return find_images([SAMPLES_DIR])
 
 
-def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively) into a list of files.
+@dataclass
+class InputFiles:
+    """What a list of files and folders expands to."""
 
-    Files named explicitly are always kept, whatever their suffix; inside folders
-    only files with an image suffix are taken, in sorted order, and hidden files
-    and folders (names starting with ".": dotfiles, interrupted ``.partial-*``
-    writes) are skipped.
+    images: list[Path]
+    """Files to decode: every file named explicitly, and image and video files in folders."""
+    unsupported: list[Path]
+    """Files found in folders whose suffix the toolkit does not read."""
+
+
+def walk_inputs(paths: Iterable[str | os.PathLike]) -> InputFiles:
+    """Expand files and folders (recursively) into the files to classify.
+
+    Files named explicitly are always kept, whatever their suffix. Inside folders,
+    files with an image suffix are taken in sorted order; hidden files and folders
+    (names starting with ".": dotfiles, macOS ``._*`` AppleDouble files, interrupted
+    ``.partial-*`` writes) are skipped; symbolic links to folders are followed, each
+    folder at most once, so a link cycle ends. A file reached twice (named twice, or
+    through a link) is listed once.
     """
-    found: list[Path] = []
+    images: list[Path] = []
+    unsupported: list[Path] = []
+    seen_files: set[str] = set()
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and p.suffix.lower() in IMAGE_SUFFIXES
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
-        else:
-            found.append(path)
-    return found
+        found = _walk_folder(path) if path.is_dir() else [path]
+        for file in found:
+            key = os.path.realpath(file)
+            if key in seen_files:
+                continue
+            seen_files.add(key)
+            if path.is_dir() and file.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+                unsupported.append(file)
+            else:
+                images.append(file)
+    return InputFiles(images, unsupported)
+
+
+def _walk_folder(root: Path) -> list[Path]:
+    files: list[Path] = []
+    seen_folders: set[tuple[int, int]] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen_folders:
+            subfolders[:] = []
+            continue
+        seen_folders.add((info.st_dev, info.st_ino))
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        files += [Path(folder) / n for n in names if not n.startswith(".")]
+    return sorted(f for f in files if f.is_file())
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files to decode among ``paths`` (see ``walk_inputs``)."""
+    return walk_inputs(paths).images
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -91,14 +127,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image, dtype=np.float64)
-        if values.size and values.max() > 65535:
-            raise ValueError(f"32-bit integer pixels above 65535 are not supported (mode {mode})")
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        values = np.asarray(image)
+        if values.size and (values.max() > 65535 or values.min() < 0):
+            raise ValueError(f"integer pixels outside 0..65535 are not supported (mode {mode})")
+        return Image.fromarray(_to_eight_bits(values)).convert("RGB")
     if mode == "F":
-        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        values = np.asarray(image)
+        return Image.fromarray(_to_eight_bits(values, floats=True)).convert("RGB")
     if mode == "P":
         has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
         image = image.convert("RGBA" if has_alpha else "RGB")
@@ -109,6 +144,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image, mask=image.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _to_eight_bits(values: np.ndarray, *, floats: bool = False, rows: int = 256) -> np.ndarray:
+    """Grey levels as uint8, a band of rows at a time so no wide copy is made at full size.
+
+    Integers: round(v / 257) computed as (v + 128) // 257, exact for 0..65535.
+    Floats (mode F): rounded and clipped to 0..255.
+    """
+    grey = np.empty(values.shape, np.uint8)
+    for start in range(0, values.shape[0], rows):
+        band = values[start : start + rows]
+        if floats:
+            grey[start : start + rows] = np.clip(np.rint(band), 0, 255)
+        else:
+            grey[start : start + rows] = (band.astype(np.uint32) + 128) // 257
+    return grey
 
 
 def _open(data: bytes) -> Image.Image:
@@ -124,7 +175,29 @@ def _open(data: bytes) -> Image.Image:
 
         with contextlib.suppress(SyntaxError, OSError, ValueError):
             return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return _open_heif(data)
     return Image.open(io.BytesIO(data))
+
+
+def _open_heif(data: bytes) -> Image.Image:
+    """A HEIF/HEIC image through pillow-heif, without registering it in Pillow.
+
+    libheif applies the file's rotation and mirroring and resets the EXIF
+    orientation, so the image comes out upright as a JPEG's does after
+    ``exif_transpose``.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        message = "HEIC/HEIF needs pillow-heif: pip install pillow-heif"
+        raise UnidentifiedImageError(message) from None
+    try:
+        return pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True).to_pillow()
+    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as exc:
+        # libheif's errors, and pillow-heif's wrapper on malformed boxes (IndexError found
+        # by fuzz/targets.py: fuzz_image)
+        raise OSError(f"HEIF: {exc}") from None
 
 
 def decode_image(
@@ -143,9 +216,9 @@ def decode_image(
             with open(source, "rb") as handle:
                 data = handle.read()
     except OSError as exc:
-        raise ImageError(label, exc.strerror or str(exc)) from None
+        raise ImageError(label, exc.strerror or str(exc), "unreadable") from None
     if not data:
-        raise ImageError(label, "empty file (0 bytes)")
+        raise ImageError(label, "empty file (0 bytes)", "empty")
     try:
         image = _open(data)
         if image.format == "JPEG":
@@ -156,24 +229,49 @@ def decode_image(
                 label,
                 f"{image.size[0]}x{image.size[1]} pixels is over the limit of "
                 f"{max_pixels:,} (possible decompression bomb)",
+                "too_large",
             )
         image.load()
         image = ImageOps.exif_transpose(image)
-        image = to_rgb(image)
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = fit_to_input(image, (height, width))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(label, f"{exc} (possible decompression bomb)") from None
-    except UnidentifiedImageError:
-        raise ImageError(label, "not an image Pillow can identify") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(label, f"{exc} (possible decompression bomb)", "too_large") from None
+    except UnidentifiedImageError as exc:
+        if "pillow-heif" in str(exc):
+            raise ImageError(label, str(exc), "missing_plugin") from None
+        raise ImageError(label, "not an image Pillow can identify", "not_an_image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError, TypeError) as exc:
+        # Found by fuzz/targets.py: fuzz_image: RuntimeError is how Pillow's AVIF plugin and
+        # pillow-heif report libavif/libheif failures; TypeError comes from the TIFF plugin
+        # on a malformed tag ("'IFDRational' object cannot be interpreted as an integer").
         raise ImageError(label, f"cannot decode: {exc}") from None
-    array = np.asarray(image, dtype=np.uint8)
     if array.shape != (height, width, 3):
         raise ImageError(label, f"decoded to shape {array.shape}, expected {(height, width, 3)}")
     return array
+
+
+def reduced_size(width: int, height: int, size: int | tuple[int, int]) -> tuple[int, int]:
+    """The size a decoder may shrink a picture to before ``fit_to_input``, as JPEG draft mode
+    does: halved up to three times while both sides stay at least the input's largest side.
+    Video frames are scaled to it by swscale (area averaging) as they are converted to RGB."""
+    side = max((size, size) if isinstance(size, int) else size)
+    scale = 1
+    while scale < 8 and min(width, height) // (scale * 2) >= side:
+        scale *= 2
+    return width // scale, height // scale
+
+
+def fit_to_input(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
+    """An upright picture as model input: 8-bit RGB (see ``to_rgb``), the whole picture
+    squashed to (height, width) with Pillow's bilinear filter. Images and video frames
+    both go through here."""
+    height, width = (size, size) if isinstance(size, int) else size
+    image = to_rgb(image)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
 
 
 @dataclass
@@ -198,7 +296,7 @@ def iter_decoded(
     whatever the consumer does (inference) on the other cores.
     """
     paths = [Path(p) for p in paths]
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or default_workers()
 
     def work(path: Path) -> np.ndarray | ImageError:
         try:
@@ -206,21 +304,7 @@ def iter_decoded(
         except ImageError as exc:
             return exc
 
-    if workers <= 1:
-        for path in paths:
-            yield path, work(path)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Bounded look-ahead keeps memory flat on folders of any size.
-        window = workers * 4
-        pending = [pool.submit(work, p) for p in paths[:window]]
-        for index, path in enumerate(paths):
-            result = pending[index].result()
-            pending[index] = None
-            ahead = index + window
-            if ahead < len(paths):
-                pending.append(pool.submit(work, paths[ahead]))
-            yield path, result
+    yield from ordered_map(work, paths, workers)
 
 
 def load_images(

@@ -278,26 +278,62 @@ def read_manifest(release_dir: str | Path) -> dict:
     if not path.is_file():
         raise ModelFileError(f"{release_dir}: no {MANIFEST}: not a release folder")
     try:
-        manifest = json.loads(path.read_text())
-        entries = [*manifest["files"], manifest["labels_file"]]
-        names = [entry["file"] for entry in entries]
-    except (ValueError, KeyError, TypeError) as exc:
+        manifest = json.loads(path.read_bytes())
+        if not isinstance(manifest, dict):
+            raise TypeError(f"a JSON {type(manifest).__name__}, not an object")
+        version = manifest.get("schema_version", 1)
+        if version == SCHEMA_VERSION:
+            _check_fields(manifest)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ModelFileError(
             f"{path}: not a release manifest ({type(exc).__name__}: {exc})"
         ) from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION:
         raise ModelFileError(
-            f"{path}: manifest schema {manifest.get('schema_version', 1)!r}, this toolkit reads "
+            f"{path}: manifest schema {version!r}, this toolkit reads "
             f"{SCHEMA_VERSION}: make the release again with `nsfw-mobile release`"
         )
-    for name in names:
-        inside_folder(release_dir, name)
+    for entry in [*manifest["files"], manifest["labels_file"]]:
+        inside_folder(release_dir, entry["file"])
     return manifest
+
+
+def _check_fields(manifest: dict) -> None:
+    """Raise TypeError naming the first field the toolkit reads back that has the wrong type."""
+
+    def need(value, kinds: tuple, where: str):
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise TypeError(f"{where} is {json.dumps(value)[:60]}, expected {names}")
+        return value
+
+    optional_text = (str, type(None))
+    for index, entry in enumerate(need(manifest.get("files"), (list,), "files")):
+        where = f"files[{index}]"
+        need(entry, (dict,), where)
+        need(entry.get("file"), (str,), f"{where}.file")
+        need(entry.get("format"), (str,), f"{where}.format")
+        need(entry.get("sha256"), optional_text, f"{where}.sha256")
+        need(entry.get("releasable"), (bool,), f"{where}.releasable")
+        for threads, figures in need(entry.get("latency", {}), (dict,), f"{where}.latency").items():
+            need(figures, (dict,), f"{where}.latency.{threads}")
+            need(figures.get("median_ms"), (int, float), f"{where}.latency.{threads}.median_ms")
+    labels = need(manifest.get("labels_file"), (dict,), "labels_file")
+    need(labels.get("file"), (str,), "labels_file.file")
+    need(labels.get("sha256"), optional_text, "labels_file.sha256")
+    need(need(manifest.get("source"), (dict,), "source").get("sha256"), (str,), "source.sha256")
+    images = need(manifest.get("validation_images", {}), (dict,), "validation_images")
+    for index, image in enumerate(
+        need(images.get("files", []), (list,), "validation_images.files")
+    ):
+        need(image, (dict,), f"validation_images.files[{index}]")
+        need(image.get("name"), (str,), f"validation_images.files[{index}].name")
+        need(image.get("sha256"), (str,), f"validation_images.files[{index}].sha256")
 
 
 def inside_folder(release_dir: Path, name) -> Path:
     """``release_dir / name``, refused when ``name`` is absolute or leaves the folder."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute():
+    if not isinstance(name, str) or not name or "\x00" in name or Path(name).is_absolute():
         raise ModelFileError(f"{release_dir / MANIFEST}: file name {name!r} is not relative")
     root = release_dir.resolve()
     target = (root / name).resolve()
@@ -348,7 +384,8 @@ def _reference_for(manifest: dict, reference) -> str | None:
 
 def _validation_images(manifest: dict, images) -> tuple[list[Path], list[str]]:
     """The images to validate on and notes on how they differ from the recorded ones."""
-    recorded = {(f["name"], f["sha256"]) for f in manifest["validation_images"].get("files", [])}
+    record = manifest.get("validation_images", {})
+    recorded = {(f["name"], f["sha256"]) for f in record.get("files", [])}
     paths = find_images(images) if images else sample_images()
     given = {(p.name, sha256_file(p)) for p in paths}
     notes = []
@@ -361,15 +398,11 @@ def _validation_images(manifest: dict, images) -> tuple[list[Path], list[str]]:
     return paths, notes
 
 
-def check(release_dir: str | Path, *, reference=None, images=None) -> tuple[list[str], list[str]]:
-    """Problems found in a release folder (empty: it checks out) and notes for the user."""
-    release_dir = Path(release_dir)
-    manifest = read_manifest(release_dir)
-    reference = _reference_for(manifest, reference)
-    problems = []
-    entries = manifest["files"] + [{**manifest["labels_file"], "format": None}]
-    present = []
-    for entry in entries:
+def checksum_problems(release_dir: Path, manifest: dict) -> tuple[list[str], list[dict]]:
+    """Files missing or changed since the manifest was written, and the model entries
+    whose files match (the ones to validate)."""
+    problems, present = [], []
+    for entry in manifest["files"] + [{**manifest["labels_file"], "format": None}]:
         if entry.get("sha256") is None:  # never made: failed to convert
             continue
         file = inside_folder(release_dir, entry["file"])
@@ -382,6 +415,15 @@ def check(release_dir: str | Path, *, reference=None, images=None) -> tuple[list
             )
         elif entry["format"] is not None:
             present.append(entry)
+    return problems, present
+
+
+def check(release_dir: str | Path, *, reference=None, images=None) -> tuple[list[str], list[str]]:
+    """Problems found in a release folder (empty: it checks out) and notes for the user."""
+    release_dir = Path(release_dir)
+    manifest = read_manifest(release_dir)
+    reference = _reference_for(manifest, reference)
+    problems, present = checksum_problems(release_dir, manifest)
     paths, notes = _validation_images(manifest, images)
     if present:
         report = validate(

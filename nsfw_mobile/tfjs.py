@@ -93,6 +93,19 @@ def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
             f"{model_json}: format {document.get('format')!r} is a TF.js graph model; "
             "only layers models can be imported"
         )
+    try:
+        return document["modelTopology"], _read_weight_groups(model_json, document)
+    except MALFORMED as exc:
+        raise ModelFileError(
+            f"{model_json}: malformed weightsManifest ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+"""What a JSON document of the wrong shape raises when it is walked or built."""
+
+
+def _read_weight_groups(model_json: Path, document: dict) -> dict[str, _WeightSpec]:
     folder = model_json.parent.resolve()
     weights: dict[str, _WeightSpec] = {}
     for group in document.get("weightsManifest", []):
@@ -127,7 +140,7 @@ def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
                 f"{model_json}: shards {group['paths']} hold {len(buffer)} bytes, "
                 f"the manifest describes {offset}: shard and manifest do not match"
             )
-    return document["modelTopology"], weights
+    return weights
 
 
 def _layer_kwargs(layer_class, class_name: str, config: dict, layer_name: str) -> dict:
@@ -147,6 +160,48 @@ def _layer_kwargs(layer_class, class_name: str, config: dict, layer_name: str) -
             value = value[0]
         kwargs[key] = value
     return kwargs
+
+
+def _weight_elements(class_name: str, config: dict, in_channels: int) -> int:
+    """How many weight values a layer of this config creates on an input of ``in_channels``."""
+
+    def size(key, default=1) -> int:
+        value = config.get(key, default)
+        values = value if isinstance(value, list | tuple) else [value, value]
+        return int(np.prod([max(1, int(v)) for v in values], dtype=object))
+
+    area = size("kernel_size")
+    multiplier = int(config.get("depth_multiplier", 1))
+    if class_name == "Dense":
+        return in_channels * int(config.get("units", 1)) + int(config.get("units", 1))
+    if class_name == "Conv2D":
+        return area * in_channels * int(config.get("filters", 1)) + int(config.get("filters", 1))
+    if class_name == "DepthwiseConv2D":
+        return area * in_channels * multiplier + in_channels * multiplier
+    if class_name == "SeparableConv2D":
+        filters = int(config.get("filters", 1))
+        return area * in_channels * multiplier + in_channels * multiplier * filters + filters
+    if class_name == "BatchNormalization":
+        return 4 * in_channels
+    return 0
+
+
+SMALL_LAYER_ELEMENTS = 1 << 24
+"""Layers up to 16 M weights (64 MB) are built and then checked weight by weight, which
+names the mismatch; larger ones must fit in the manifest before they are built."""
+
+
+def _check_layer_size(spec: dict, tensor, manifest_elements: int, source: Path) -> None:
+    """Refuse a layer that would create more weights than the whole manifest holds, before
+    Keras allocates them (a fuzzed config with 2e9 units asked TensorFlow for 25 GB;
+    fuzz/targets.py: fuzz_tfjs)."""
+    channels = tensor.shape[-1] if tensor.shape and tensor.shape[-1] is not None else 1
+    wanted = _weight_elements(spec["class_name"], spec["config"], int(channels))
+    if wanted > max(manifest_elements, SMALL_LAYER_ELEMENTS):
+        raise ModelFileError(
+            f"{source}: layer {spec.get('name') or spec['config'].get('name')!r} would create "
+            f"{wanted:,} weights, more than the {manifest_elements:,} the weights manifest holds"
+        )
 
 
 def _build_layer(keras, spec: dict):
@@ -212,11 +267,21 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
     The model's (single) input layer is renamed ``input_name`` so that every
     export has an input called ``image``.
     """
-    import keras
-
     model_json = Path(model_json)
     topology, weights = read_weights(model_json)
+    try:
+        return _build_model(model_json, topology, weights, input_name)
+    except (*MALFORMED, RecursionError) as exc:  # Keras's own errors on a bad config
+        raise ModelFileError(
+            f"{model_json}: the topology does not build a model ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _build_model(model_json: Path, topology, weights: dict[str, _WeightSpec], input_name: str):
+    import keras
+
     specs, input_refs, output_refs, model_name = _model_layers(topology)
+    budget = sum(int(np.prod(w.shape, dtype=np.int64)) for w in weights.values())
     if not specs:
         raise ModelFileError(f"{model_json}: the topology has no layers")
 
@@ -231,6 +296,7 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
             if spec["class_name"] == "InputLayer":
                 continue
             config = {k: v for k, v in spec["config"].items() if k != "batch_input_shape"}
+            _check_layer_size(spec, tensor, budget, model_json)
             tensor = _build_layer(keras, {**spec, "config": config})(tensor)
         model = keras.Model(inputs, tensor, name=model_name)
         _assign_weights(model, weights, model_json)
@@ -263,6 +329,8 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
             raise ModelFileError(
                 f"{model_json}: layer {name!r} reads unknown layer {exc}"
             ) from None
+        for source in sources:
+            _check_layer_size(spec, source, budget, model_json)
         tensors[name] = layer(sources if len(sources) > 1 else sources[0])
     outputs = [tensors[ref[0]] for ref in output_refs]
     model = keras.Model(

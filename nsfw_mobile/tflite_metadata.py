@@ -13,9 +13,12 @@ Reading needs no TensorFlow: ``read_metadata`` walks the flatbuffers itself.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,8 @@ import flatbuffers
 import numpy as np
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
+
+from .errors import ModelFileError
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -265,6 +270,74 @@ def _metadata_buffer(model: bytes) -> bytes | None:
     return None
 
 
+def _ints(table: Table, slot: int) -> list[int]:
+    offset = _field(table, slot)
+    if not offset:
+        return []
+    start = table.Vector(offset)
+    return [table.Get(N.Int32Flags, start + 4 * i) for i in range(table.VectorLen(offset))]
+
+
+TENSOR_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 16, 16: 4}
+"""TFLite TensorType -> bytes per element, for the types whose buffers we can size."""
+
+
+def structure_problem(model: bytes) -> str | None:
+    """The first index or buffer size in the graph that points outside what the file holds
+    (operator tensors, operator codes, constant buffers shorter than their tensor), or None.
+    LiteRT's own verifier checks the flatbuffer's layout but not all of these, and a kernel
+    then reads out of bounds (a segfault in allocate_tensors; fuzz/targets.py: fuzz_tflite)."""
+    root = _root(model)
+    codes, buffers = len(_tables(root, 1)), _tables(root, 4)
+    for number, code in enumerate(_tables(root, 1)):
+        # OperatorCode: where builtin_code is set (files from TF 2.4 on), the int8
+        # deprecated_builtin_code must equal it below 127 (PLACEHOLDER_FOR_GREATER_OP_CODES).
+        # LiteRT takes the larger of the two, so a mismatch runs one kernel on another op's
+        # options (a segfault in allocate_tensors, fuzz_tflite).
+        deprecated, builtin = _scalar(code, 0, N.Int8Flags), _scalar(code, 3, N.Int32Flags)
+        if builtin and deprecated != min(builtin, 127):
+            return f"operator code {number} says both {deprecated} and {builtin}"
+    for number, subgraph in enumerate(_tables(root, 2)):
+        tensors = _tables(subgraph, 0)
+        for index in _ints(subgraph, 1) + _ints(subgraph, 2):
+            if not 0 <= index < len(tensors):
+                return f"subgraph {number} names tensor {index} of {len(tensors)}"
+        for op_number, operator in enumerate(_tables(subgraph, 3)):
+            if not 0 <= _scalar(operator, 0, N.Uint32Flags) < codes:
+                return f"operator {op_number} has no operator code"
+            for index in _ints(operator, 1) + _ints(operator, 2):
+                if not -1 <= index < len(tensors):
+                    return f"operator {op_number} names tensor {index} of {len(tensors)}"
+        for tensor_number, tensor in enumerate(tensors):
+            buffer_index = _scalar(tensor, 2, N.Uint32Flags)
+            if buffer_index >= len(buffers):
+                return f"tensor {tensor_number} names buffer {buffer_index} of {len(buffers)}"
+            data = _field(buffers[buffer_index], 0)
+            length = buffers[buffer_index].VectorLen(data) if data else 0
+            size = TENSOR_TYPE_BYTES.get(_scalar(tensor, 1, N.Int8Flags))
+            if length and size:
+                needed = size * int(np.prod([max(d, 0) for d in _ints(tensor, 0)], dtype=np.int64))
+                if length < needed:
+                    return f"tensor {tensor_number} needs {needed} bytes, its buffer holds {length}"
+    return None
+
+
+def declared_tensor_elements(model: bytes) -> int:
+    """Elements of every tensor of every subgraph, summed (shapes as written in the file)."""
+    total = 0
+    for subgraph in _tables(_root(model), 2):
+        for tensor in _tables(subgraph, 0):
+            shape_offset = _field(tensor, 0)
+            if not shape_offset:
+                continue
+            start = tensor.Vector(shape_offset)
+            elements = 1
+            for i in range(tensor.VectorLen(shape_offset)):
+                elements *= max(1, tensor.Get(N.Int32Flags, start + 4 * i))
+            total += elements
+    return total
+
+
 def constant_elements(model: bytes) -> int:
     """Number of weight values: elements of tensors backed by a non-empty buffer."""
     root = _root(model)
@@ -289,10 +362,26 @@ def read_metadata(path: str | Path) -> TFLiteMetadata | None:
     data = Path(path).read_bytes()
     try:
         raw = _metadata_buffer(data)
-    except (IndexError, ValueError, TypeError):
-        return None
+    except (IndexError, ValueError, TypeError, struct.error):
+        return None  # not a model we can walk: the interpreter names the problem
     if raw is None or raw[4:8] != METADATA_IDENTIFIER:
         return None
+    try:
+        return _parse_metadata(raw, data)
+    except MALFORMED as exc:
+        raise ModelFileError(
+            f"{path}: malformed TFLite metadata ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+MALFORMED = (
+    IndexError, ValueError, TypeError, KeyError, AttributeError, struct.error, zipfile.BadZipFile,
+    zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, RecursionError,
+)  # fmt: skip
+"""What walking a corrupt flatbuffer, zip archive or JSON file raises."""
+
+
+def _parse_metadata(raw: bytes, data: bytes) -> TFLiteMetadata:
     root = _root(raw)
     subgraph = _tables(root, 3)[0]
     input_tensor = _tables(subgraph, 2)[0]
@@ -321,11 +410,11 @@ def read_metadata(path: str | Path) -> TFLiteMetadata | None:
     if stats is not None:
         meta.input_range = (_floats(stats, 1)[0], _floats(stats, 0)[0])
     files = {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            files = {name: archive.read(name) for name in archive.namelist()}
-    except zipfile.BadZipFile:
-        pass
+    with (
+        contextlib.suppress(zipfile.BadZipFile),  # no associated files
+        zipfile.ZipFile(io.BytesIO(data)) as archive,
+    ):
+        files = {name: archive.read(name) for name in archive.namelist()}
     for file_table in _tables(output_tensor, 6):
         if _scalar(file_table, 2, N.Int8Flags) == FILE_TENSOR_AXIS_LABELS:
             meta.labels_file = _string(file_table, 0) or meta.labels_file

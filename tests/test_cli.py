@@ -52,6 +52,7 @@ def test_predict_json_lines_with_errors_and_exit_code(mixed_folder, tiny_model_p
     assert by_name["broken.jpg"] == {
         "path": str(mixed_folder / "broken.jpg"),
         "error": "not an image Pillow can identify",
+        "kind": "not_an_image",
     }
     good = by_name["deep.png"]
     assert set(good) == {"path", "label", "probabilities", "nsfw_score", "flagged"}
@@ -102,17 +103,35 @@ def test_import_tfjs_writes_a_keras_model(tmp_path):
 def test_predict_default_model_on_shipped_samples(samples):
     result = run("predict", samples[0].parent, "--json")
     assert result.exit_code == 0
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    skipped = [d["path"] for d in documents if "skipped" in d]
+    assert skipped == [str(samples[0].parent / "SOURCES.md")]
+    lines = [d for d in documents if "skipped" not in d]
     assert len(lines) == len(samples)
     assert sum(line["label"] == "Neutral" for line in lines) >= len(lines) - 3
 
 
+def test_default_model_answers_as_the_keras_reference(samples):
+    """predict's default (the shipped float32 TFLite) and --model pretrained (Keras) agree."""
+    from nsfw_mobile.formats import STRICT
+
+    chosen = samples[:6]
+    default = run("predict", *chosen, "--json")
+    keras = run("predict", *chosen, "--model", "pretrained", "--json")
+    assert default.exit_code == keras.exit_code == 0, default.output + keras.output
+    for a, b in zip(default.stdout.splitlines(), keras.stdout.splitlines(), strict=True):
+        a, b = json.loads(a), json.loads(b)
+        assert a["path"] == b["path"] and a["label"] == b["label"]
+        for name, p in a["probabilities"].items():
+            assert abs(p - b["probabilities"][name]) <= STRICT.max_abs
+
+
 def test_tflite_predict_never_imports_the_heavy_stack():
-    """A runtime-only install (numpy, pillow, click, ai-edge-litert) is enough for .tflite."""
+    """predict's default model needs only the runtime dependencies (no TensorFlow)."""
     code = (
         "import sys; from click.testing import CliRunner; from nsfw_mobile.cli import main; "
-        "r = CliRunner().invoke(main, ['predict', 'nsfw_mobile/samples/coffee.jpg', '--model', "
-        "'models/nsfw_int8.tflite', '--json']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(main, ['predict', 'nsfw_mobile/samples/coffee.jpg', '--json']); "
+        "assert r.exit_code == 0, r.output; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'coremltools') if m in sys.modules))"
     )
     root = __import__("pathlib").Path(__file__).resolve().parent.parent

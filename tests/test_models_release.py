@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nsfw_mobile.cli import EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.convert import README_MARKER
 from nsfw_mobile.files import sha256_file, size_bytes
-from nsfw_mobile.formats import FORMATS
+from nsfw_mobile.formats import FORMATS, PRETRAINED_TFLITE
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ROW = re.compile(
@@ -48,6 +48,11 @@ def test_committed_artefact_matches_its_checksum(name):
     path = MODELS / name
     assert sha256_file(path) == row["sha"], f"{name} changed since models/README.md was written"
     assert size_bytes(path) == int(row["size"])
+
+
+def test_package_ships_the_released_float32_tflite():
+    """predict's default model is the validated float32 TFLite of models/, byte for byte."""
+    assert sha256_file(PRETRAINED_TFLITE) == readme_table()["nsfw_float32.tflite"]["sha"]
 
 
 def test_release_check_passes_on_models():

@@ -7,6 +7,7 @@ Exit codes (the same for every command):
 * 2: usage error (bad option or combination)
 * 3: predict: some input files could not be read (the others were classified)
 * 4: validate / release: a candidate model failed validation
+* 5: predict --fail-on-flagged: some file scored above --threshold
 * 130: interrupted (Ctrl-C); 143: terminated (SIGTERM)
 """
 
@@ -23,6 +24,7 @@ from . import predict as predict_commands
 from . import train as train_commands
 from .common import (
     EXIT_ERROR,
+    EXIT_FLAGGED,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_UNREADABLE,
@@ -34,6 +36,7 @@ from .common import (
 
 __all__ = [
     "EXIT_ERROR",
+    "EXIT_FLAGGED",
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
     "EXIT_UNREADABLE",

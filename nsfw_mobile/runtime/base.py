@@ -32,3 +32,13 @@ class Runner(ABC):
                 f"got {pixels.dtype} {pixels.shape}"
             )
         return pixels
+
+    def lanes(self, count: int) -> list[Runner] | None:
+        """``count`` independent single-threaded copies for parallel lanes, or None.
+
+        A runner whose engine is cheap to open again (LiteRT) returns copies, so
+        each of ``count`` threads can decode and infer its own images with no
+        hand-off and no thread oversubscription. Others return None and are fed
+        batches from a decoding pool instead.
+        """
+        return None

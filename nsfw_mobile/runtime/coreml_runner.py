@@ -12,6 +12,10 @@ from ..metadata import contract_of, read_coreml
 from .base import Runner
 from .coreml_spec import class_labels, image_features, load_spec
 
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+             ZeroDivisionError, RecursionError)  # fmt: skip
+"""What numpy and the spec walkers raise on a spec whose parts do not fit together."""
+
 
 class CoreMLRunner(Runner):
     """``backend``: "auto" (Core ML on macOS, numpy elsewhere), "coreml" or "numpy".
@@ -21,6 +25,15 @@ class CoreMLRunner(Runner):
 
     def __init__(self, path: str | Path, *, backend: str = "auto", emulate_fp16: bool = True):
         self.path = Path(path)
+        try:
+            self._open(backend, emulate_fp16)
+        except MALFORMED as exc:
+            raise ModelFileError(
+                f"{self.path}: malformed model: its description, layers or weights do not fit "
+                f"together ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _open(self, backend: str, emulate_fp16: bool) -> None:
         self.spec = load_spec(self.path)
         self.labels = class_labels(self.spec)
         if not self.labels:
@@ -66,7 +79,12 @@ class CoreMLRunner(Runner):
             from PIL import Image
 
             return self._model.predict({self.input_name: Image.fromarray(image, "RGB")})
-        return self._model.predict(image)
+        try:
+            return self._model.predict(image)
+        except MALFORMED as exc:  # a graph whose shapes or operands do not fit together
+            raise ModelFileError(
+                f"{self.path}: the model cannot run ({type(exc).__name__}: {exc})"
+            ) from None
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         pixels = self.check_pixels(pixels)

@@ -7,6 +7,7 @@ the tensors' own quantization parameters.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..errors import ModelFileError
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of, read_tflite
 from ..quiet import native_output
+from ..tflite_metadata import declared_tensor_elements, structure_problem
 from .base import Runner
 
 
@@ -40,26 +42,58 @@ def _contract_for(path: Path, width: int, input_size) -> ModelContract:
     return contract_of(metadata, labels=labels, input_size=input_size, name=path.stem)
 
 
+MAX_DECLARED_ELEMENTS = 1 << 26
+"""67 M tensor elements, summed over the file's tensors: the pretrained MobileNetV2 at
+224 declares 9.6 M, so this is 7 times that. A 5 KB mutated model declaring 100 M made
+LiteRT allocate 1.9 GB (fuzz/targets.py: fuzz_tflite); such files are refused first."""
+
+
+def _refuse_unsafe_models(path: Path) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        declared, problem = declared_tensor_elements(data), structure_problem(data)
+    except (IndexError, ValueError, TypeError, struct.error):
+        return  # not a flatbuffer we can walk: the interpreter names the problem
+    if problem is not None:
+        raise ModelFileError(f"{path}: malformed TFLite graph: {problem}")
+    if declared > MAX_DECLARED_ELEMENTS:
+        raise ModelFileError(
+            f"{path}: its tensors declare {declared:,} elements, over the limit of "
+            f"{MAX_DECLARED_ELEMENTS:,}: refused before LiteRT allocates them"
+        )
+
+
 class TFLiteRunner(Runner):
     def __init__(self, path: str | Path, *, num_threads: int | None = None):
         self.path = Path(path)
         self.name = f"tflite:{self.path.name}"
+        _refuse_unsafe_models(self.path)
         Interpreter = load_interpreter_class()
         try:
             with native_output():  # LiteRT logs its XNNPACK delegate from C++
                 self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
                 self.interpreter.allocate_tensors()
+            # the details decode tensor names: UnicodeDecodeError (a ValueError) on bad bytes
+            inputs = self.interpreter.get_input_details()
+            outputs = self.interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{self.path}: not a loadable TFLite model ({exc})") from None
-        inputs = self.interpreter.get_input_details()
-        outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(
                 f"{self.path}: expected one input and one output, "
                 f"found {len(inputs)} and {len(outputs)}"
             )
         self.input, self.output = inputs[0], outputs[0]
-        _, height, width, channels = self.input["shape"]
+        shape, out_shape = tuple(self.input["shape"]), tuple(self.output["shape"])
+        if len(shape) != 4 or shape[0] != 1 or len(out_shape) != 2 or out_shape[0] != 1:
+            raise ModelFileError(
+                f"{self.path}: input shape {list(shape)} and output shape {list(out_shape)}; "
+                "expected one image (1, height, width, 3) in and (1, classes) out"
+            )
+        _, height, width, channels = shape
         if channels != 3:
             raise ModelFileError(f"{self.path}: input has {channels} channels, expected 3 (RGB)")
         self.input_size = (int(height), int(width))
@@ -69,6 +103,9 @@ class TFLiteRunner(Runner):
     @classmethod
     def open(cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False):
         return cls(path, num_threads=num_threads)
+
+    def lanes(self, count: int) -> list[TFLiteRunner]:
+        return [TFLiteRunner(self.path, num_threads=1) for _ in range(count)]
 
     def _to_input(self, image: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]
@@ -91,8 +128,11 @@ class TFLiteRunner(Runner):
         pixels = self.check_pixels(pixels)
         results = np.zeros((len(pixels), len(self.labels)), np.float32)
         for index, image in enumerate(pixels):
-            self.interpreter.set_tensor(self.input["index"], self._to_input(image))
-            self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(self.output["index"])
+            try:
+                self.interpreter.set_tensor(self.input["index"], self._to_input(image))
+                self.interpreter.invoke()
+                raw = self.interpreter.get_tensor(self.output["index"])
+            except (ValueError, RuntimeError) as exc:  # LiteRT's errors on a broken graph
+                raise ModelFileError(f"{self.path}: the model cannot run ({exc})") from None
             results[index] = self._from_output(raw)[0]
         return results

@@ -1,0 +1,131 @@
+"""Run the coverage-guided fuzz targets (atheris) and report executions and findings.
+
+    python benchmarks/fuzz.py --minutes 10              # every target, one after another
+    python benchmarks/fuzz.py --minutes 10 --jobs 2     # two targets at a time
+    python benchmarks/fuzz.py --seconds 8 --target image --json
+    python benchmarks/fuzz.py --seconds 30 --runs 2000 --seed 1  # what CI runs per target
+
+Targets and their contract are in fuzz/targets.py: any input gives a result or one
+of the toolkit's typed errors. Limits per input: 10 s (a hang) and 2048 MB of
+resident memory (growth past it is a finding). Each target starts from its seed
+corpus (fuzz/corpus/TARGET) and keeps what it learns in fuzz/work/TARGET (ignored
+by git). Findings are written to fuzz/findings/; once fixed, move each to
+fuzz/regressions/TARGET/, where tests/test_fuzz.py replays it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FUZZ = ROOT / "fuzz"
+TIMEOUT_S = 10
+RSS_LIMIT_MB = 2048
+STATS = re.compile(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+) ft: (\d+)")
+
+
+def targets() -> list[str]:
+    sys.path.insert(0, str(FUZZ))
+    import targets as module
+
+    return list(module.TARGETS)
+
+
+def run_target(
+    name: str, seconds: float, runs: int | None = None, seed: int | None = None, work_root=None
+) -> dict:
+    work = Path(work_root or FUZZ / "work") / name
+    findings = FUZZ / "findings"
+    work.mkdir(parents=True, exist_ok=True)
+    findings.mkdir(exist_ok=True)
+    before = set(findings.iterdir())
+    started = time.perf_counter()
+    process = subprocess.run(
+        [
+            sys.executable,
+            FUZZ / "run_target.py",
+            name,
+            work,
+            FUZZ / "corpus" / name,
+            f"-max_total_time={int(seconds)}",
+            f"-timeout={TIMEOUT_S}",
+            f"-rss_limit_mb={RSS_LIMIT_MB}",
+            f"-artifact_prefix={findings}/{name}-",
+            "-print_final_stats=1",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    log = process.stderr
+    executions = coverage = 0
+    for match in STATS.finditer(log):
+        executions, coverage = int(match[1]), int(match[2])
+    final = re.search(r"stat::number_of_executed_units:\s+(\d+)", log)
+    if final:
+        executions = int(final[1])
+    new = sorted(str(p.relative_to(ROOT)) for p in set(findings.iterdir()) - before)
+    return {
+        "target": name,
+        "seconds": round(time.perf_counter() - started, 1),
+        "executions": executions,
+        "coverage": coverage,
+        "corpus": len(list(work.iterdir())),
+        "exit_code": process.returncode,
+        "findings": new,
+        "log_tail": "" if process.returncode == 0 else log[-3000:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=None)
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--target", action="append", help="a target name; repeat (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="targets run at the same time")
+    parser.add_argument("--runs", type=int, help="stop after this many inputs (CI: reproducible)")
+    parser.add_argument("--seed", type=int, help="libFuzzer's random seed (default: random)")
+    parser.add_argument("--work", help="where corpora grow (default: fuzz/work)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per target")
+    args = parser.parse_args()
+    seconds = args.seconds if args.seconds is not None else (args.minutes or 1) * 60
+    names = args.target or targets()
+    unknown = sorted(set(names) - set(targets()))
+    if unknown:
+        parser.error(f"unknown target(s) {unknown}; targets: {', '.join(targets())}")
+    failed = False
+    with ThreadPoolExecutor(args.jobs) as pool:
+
+        def run(name: str) -> dict:
+            return run_target(name, seconds, args.runs, args.seed, args.work)
+
+        for result in pool.map(run, names):
+            failed |= result["exit_code"] != 0
+            if args.json:
+                print(json.dumps(result), flush=True)
+                continue
+            status = "ok" if result["exit_code"] == 0 else f"FINDING (exit {result['exit_code']})"
+            print(
+                f"{result['target']:<8} {result['seconds']:>7.1f} s  "
+                f"{result['executions']:>9,} executions  coverage {result['coverage']:>5}  "
+                f"corpus {result['corpus']:>4}  {status}",
+                flush=True,
+            )
+            for finding in result["findings"]:
+                print(f"  finding: {finding}")
+            if result["log_tail"]:
+                print("  " + result["log_tail"].strip().replace("\n", "\n  ")[-1500:])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

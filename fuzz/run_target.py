@@ -1,0 +1,50 @@
+"""libFuzzer entry point for one target: python fuzz/run_target.py TARGET [libFuzzer args].
+
+benchmarks/fuzz.py starts this with the corpus folders and limits; run it directly
+to reproduce a finding: python fuzz/run_target.py tflite path/to/crash-file
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Coverage feedback for the toolkit's own modules: they are imported here, inside the
+# instrumentation, before the heavy libraries the targets import lazily.
+with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
+    import targets
+    from PIL import (  # noqa: F401  Pillow's Python-level parsers
+        BmpImagePlugin,
+        GifImagePlugin,
+        Image,
+        JpegImagePlugin,
+        PngImagePlugin,
+        TiffImagePlugin,
+        WebPImagePlugin,
+    )  # fmt: skip
+
+    from nsfw_mobile import images, metadata, release, tfjs, tflite_metadata, video  # noqa: F401
+    from nsfw_mobile.runtime import (  # noqa: F401
+        coreml_mil,
+        coreml_nn,
+        coreml_runner,
+        coreml_spec,
+        numpy_ops,
+        tflite_runner,
+    )
+
+
+def main() -> None:
+    name = sys.argv[1]
+    if name not in targets.TARGETS:
+        raise SystemExit(f"unknown target {name!r}; targets: {', '.join(targets.TARGETS)}")
+    atheris.Setup([sys.argv[0], *sys.argv[2:]], lambda data: targets.run_one(name, data))
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

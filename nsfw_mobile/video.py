@@ -1,0 +1,477 @@
+"""Video files: frames sampled by presentation time, a timeline, flagged segments, a verdict.
+
+Containers (mp4, mov, m4v, mkv, webm, avi) are decoded with PyAV (the ``video``
+extra), imported only when a video is met. Animated GIF and WebP are read with
+Pillow's frame iterator (FFmpeg 8 cannot decode animated WebP), with each frame's
+own duration. Every sampled frame becomes model input through
+``images.fit_to_input``, the rule images follow.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import NsfwMobileError, UsageError
+from .images import HEIF_BRANDS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_to_input, reduced_size
+from .runtime.base import Runner
+
+ANIMATION_SUFFIXES = frozenset({".gif", ".webp"})
+SEEK_AT_LEAST_S = 10.0
+"""Sampling intervals this long seek to each sample instead of decoding every frame."""
+MAX_SAMPLES = 100_000
+"""Samples per clip (28 hours at 1 s); a file claiming more is cut there, with a warning."""
+SMOOTHING = (0.25, 0.5, 0.25)
+"""Weights of the light smoothing of the score before the verdict takes its maximum."""
+
+
+class VideoError(NsfwMobileError):
+    """A file that could not be read as a video. ``kind``: empty, unreadable, not_a_video,
+    no_video_stream, missing_codec, missing_dependency, corrupt."""
+
+    def __init__(self, path, reason: str, kind: str = "corrupt"):
+        self.path, self.reason, self.kind = str(path), reason, kind
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class SegmentRule:
+    """Hysteresis: a stretch starts above ``threshold`` and ends below ``low``; stretches one
+    sample apart merge; stretches shorter than ``min_segment_s`` are dropped."""
+
+    threshold: float = 0.5
+    low: float | None = None
+    """Default: 0.8 x threshold."""
+    min_segment_s: float = 0.0
+
+    @property
+    def exit_below(self) -> float:
+        return self.threshold * 0.8 if self.low is None else self.low
+
+
+@dataclass
+class VideoResult:
+    path: str
+    labels: tuple[str, ...]
+    timeline: list[dict]
+    segments: list[dict]
+    verdict: dict
+    complete: bool
+    warnings: list[str] = field(default_factory=list)
+    sampling: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "type": "video",
+            "label": self.verdict["label"],
+            "nsfw_score": self.verdict["score"],
+            "verdict": self.verdict,
+            "segments": self.segments,
+            "complete": self.complete,
+            "warnings": self.warnings,
+            "sampling": self.sampling,
+            "timeline": self.timeline,
+        }
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """A container by its suffix (or, for a file whose suffix is neither an image's nor a
+    video's, by its first bytes), or a GIF or WebP with more than one frame."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return True
+    if suffix not in ANIMATION_SUFFIXES:
+        return suffix not in IMAGE_SUFFIXES and _container_signature(path)
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return False  # the image decoder reports it
+
+
+def _container_signature(path: Path) -> bool:
+    """ISO media (ftyp, but not the HEIF/AVIF image brands), Matroska/WebM or AVI."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in HEIF_BRANDS | {b"avif", b"avis"}  # still images
+    return head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+# ------------------------------------------------------------------ sampling
+
+
+@dataclass
+class _Stream:
+    """What sampling learnt about the file as it went."""
+
+    duration_s: float | None = None
+    samples: int = 0
+    complete: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def _shown_at(frames: Iterator[tuple[float, object]], every: float, state: _Stream):
+    """``(t, frame)`` for t = 0, every, 2 every, ...: the frame on screen at t, the last one
+    whose presentation time is at or before t. ``frames`` come in presentation order; the
+    last one stays on screen to the end of the clip (``state.duration_s``, known once the
+    frames are exhausted for animations)."""
+    target, held, held_t = 0.0, None, None
+    for t, frame in frames:
+        while held is not None and t > target + 1e-6:
+            if held_t <= target + 1e-6:
+                yield target, held
+            target += every
+        held, held_t = frame, t
+    # a clip cut short ends at its last frame, not where its header says it should
+    complete = state.complete and state.duration_s is not None
+    last = state.duration_s if complete else (held_t or 0.0)
+    while held is not None and (target < last - 1e-6 or target <= held_t + 1e-6):
+        yield target, held
+        target += every
+
+
+def frame_time(time: float | None, start: float, previous: float | None, rate: float) -> float:
+    """A frame's presentation time relative to the stream's start; a frame without a pts
+    is shown one frame duration (1 / average rate) after the previous one."""
+    if time is not None:
+        return time - start
+    return 0.0 if previous is None else previous + 1 / rate
+
+
+def _import_av(path):
+    try:
+        import av
+    except ImportError:
+        raise VideoError(
+            path, "videos need PyAV: pip install 'nsfw-mobile[video]'", "missing_dependency"
+        ) from None
+    return av
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """An ISO media file (ftyp first) whose top-level boxes hold no moov (the index): the
+    tail of the file is missing. FFmpeg only logs this, its error says "invalid data"."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data[4:8] != b"ftyp":
+        return False
+    offset = 0
+    while offset + 8 <= len(data):
+        size, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
+        if kind == b"moov":
+            return False
+        if size == 1 and offset + 16 <= len(data):  # 64-bit size
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return True
+
+
+def _open_container(av, path: Path):
+    try:
+        # metadata_errors: tags that are not UTF-8 would raise UnicodeDecodeError (fuzz_video)
+        return av.open(str(path), metadata_errors="replace")
+    except (av.error.FFmpegError, ValueError) as exc:
+        if _mp4_without_index(path):
+            raise VideoError(path, "truncated MP4: no moov atom (index)", "corrupt") from None
+        raise VideoError(path, f"not a video FFmpeg can read ({exc})", "not_a_video") from None
+
+
+def _pyav_frames(path: Path, size, every: float, keyframes: bool, state: _Stream):
+    """``(t_seconds, RGB picture, upright)`` of the sampled frames of a container."""
+    av = _import_av(path)
+    from av.video.reformatter import VideoReformatter
+
+    container = _open_container(av, path)
+    with container:
+        if not container.streams.video:
+            raise VideoError(path, "no video stream (audio only?)", "no_video_stream")
+        stream = container.streams.video[0]
+        try:
+            codec = stream.codec_context
+        except av.error.FFmpegError:
+            codec = None
+        if codec is None:
+            raise VideoError(path, "no decoder for this video codec", "missing_codec")
+        if keyframes:
+            codec.skip_frame = "NONKEY"
+        else:
+            stream.thread_type = "AUTO"
+        base = stream.time_base
+        start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+        if stream.duration is not None:
+            state.duration_s = float(stream.duration * base)
+        elif container.duration is not None:
+            state.duration_s = container.duration / 1_000_000
+        reformatter = VideoReformatter()  # one swscale context for the whole clip
+
+        def picture(frame) -> Image.Image:
+            if frame is cache[0]:  # on screen at several samples: converted once
+                return cache[1]
+            width, height = reduced_size(frame.width, frame.height, size)
+            rgb = reformatter.reformat(
+                frame, format="rgb24", width=width, height=height, interpolation="AREA"
+            ).to_image()
+            rotation = getattr(frame, "rotation", 0) or 0
+            # frame.rotation: degrees counter-clockwise that make the frame upright on screen
+            cache[:] = frame, rgb.rotate(rotation, expand=True) if rotation % 360 else rgb
+            return cache[1]
+
+        cache: list = [None, None]
+
+        def decoded() -> Iterator[tuple[float, object]]:
+            last = None
+            rate = float(stream.average_rate or 25)
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError as exc:
+                        state.warnings.append(f"skipped a packet that does not decode ({exc})")
+                        continue
+                    for frame in frames:
+                        t = frame_time(frame.time, start, last, rate)
+                        if last is not None and t <= last:
+                            continue
+                        last = t
+                        yield t, frame
+            except av.error.FFmpegError as exc:
+                state.complete = False
+                state.warnings.append(f"stream ends early at {last or 0:.2f} s ({exc})")
+            if state.duration_s and last is not None and last < state.duration_s - 2 / rate - 1:
+                state.complete = False
+                state.warnings.append(
+                    f"stream ends at {last:.2f} s of {state.duration_s:.2f} s: cut or truncated"
+                )
+
+        if keyframes:
+            for t, frame in decoded():
+                yield t, picture(frame)
+        elif every >= SEEK_AT_LEAST_S and state.duration_s:
+            yield from _seek_samples(container, stream, start, every, state, picture)
+        else:
+            for t, frame in _shown_at(decoded(), every, state):
+                yield t, picture(frame)
+
+
+def _seek_samples(container, stream, start, every, state, picture):
+    """One seek per sample: to the keyframe before it, then decode forward to it."""
+    target = 0.0
+    while target < state.duration_s:
+        container.seek(int((target + start) / stream.time_base), stream=stream, backward=True)
+        chosen = None
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            if frame.time - start > target + 1e-6:
+                break
+            chosen = frame
+        if chosen is None:
+            break
+        yield target, picture(chosen)
+        target += every
+
+
+ANIMATION_ERRORS = (
+    OSError, ValueError, EOFError, SyntaxError, RuntimeError, IndexError, KeyError, TypeError,
+    struct.error, Image.DecompressionBombError,
+)  # fmt: skip
+"""What Pillow raises on a bad GIF or WebP frame. Found by fuzz/targets.py: fuzz_video:
+DecompressionBombError (a frame claiming billions of pixels), IndexError (GIF seek)."""
+
+
+def _pillow_frames(path: Path, every: float, state: _Stream):
+    """Animated GIF and WebP: each frame shown for its own ``duration`` (ms)."""
+    try:
+        image = Image.open(path)
+    except ANIMATION_ERRORS as exc:
+        raise VideoError(path, f"cannot open the animation ({exc})", "corrupt") from None
+    with image:
+
+        def frames() -> Iterator[tuple[float, Image.Image]]:
+            t = 0.0
+            try:
+                for index in range(image.n_frames):
+                    image.seek(index)
+                    yield t, image.convert("RGBA")
+                    t += max(int(image.info.get("duration") or 100), 10) / 1000
+            except ANIMATION_ERRORS as exc:
+                state.complete = False
+                state.warnings.append(f"animation ends early at {t:.2f} s ({exc})")
+            state.duration_s = t
+
+        yield from _shown_at(frames(), every, state)
+
+
+def sample_frames(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    *,
+    every: float = 1.0,
+    keyframes: bool = False,
+    state: _Stream | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t_ms, model input)`` for each sampled frame, ``t_ms`` strictly increasing."""
+    if every <= 0:
+        raise UsageError("--every must be above 0 seconds")
+    path = Path(path)
+    state = state if state is not None else _Stream()
+    try:
+        if path.stat().st_size == 0:
+            raise VideoError(path, "empty file (0 bytes)", "empty")
+    except OSError as exc:
+        raise VideoError(path, exc.strerror or str(exc), "unreadable") from None
+    if path.suffix.lower() in ANIMATION_SUFFIXES:
+        frames = _pillow_frames(path, every, state)
+    else:
+        frames = _pyav_frames(path, size, every, keyframes, state)
+    last_ms, last_picture, pixels = -1, None, None
+    for t, picture in frames:
+        t_ms = int(round(t * 1000))
+        if t_ms <= last_ms:
+            continue
+        if state.samples >= MAX_SAMPLES:
+            state.complete = False
+            state.warnings.append(f"stopped after {MAX_SAMPLES:,} samples: use a larger --every")
+            return
+        state.samples += 1
+        if picture is not last_picture:  # a frame on screen at several samples: one input
+            last_picture, pixels = picture, fit_to_input(picture, size)
+        last_ms = t_ms
+        yield t_ms, pixels
+
+
+# ------------------------------------------------------------------ results
+
+
+def _segments(times, scores, probabilities, labels, nsfw, rule, end_ms):
+    runs, start = [], None
+    for index, score in enumerate(scores):
+        if start is None and score > rule.threshold:
+            start = index
+        elif start is not None and score < rule.exit_below:
+            runs.append([start, index - 1])
+            start = None
+    if start is not None:
+        runs.append([start, len(scores) - 1])
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] <= 2:  # one sample between them
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    step = int(np.median(np.diff(times))) if len(times) > 1 else 0
+    segments = []
+    for first, last in merged:
+        begin, end = times[first], min(times[last] + step, end_ms) if end_ms else times[last] + step
+        if (end - begin) / 1000 < rule.min_segment_s:
+            continue
+        mean = probabilities[first : last + 1].mean(axis=0)
+        label = max(nsfw, key=lambda name: mean[labels.index(name)]) if nsfw else None
+        segments.append({
+            "start_ms": int(begin),
+            "end_ms": int(max(end, begin)),
+            "peak": round(float(max(scores[first : last + 1])), 6),
+            "label": label,
+        })  # fmt: skip
+    return segments
+
+
+def _verdict(times, scores, probabilities, labels, segments, duration_ms, complete):
+    if not len(scores):
+        return {"label": None, "score": None, "flagged": False, "flagged_fraction": 0.0,
+                "duration_ms": duration_ms, "complete": complete, "samples": 0}  # fmt: skip
+    padded = np.pad(np.asarray(scores, np.float64), 1, mode="edge")
+    smoothed = np.convolve(padded, SMOOTHING, mode="valid")
+    peak = int(np.argmax(smoothed))
+    flagged_ms = sum(s["end_ms"] - s["start_ms"] for s in segments)
+    return {
+        "label": labels[int(np.argmax(probabilities[peak]))],
+        "score": round(float(smoothed[peak]), 6),
+        "flagged": bool(segments),
+        "flagged_fraction": round(flagged_ms / duration_ms, 4) if duration_ms else 0.0,
+        "duration_ms": duration_ms,
+        "complete": complete,
+        "samples": len(scores),
+    }
+
+
+def classify_video(
+    runner: Runner,
+    path: str | os.PathLike,
+    *,
+    every: float = 1.0,
+    keyframes: bool = False,
+    rule: SegmentRule | None = None,
+    batch_size: int = 16,
+) -> VideoResult:
+    """Sample, classify, and summarise one video file. Raises VideoError when nothing can be
+    read; a clip cut short gives the samples up to the cut with ``complete`` False."""
+    rule = rule or SegmentRule()
+    state = _Stream()
+    times: list[int] = []
+    rows: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    repeats: list[int] = []  # how many consecutive samples show each classified picture
+    last = None
+    for t_ms, pixels in sample_frames(
+        path, runner.input_size, every=every, keyframes=keyframes, state=state
+    ):
+        times.append(t_ms)
+        if pixels is last:
+            repeats[-1] += 1
+            continue
+        last = pixels
+        repeats.append(1)
+        pending.append(pixels)
+        if len(pending) == batch_size:
+            rows.append(runner.predict(np.stack(pending)))
+            pending.clear()
+    if pending:
+        rows.append(runner.predict(np.stack(pending)))
+    if not times and not state.complete:
+        raise VideoError(path, "; ".join(state.warnings) or "no frame decodes", "corrupt")
+    if not times:
+        raise VideoError(path, "no frame decodes", "corrupt")
+    if keyframes and len(times) < 2 and (state.duration_s or 0) > 2 * every:
+        state.warnings.append("one keyframe for the whole clip: sampled every second instead")
+        return classify_video(runner, path, every=every, rule=rule, batch_size=batch_size)
+    probabilities = np.repeat(np.concatenate(rows), repeats, axis=0)
+    scores = runner.contract.nsfw_score(probabilities)
+    scores = np.zeros(len(times)) if scores is None else np.asarray(scores, np.float64)
+    labels, nsfw = tuple(runner.labels), tuple(runner.contract.nsfw_labels or ())
+    duration_ms = int(round((state.duration_s or times[-1] / 1000) * 1000))
+    timeline = [
+        {
+            "t_ms": t,
+            "probabilities": {n: round(float(p), 6) for n, p in zip(labels, row)},
+            "nsfw_score": round(float(score), 6),
+        }
+        for t, row, score in zip(times, probabilities, scores)
+    ]
+    segments = _segments(times, scores, probabilities, labels, nsfw, rule, duration_ms)
+    return VideoResult(
+        path=str(path),
+        labels=labels,
+        timeline=timeline,
+        segments=segments,
+        verdict=_verdict(
+            times, scores, probabilities, labels, segments, duration_ms, state.complete
+        ),  # fmt: skip
+        complete=state.complete,
+        warnings=state.warnings,
+        sampling="keyframes" if keyframes else f"every {every:g} s",
+    )
