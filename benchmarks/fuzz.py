@@ -3,7 +3,7 @@
     python benchmarks/fuzz.py --minutes 10              # every target, one after another
     python benchmarks/fuzz.py --minutes 10 --jobs 2     # two targets at a time
     python benchmarks/fuzz.py --seconds 8 --target image --json
-    python benchmarks/fuzz.py --seconds 30 --runs 2000 --seed 1  # what CI runs per target
+    python benchmarks/fuzz.py --seconds 15 --runs 600 --seed 1  # what CI runs per target
 
 Targets and their contract are in fuzz/targets.py: any input gives a result or one
 of the toolkit's typed errors. Limits per input: 10 s (a hang) and 2048 MB of

@@ -188,7 +188,7 @@ def fuzz_release(data: bytes) -> None:
 
 
 @target
-def fuzz_video(data: bytes) -> None:
+def fuzz_video(data: bytes):
     """Any bytes as an .mp4 (mode 0), .mkv (1) or animated .gif (2): sampled and classified
     with the micro TFLite model."""
     from nsfw_mobile.runtime.tflite_runner import TFLiteRunner
@@ -200,7 +200,7 @@ def fuzz_video(data: bytes) -> None:
     mode, payload = _split(data, 3)
     path = workspace() / ("clip.mp4", "clip.mkv", "clip.gif")[mode]
     path.write_bytes(payload)
-    classify_video(_video_runner, path, every=0.5)
+    return classify_video(_video_runner, path, every=0.5)
 
 
 _video_runner = None

@@ -148,8 +148,9 @@ def read_keras_contract(path: str | Path) -> dict[str, str]:
             if KERAS_MEMBER not in archive.namelist():
                 return {}
             document = json.loads(archive.read(KERAS_MEMBER))
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError):
-        return {}
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, RuntimeError, EOFError,
+            NotImplementedError):  # fmt: skip
+        return {}  # RuntimeError: an encrypted member; Keras then names the problem
     return document if isinstance(document, dict) else {}
 
 

@@ -282,13 +282,38 @@ TENSOR_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 
 """TFLite TensorType -> bytes per element, for the types whose buffers we can size."""
 
 
+OPERATOR_ARITY = {
+    0: (2, 2), 1: (1, 1), 2: (1, None), 3: (2, 3), 4: (2, 3), 6: (1, 1), 9: (2, 4),
+    14: (1, 1), 17: (1, 1), 18: (2, 2), 19: (1, 1), 21: (1, 1), 22: (1, 2), 25: (1, 1),
+    34: (2, 3), 40: (2, 2), 45: (4, 4), 77: (1, 1), 83: (1, None), 114: (1, 1), 117: (1, 1),
+}  # fmt: skip
+"""(fewest, most) inputs of the ops image classifiers use, each with one output: ADD,
+AVERAGE_POOL_2D, CONCATENATION, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE, FULLY_CONNECTED,
+LOGISTIC, MAX_POOL_2D, MUL, RELU, RELU6, RESHAPE, SOFTMAX, PAD, MEAN, STRIDED_SLICE, SHAPE,
+PACK, QUANTIZE, HARD_SWISH. A STRIDED_SLICE with one input segfaulted LiteRT's prepare
+step before its own arity check ran (fuzz_tflite)."""
+
+WINDOW_OPTION_SLOTS = {
+    1: (1, 2, 3, 4),  # AVERAGE_POOL_2D, Pool2DOptions: stride_w, stride_h, filter_w, filter_h
+    17: (1, 2, 3, 4),  # MAX_POOL_2D
+    3: (1, 2, 4, 5),  # CONV_2D, Conv2DOptions: stride_w, stride_h, dilation_w, dilation_h
+    4: (1, 2, 3, 5, 6),  # DEPTHWISE_CONV_2D: strides, depth_multiplier, dilations
+}
+"""Integer options of windowed ops that size LiteRT's buffers: an average pool with a
+100 M-wide filter made allocate_tensors take 4.6 GB (fuzz_tflite)."""
+
+
 def structure_problem(model: bytes) -> str | None:
     """The first index or buffer size in the graph that points outside what the file holds
-    (operator tensors, operator codes, constant buffers shorter than their tensor), or None.
+    (operator tensors, operator codes, constant buffers whose size is not their tensor's), or
+    None. A float32 bias of shape [] over a 12-byte buffer made LiteRT's allocate_tensors take
+    4.6 GB before failing.
     LiteRT's own verifier checks the flatbuffer's layout but not all of these, and a kernel
     then reads out of bounds (a segfault in allocate_tensors; fuzz/targets.py: fuzz_tflite)."""
     root = _root(model)
     codes, buffers = len(_tables(root, 1)), _tables(root, 4)
+    if not _tables(root, 2):
+        return "no subgraph"  # LiteRT segfaults on such a file (fuzz_tflite)
     for number, code in enumerate(_tables(root, 1)):
         # OperatorCode: where builtin_code is set (files from TF 2.4 on), the int8
         # deprecated_builtin_code must equal it below 127 (PLACEHOLDER_FOR_GREATER_OP_CODES).
@@ -302,9 +327,27 @@ def structure_problem(model: bytes) -> str | None:
         for index in _ints(subgraph, 1) + _ints(subgraph, 2):
             if not 0 <= index < len(tensors):
                 return f"subgraph {number} names tensor {index} of {len(tensors)}"
+        largest_dimension = max([1, *(d for t in tensors for d in _ints(t, 0))])
         for op_number, operator in enumerate(_tables(subgraph, 3)):
-            if not 0 <= _scalar(operator, 0, N.Uint32Flags) < codes:
+            code_index = _scalar(operator, 0, N.Uint32Flags)
+            if not 0 <= code_index < codes:
                 return f"operator {op_number} has no operator code"
+            code = _tables(root, 1)[code_index]
+            kind = max(_scalar(code, 0, N.Int8Flags), _scalar(code, 3, N.Int32Flags))
+            arity = OPERATOR_ARITY.get(kind)
+            count, outputs = len(_ints(operator, 1)), len(_ints(operator, 2))
+            if arity and not (arity[0] <= count <= (arity[1] or count) and outputs == 1):
+                return (
+                    f"operator {op_number} (builtin {kind}) has {count} inputs, {outputs} outputs"
+                )
+            options = _subtable(operator, 4)
+            for slot in WINDOW_OPTION_SLOTS.get(kind, ()) if options is not None else ():
+                value = _scalar(options, slot, N.Int32Flags)
+                if not 0 <= value <= largest_dimension:
+                    return (
+                        f"operator {op_number} has a window, stride or dilation of {value}, "
+                        f"beyond any tensor's dimensions (at most {largest_dimension})"
+                    )
             for index in _ints(operator, 1) + _ints(operator, 2):
                 if not -1 <= index < len(tensors):
                     return f"operator {op_number} names tensor {index} of {len(tensors)}"
@@ -317,9 +360,16 @@ def structure_problem(model: bytes) -> str | None:
             size = TENSOR_TYPE_BYTES.get(_scalar(tensor, 1, N.Int8Flags))
             if length and size:
                 needed = size * int(np.prod([max(d, 0) for d in _ints(tensor, 0)], dtype=np.int64))
-                if length < needed:
+                if length != needed:  # shorter: kernels read past it; longer: a wrong shape
                     return f"tensor {tensor_number} needs {needed} bytes, its buffer holds {length}"
     return None
+
+
+def input_shapes(model: bytes) -> list[list[int]]:
+    """The declared shapes of the main subgraph's inputs."""
+    subgraph = _tables(_root(model), 2)[0]
+    tensors = _tables(subgraph, 0)
+    return [_ints(tensors[index], 0) for index in _ints(subgraph, 1)]
 
 
 def declared_tensor_elements(model: bytes) -> int:
@@ -377,6 +427,7 @@ def read_metadata(path: str | Path) -> TFLiteMetadata | None:
 MALFORMED = (
     IndexError, ValueError, TypeError, KeyError, AttributeError, struct.error, zipfile.BadZipFile,
     zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, RecursionError,
+    RuntimeError,  # zipfile: "File is encrypted, password required" (fuzz_tflite)
 )  # fmt: skip
 """What walking a corrupt flatbuffer, zip archive or JSON file raises."""
 

@@ -19,7 +19,14 @@ import numpy as np
 from PIL import Image
 
 from .errors import NsfwMobileError, UsageError
-from .images import HEIF_BRANDS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_to_input, reduced_size
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    HEIF_BRANDS,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    fit_to_input,
+    reduced_size,
+)
 from .runtime.base import Runner
 
 ANIMATION_SUFFIXES = frozenset({".gif", ".webp"})
@@ -33,7 +40,7 @@ SMOOTHING = (0.25, 0.5, 0.25)
 
 class VideoError(NsfwMobileError):
     """A file that could not be read as a video. ``kind``: empty, unreadable, not_a_video,
-    no_video_stream, missing_codec, missing_dependency, corrupt."""
+    no_video_stream, missing_codec, missing_dependency, too_large, corrupt."""
 
     def __init__(self, path, reason: str, kind: str = "corrupt"):
         self.path, self.reason, self.kind = str(path), reason, kind
@@ -222,9 +229,14 @@ def _pyav_frames(path: Path, size, every: float, keyframes: bool, state: _Stream
             if frame is cache[0]:  # on screen at several samples: converted once
                 return cache[1]
             width, height = reduced_size(frame.width, frame.height, size)
-            rgb = reformatter.reformat(
-                frame, format="rgb24", width=width, height=height, interpolation="AREA"
-            ).to_image()
+            try:
+                rgb = reformatter.reformat(
+                    frame, format="rgb24", width=width, height=height, interpolation="AREA"
+                ).to_image()
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                # swscale refuses some decoded frames ("Operation not supported", fuzz_video)
+                state.warnings.append(f"skipped a frame that cannot be converted ({exc})")
+                return None
             rotation = getattr(frame, "rotation", 0) or 0
             # frame.rotation: degrees counter-clockwise that make the frame upright on screen
             cache[:] = frame, rgb.rotate(rotation, expand=True) if rotation % 360 else rgb
@@ -300,12 +312,21 @@ def _pillow_frames(path: Path, every: float, state: _Stream):
     except ANIMATION_ERRORS as exc:
         raise VideoError(path, f"cannot open the animation ({exc})", "corrupt") from None
     with image:
+        if image.width * image.height > DEFAULT_MAX_PIXELS:  # the limit images have
+            raise VideoError(
+                path,
+                f"{image.width}x{image.height} pixels is over the limit of "
+                f"{DEFAULT_MAX_PIXELS:,} (possible decompression bomb)",
+                "too_large",
+            )
 
         def frames() -> Iterator[tuple[float, Image.Image]]:
             t = 0.0
             try:
-                for index in range(image.n_frames):
+                for index in range(getattr(image, "n_frames", 1)):  # PCX has none (fuzz_video)
                     image.seek(index)
+                    if image.width * image.height > DEFAULT_MAX_PIXELS:  # a frame can grow
+                        raise ValueError(f"frame {index} is {image.width}x{image.height} pixels")
                     yield t, image.convert("RGBA")
                     t += max(int(image.info.get("duration") or 100), 10) / 1000
             except ANIMATION_ERRORS as exc:
@@ -341,7 +362,7 @@ def sample_frames(
     last_ms, last_picture, pixels = -1, None, None
     for t, picture in frames:
         t_ms = int(round(t * 1000))
-        if t_ms <= last_ms:
+        if t_ms <= last_ms or picture is None:
             continue
         if state.samples >= MAX_SAMPLES:
             state.complete = False

@@ -17,8 +17,9 @@ import targets  # noqa: E402  (fuzz/ is not a package)
 
 SEEDS = sorted((ROOT / "fuzz" / "corpus").glob("*/*"))
 REGRESSIONS = sorted((ROOT / "fuzz" / "regressions").glob("*/*"))
-CI_SECONDS, CI_RUNS, CI_SEED = 30, 1500, 1
-"""Each target runs 1,500 inputs from a fixed seed (reproducible), or 30 s if that is less."""
+CI_SECONDS, CI_RUNS, CI_SEED = 15, 600, 1
+"""Each target runs 600 inputs from a fixed seed (reproducible), or 15 s if that is less:
+a smoke test of the harnesses that keeps CI short; benchmarks/fuzz.py runs them for real."""
 
 
 def test_every_target_has_seeds():
@@ -30,17 +31,21 @@ def test_input_gives_a_result_or_a_typed_error(path):
     targets.run_one(path.parent.name, path.read_bytes())
 
 
-def test_crash_inputs_now_end_in_a_typed_error():
+def test_crash_inputs_now_end_in_a_typed_error_or_a_warning():
     """Each kept crash input still reaches the code that used to fail: it must end in a
-    typed error, not pass silently (which would mean it no longer exercises that code).
-    Kept timeouts and out-of-memory inputs only need to finish, as the test above checks."""
+    typed error, or (a video with a bad frame) in a result that warns of what was skipped,
+    never pass silently. Kept timeouts and out-of-memory inputs only need to finish, as the
+    test above checks."""
     from nsfw_mobile.errors import NsfwMobileError
 
-    crashes = [p for p in REGRESSIONS if "timeout" not in p.name]
+    crashes = [p for p in REGRESSIONS if "crash" in p.name]
     assert crashes
     for path in crashes:
-        with pytest.raises(NsfwMobileError):
-            targets.TARGETS[path.parent.name](path.read_bytes())
+        try:
+            result = targets.TARGETS[path.parent.name](path.read_bytes())
+        except NsfwMobileError:
+            continue
+        assert getattr(result, "warnings", None), f"{path} passes without a word"
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))

@@ -196,7 +196,9 @@ class _Output:
     help="Videos: write a PNG per clip to this folder (score over time, threshold, segments).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@threads_option("Decoding threads and TFLite threads (default: one per core).")
+@threads_option(
+    "Parallel lanes, each decoding and classifying its own images (default: one per core)."
+)
 @unsafe_option()
 def predict(
     paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
@@ -215,8 +217,8 @@ def predict(
 
     Every readable file is classified even when others fail; exit code 3 says
     that some files could not be read (their errors are in the output, with a
-    machine-readable kind). Files inside folders whose suffix is not an image
-    type are reported as SKIPPED lines and do not change the exit code; a file
+    machine-readable kind). Files inside folders whose suffix is not an image or
+    video type are reported as SKIPPED lines and do not change the exit code; a file
     named on the command line is always decoded. With --fail-on-flagged, exit code 5 says that some
     file scored above --threshold (it wins over 3). A one-line summary goes to
     stderr at the end.

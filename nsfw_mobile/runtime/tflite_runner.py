@@ -16,7 +16,7 @@ from ..errors import ModelFileError
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of, read_tflite
 from ..quiet import native_output
-from ..tflite_metadata import declared_tensor_elements, structure_problem
+from ..tflite_metadata import declared_tensor_elements, input_shapes, structure_problem
 from .base import Runner
 
 
@@ -55,10 +55,19 @@ def _refuse_unsafe_models(path: Path) -> None:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         declared, problem = declared_tensor_elements(data), structure_problem(data)
-    except (IndexError, ValueError, TypeError, struct.error):
-        return  # not a flatbuffer we can walk: the interpreter names the problem
+        shapes = input_shapes(data)
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error):
+        # not a flatbuffer that can be walked: LiteRT is not trusted with it either
+        raise ModelFileError(
+            f"{path}: not a loadable TFLite model (its flatbuffer does not parse)"
+        ) from None
     if problem is not None:
         raise ModelFileError(f"{path}: malformed TFLite graph: {problem}")
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][0] != 1:
+        # checked before LiteRT allocates: a batch of 513 8x8 images made it take 2.4 GB
+        raise ModelFileError(
+            f"{path}: input shapes {shapes}; expected one image (1, height, width, 3)"
+        )
     if declared > MAX_DECLARED_ELEMENTS:
         raise ModelFileError(
             f"{path}: its tensors declare {declared:,} elements, over the limit of "
