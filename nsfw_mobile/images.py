@@ -78,7 +78,8 @@ def walk_inputs(paths: Iterable[str | os.PathLike]) -> InputFiles:
     """Expand files and folders (recursively) into the files to classify.
 
     Files named explicitly are always kept, whatever their suffix. Inside folders,
-    files with an image suffix are taken in sorted order; hidden files and folders
+    files with an image or video suffix are taken in sorted order, the others are
+    listed as ``unsupported``; hidden files and folders
     (names starting with ".": dotfiles, macOS ``._*`` AppleDouble files, interrupted
     ``.partial-*`` writes) are skipped; symbolic links to folders are followed, each
     folder at most once, so a link cycle ends. A file reached twice (named twice, or

@@ -265,7 +265,8 @@ def predict(
     from ..video import is_video
 
     videos = [p for p in inputs.images if is_video(p)]
-    images = [p for p in inputs.images if p not in set(videos)]
+    video_set = set(videos)
+    images = [p for p in inputs.images if p not in video_set]
     started = time.perf_counter()
     show_progress = len(images) > 1 and output.fmt == "table" and sys.stderr.isatty()
     with click.progressbar(
