@@ -155,7 +155,8 @@ def _worker(path: str, threads: int) -> None:
                 latencies.append((time.perf_counter() - t0) * 1e3)
             print(json.dumps({"latencies_ms": latencies}), flush=True)
         elif command == "rss":
-            print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+            peak = peak_rss_mb() + runner.helper_peak_rss_mb()  # TF.js: Python plus Node
+            print(json.dumps({"peak_rss_mb": peak}), flush=True)
         elif command == "quit":
             return
 

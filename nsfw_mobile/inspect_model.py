@@ -197,3 +197,51 @@ def render(report: dict) -> str:
     ops = ", ".join(f"{name} x{count}" for name, count in report["ops"].items())
     lines.append(f"  ops     {ops}")
     return "\n".join(lines)
+
+
+def inspect_tfjs(path: Path) -> dict:
+    """A TF.js layers model from its model.json and shards alone (no TensorFlow, no Node)."""
+    from .metadata import read_tfjs
+    from .tfjs import model_json_of, read_json, read_weights
+
+    model_json = model_json_of(path)
+    topology, weights = read_weights(model_json)
+    document = read_json(model_json)
+    metadata = read_tfjs(model_json)
+    layers = topology.get("model_config", topology).get("config", {}).get("layers", [])
+    storage = Counter(
+        (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
+        for group in document.get("weightsManifest", [])
+        for spec in group.get("weights", [])
+    )
+    height, width = metadata.input_size or (None, None)
+    labels = metadata.labels
+    if not labels and weights:  # a foreign model: name the classes as its runner will
+        from .labels import default_labels
+
+        config = topology.get("model_config", topology).get("config", {})
+        outputs = config.get("output_layers") or [[layers[-1].get("name") if layers else ""]]
+        kernel = weights.get(f"{outputs[0][0]}/kernel")
+        try:
+            labels = default_labels(int(kernel.shape[-1]), model_json) if kernel else ()
+        except (ModelFileError, IndexError):
+            labels = ()
+    return {
+        "format": file_type_of(path).key,
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [None, height, width, 3],
+                "dtype": "float32",
+                "preprocessing": "float RGB in [0, 1] (pixels / 255)",
+            }
+        ],
+        "outputs": [{"name": "probabilities", "shape": [None, len(labels) or None]}],
+        "labels": list(labels),
+        "metadata": metadata.properties,
+        "parameters": int(sum(w.values.size for w in weights.values())),
+        "ops": dict(sorted(Counter(layer.get("class_name") for layer in layers).items())),
+        "weight_storage": dict(sorted(storage.items())),
+        "shards": sum(len(g.get("paths", [])) for g in document.get("weightsManifest", [])),
+        "converted_by": document.get("convertedBy"),
+    }

@@ -228,6 +228,29 @@ def read_tflite(path: Path) -> ArtifactMetadata:
     )
 
 
+def read_tfjs(path: Path) -> ArtifactMetadata:
+    """A TF.js model folder's contract, from ``userDefinedMetadata`` in its model.json."""
+    from .tfjs import input_shape_of, model_json_of, read_contract_properties, read_json
+
+    model_json = model_json_of(Path(path))
+    properties = read_contract_properties(model_json)
+    try:
+        labels = tuple(json.loads(properties.get("labels", "[]")))
+    except ValueError:
+        labels = ()
+    document = read_json(model_json)
+    shape = (
+        input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
+    )
+    sized = shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:3])
+    return ArtifactMetadata(
+        labels=labels if all(isinstance(label, str) for label in labels) else (),
+        input_size=(shape[1], shape[2]) if sized else None,
+        info={"name": model_json.parent.name},
+        properties=properties,
+    )
+
+
 def read_coreml(path: Path, spec=None) -> ArtifactMetadata:
     from .runtime.coreml_spec import class_labels, image_features, load_spec
 

@@ -353,7 +353,7 @@ def fastest_artifact(release_dir: str | Path) -> Path:
         for entry in manifest["files"]
         if entry["releasable"]
         and "threads_1" in entry.get("latency", {})
-        and file_type_of(entry["file"]).runs_at_speed_here
+        and file_type_of(inside_folder(release_dir, entry["file"])).runs_at_speed_here
     ]
     if not timed:
         raise ModelFileError(

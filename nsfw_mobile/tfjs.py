@@ -31,8 +31,16 @@ SUPPORTED_LAYERS = (
 _TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _IGNORED_KEYS = {"activity_regularizer", "dtype"}
 
-# Keras 2 wrote some weights under names that Keras 3 renamed.
-_WEIGHT_ALIASES = {"depthwise_kernel": "kernel"}
+# Keras 2 (and tfjs) name some weights differently from Keras 3: {tfjs name: Keras 3 name}.
+WEIGHT_ALIASES = {"depthwise_kernel": "kernel"}
+
+SHARD_BYTES = 4 * 1024 * 1024
+"""The TF.js converter cuts the weight bytes into shards of this size."""
+
+
+def shard_name(index: int, count: int) -> str:
+    """The TF.js converter's name for shard ``index`` (from 0) of ``count``."""
+    return f"group1-shard{index + 1}of{count}.bin"
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class _WeightSpec:
     values: np.ndarray
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -55,9 +63,25 @@ CONTRACT_KEY = "nsfw_mobile"
 """Where a TF.js model.json keeps the toolkit's contract: ``userDefinedMetadata[CONTRACT_KEY]``."""
 
 
+def model_json_of(path: Path) -> Path:
+    """A TF.js model's model.json, given the file or its folder."""
+    return path / "model.json" if path.is_dir() else path
+
+
+def input_shape_of(topology) -> list | None:
+    """The batch input shape the topology's input layer declares, if it is readable."""
+    try:
+        config = topology.get("model_config", topology)["config"]
+        layers = config["layers"] if isinstance(config, dict) else config
+        first = layers[0]["config"]
+        return list(first.get("batch_input_shape") or first.get("batch_shape"))
+    except (*MALFORMED, IndexError):
+        return None
+
+
 def read_contract_properties(model_json: str | Path) -> dict:
     """The contract entries a model.json carries in its userDefinedMetadata; empty if none."""
-    document = _read_json(Path(model_json))
+    document = read_json(Path(model_json))
     user = document.get("userDefinedMetadata") if isinstance(document, dict) else None
     entries = user.get(CONTRACT_KEY) if isinstance(user, dict) else None
     return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
@@ -85,7 +109,7 @@ def _dequantize(raw: bytes, spec: dict, where: str) -> np.ndarray:
 def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
     """Read and check a TF.js model folder: returns (topology, weights by name)."""
     model_json = Path(model_json)
-    document = _read_json(model_json)
+    document = read_json(model_json)
     if not isinstance(document, dict) or "modelTopology" not in document:
         raise ModelFileError(f"{model_json}: no modelTopology: not a TF.js layers model")
     if document.get("format", "layers-model") != "layers-model":
@@ -239,7 +263,7 @@ def _assign_weights(model, weights: dict[str, _WeightSpec], source: Path) -> Non
         for variable in layer.weights:
             short = variable.path.split("/")[-1]
             candidates = [f"{layer.name}/{short}"] + [
-                f"{layer.name}/{old}" for old, new in _WEIGHT_ALIASES.items() if new == short
+                f"{layer.name}/{old}" for old, new in WEIGHT_ALIASES.items() if new == short
             ]
             found = [c for c in candidates if c in weights]
             if not found:

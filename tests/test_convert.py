@@ -22,9 +22,10 @@ from nsfw_mobile.labels import LABELS
 from nsfw_mobile.models import pretrained_contract
 from nsfw_mobile.runtime.coreml_spec import class_labels, image_preprocessing, load_spec
 from nsfw_mobile.runtime.tflite_runner import TFLiteRunner
+from nsfw_mobile.tfjs import read_contract_properties
 from nsfw_mobile.tflite_metadata import read_metadata
 
-COREML = [f.key for f in FORMATS if f.target != "tflite"]
+COREML = [f.key for f in FORMATS if f.target in ("mlmodel", "mlpackage")]
 TFLITE = [f.key for f in FORMATS if f.target == "tflite"]
 PROVENANCE_KEYS = {
     "labels",
@@ -288,6 +289,10 @@ def test_full_size_every_format(full_artifacts):
         if artifact.target == "tflite":
             meta = read_metadata(artifact.path)
             assert meta.labels == list(LABELS) and meta.image_size == (224, 224)
+        elif artifact.target == "tfjs":
+            contract = read_contract_properties(artifact.path / "model.json")
+            assert contract["labels"] == '["Neutral", "Porn", "Sexy"]'
+            assert contract["input_size"] == "224x224" and contract["author"].startswith("GantMan")
         else:
             check_coreml_spec(artifact.path, 224, pretrained_contract(3))
     seconds = {key: a.seconds for key, a in full_artifacts.items()}

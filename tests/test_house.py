@@ -98,7 +98,11 @@ def test_file_types_come_from_the_registry(tmp_path):
     with pytest.raises(ModelFileError, match=r"unknown model type '\.onnx'.*\.tflite"):
         formats.file_type_of("model.onnx")
     for fmt in formats.FORMATS:
-        assert formats.file_type_of(fmt.filename) is fmt.file_type
+        path = tmp_path / fmt.filename
+        if fmt.file_type.folder_marker:  # a TF.js folder is known by the model.json inside
+            path.mkdir()
+            (path / fmt.file_type.folder_marker).write_text("{}")
+        assert formats.file_type_of(path) is fmt.file_type
         assert callable(formats.resolve(fmt.converter))
         assert hasattr(formats.resolve(fmt.file_type.runner), "open")
         assert callable(formats.resolve(fmt.file_type.inspector))

@@ -35,6 +35,9 @@ def test_inspect_every_artefact(tiny_artifacts, key):
                 "normalization_std": [255.0],
             }
         assert "CONV_2D" in report["ops"] and "DEPTHWISE_CONV_2D" in report["ops"]
+    elif key.startswith("tfjs"):
+        assert image["shape"] == [None, 96, 96, 3]
+        assert "DepthwiseConv2D" in report["ops"] and report["shards"] == 1
     else:
         assert image["name"] == "image" and image["color_space"] == "RGB"
         assert image["preprocessing"]["scale"] == pytest.approx(1 / 255)
@@ -46,8 +49,9 @@ def test_inspect_seed_model_and_tfjs(tiny_model_path):
     assert report["format"] == "keras" and report["inputs"][0]["shape"] == [None, 96, 96, 3]
     assert report["ops"]["Dense"] == 2 and report["ops"]["Dropout"] == 1
     pretrained = inspect_file(PRETRAINED_JSON)
-    assert pretrained["format"] == "tfjs-layers" and pretrained["parameters"] == 2_619_461
+    assert pretrained["format"] == "tfjs" and pretrained["parameters"] == 2_619_461
     assert pretrained["ops"]["DepthwiseConv2D"] == 17
+    assert pretrained["labels"] == ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"]
 
 
 @pytest.mark.parametrize("name", ["model.tflite", "model.mlmodel", "model.keras", "model.onnx"])

@@ -225,7 +225,11 @@ def test_cli_json(tiny_artifacts, tiny_model_path, tiny_images_dir):
 
 @pytest.mark.slow
 def test_full_size_every_artefact_passes(full_artifacts):
-    report = validate([full_artifacts[f.key].path for f in FORMATS])
+    # TF.js runs MobileNetV2 at about 1 s per image in the pure-JS backend; its full-size
+    # exports are validated by `release --check models/` (test_models_release.py) and run
+    # in tfjs through nsfwjs.load() (test_parity_nsfwjs.py), so CI pays for them once.
+    keys = [f.key for f in FORMATS if f.target != "tfjs"]
+    report = validate([full_artifacts[key].path for key in keys])
     print()
     for result in report.candidates:
         print(

@@ -56,7 +56,7 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     multiple=True,
     required=True,
     type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
-    help="Output: a target (mlmodel, mlpackage, tflite, with --quantize/--precision) or "
+    help="Output: a target (mlmodel, mlpackage, tflite, tfjs, with --quantize/--precision) or "
     "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
     "several. 'all': every format.",
 )
@@ -64,7 +64,8 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     "--quantize",
     default="none",
     show_default=True,
-    help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8.",
+    help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8. "
+    "tfjs: none|float16|uint8 (weight storage).",
 )
 @click.option(
     "--precision",
@@ -90,10 +91,10 @@ def convert(
     name, model_version, author, license_, description,
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
-    model.json) to Core ML and TFLite.
+    model.json) to Core ML, TFLite and TF.js.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
-    nsfw_float32.tflite, nsfw_int8.tflite, ...; --name acme makes acme.mlmodel,
+    nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/ ...; --name acme makes acme.mlmodel,
     acme_int8.tflite, ...) and written atomically: an interrupted run never
     leaves a file under its final name. Every file carries the model's
     contract: labels, NSFW labels and provenance, which the --name,
@@ -105,6 +106,7 @@ def convert(
       nsfw-mobile convert --to mlmodel --to tflite --quantize float16
       nsfw-mobile convert --to mlmodel --to mlpackage --to tflite-float16 --to tflite-int8
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
+      nsfw-mobile convert --to tfjs --quantize uint8 --out web/
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
       nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
     """
@@ -194,21 +196,25 @@ def list_formats(as_json, markdown):
 @click.argument("model_json", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 def import_tfjs(model_json, out):
-    """Convert a TF.js layers model (model.json + shards) to a .keras file.
+    """Convert a TF.js layers model (model.json + shards, or their folder) to a .keras
+    file. The model contract in its userDefinedMetadata, if any, comes along.
 
     \b
-    Example:
+    Examples:
       nsfw-mobile import-tfjs web_model/model.json model.keras
+      nsfw-mobile import-tfjs dist/nsfw_tfjs_uint8 back.keras
     """
     from ..atomic import atomic_path
-    from ..tfjs import tfjs2keras
+    from ..metadata import write_keras_contract
+    from ..models import load_source
 
     if out.suffix != ".keras":
         raise UsageError(f"{out}: the output must end in .keras")
-    model = tfjs2keras(model_json)
+    source = load_source(model_json)
     with atomic_path(out) as temporary:
-        model.save(temporary)
-    click.echo(f"wrote {out} ({model.count_params():,} parameters)")
+        source.model.save(temporary)
+        write_keras_contract(temporary, source.contract)
+    click.echo(f"wrote {out} ({source.model.count_params():,} parameters)")
 
 
 COMMANDS = (convert, list_formats, import_tfjs)

@@ -33,6 +33,10 @@ class Runner(ABC):
             )
         return pixels
 
+    def helper_peak_rss_mb(self) -> float:
+        """Peak memory of a helper process the engine runs in (TF.js: Node), else 0."""
+        return 0.0
+
     def lanes(self, count: int) -> list[Runner] | None:
         """``count`` independent single-threaded copies for parallel lanes, or None.
 

@@ -1,0 +1,71 @@
+// Runs one TF.js layers model in TensorFlow.js (pure-JavaScript CPU backend)
+// for nsfw_mobile.runtime.tfjs_runner, as a long-lived child process.
+//
+//   node tfjs_server.cjs NODE_MODULES MODEL_JSON
+//
+// stdin: requests, each a 16-byte header of little-endian uint32 values
+// (count, height, width, 3) followed by count*height*width*3 uint8 RGB pixels.
+// stdout: one JSON line when the model is loaded ({ready, tfjs, backend,
+// input_shape, output_shape} or {error}), then one JSON line per request
+// ({probabilities} or {error}). Everything else tfjs prints goes to stderr.
+"use strict";
+const path = require("path");
+const { modelFiles } = require("./model_files.cjs");
+
+const reply = (object) => process.stdout.write(JSON.stringify(object) + "\n");
+for (const method of ["log", "info", "warn", "debug"]) console[method] = console.error;
+
+const [modulesDir, modelJson] = process.argv.slice(2);
+const tf = require(path.join(modulesDir, "@tensorflow/tfjs"));
+
+function predict(model, pixels, count, height, width) {
+  return tf.tidy(() => {
+    const images = tf.tensor4d(Float32Array.from(pixels), [count, height, width, 3]);
+    const output = model.predict(images.div(255));
+    const values = output.dataSync();
+    const classes = output.shape[output.shape.length - 1];
+    const rows = [];
+    for (let i = 0; i < count; i++) rows.push(Array.from(values.subarray(i * classes, (i + 1) * classes)));
+    return rows;
+  });
+}
+
+async function main() {
+  await tf.setBackend("cpu");
+  let model;
+  try {
+    model = await tf.loadLayersModel(modelFiles(modelJson));
+  } catch (error) {
+    reply({ error: `tf.loadLayersModel: ${error.message}` });
+    process.exit(3);
+  }
+  reply({
+    ready: true,
+    tfjs: tf.version.tfjs,
+    backend: tf.getBackend(),
+    input_shape: model.inputs[0].shape,
+    output_shape: model.outputs[0].shape,
+  });
+  let pending = Buffer.alloc(0);
+  process.stdin.on("data", (chunk) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 16) {
+      const [count, height, width, channels] = [0, 4, 8, 12].map((at) => pending.readUInt32LE(at));
+      const size = 16 + count * height * width * channels;
+      if (pending.length < size) break;
+      const pixels = pending.subarray(16, size);
+      pending = pending.subarray(size);
+      try {
+        reply({ probabilities: predict(model, pixels, count, height, width) });
+      } catch (error) {
+        reply({ error: error.message });
+      }
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+}
+
+main().catch((error) => {
+  reply({ error: String(error && error.stack ? error.stack : error) });
+  process.exit(1);
+});
