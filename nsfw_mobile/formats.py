@@ -295,11 +295,12 @@ FLOAT16 = Tolerance(3e-2, 3e-3, 1.0, "")
 DYNAMIC = Tolerance(0.15, 0.01, 0.97, "")
 INT8_WEIGHTS = Tolerance(0.1, 0.01, 0.97, "")
 FULL_INT8 = Tolerance(None, 0.03, 0.97, "")
-# Per-tensor uint8 weights (TF.js) are coarser than TFLite's per-channel int8: on a model
-# trained in float (the tiny test model, 40 images like its training data) max 0.165,
-# mean 8.8e-3, top-1 100%. The pretrained model's weights came as uint8 and re-encode
-# almost exactly (max 8.9e-7), so it cannot be the measure here.
-UINT8_WEIGHTS = Tolerance(0.3, 0.03, 0.97, "")
+# Per-tensor uint8 weights (TF.js) are coarser than TFLite's per-channel int8. On models
+# trained in float: the tiny test model (40 images like its training data) max 0.171,
+# mean 7.7e-3; the user-trained "acme" release (tests/test_own_model.py, 46 images) max
+# 0.257, mean 9.0e-3, top-1 100% (0.353 with its vectors quantized too). The pretrained
+# model's weights came as uint8 and re-encode almost exactly, so it cannot be the measure.
+UINT8_WEIGHTS = Tolerance(0.4, 0.03, 0.97, "")
 
 COREML_CONVERTER = "nsfw_mobile.export.coreml:keras2coreml"
 TFJS_CONVERTER = "nsfw_mobile.export.tfjs:keras2tfjs"
@@ -416,10 +417,10 @@ FORMATS: tuple[Format, ...] = (
         "nsfw_tfjs_uint8",
         _t(
             UINT8_WEIGHTS,
-            "pretrained max 8.9e-7 (it shipped as uint8); float-trained tiny "
-            "model max 0.165, mean 8.8e-3, top-1 100%",
+            "pretrained max 8.9e-7 (it shipped as uint8); float-trained models "
+            "max 0.171-0.257, mean 7.7e-3-9.0e-3, top-1 100%",
         ),
-        "TF.js layers model folder, uint8 weights (affine per tensor, as NSFWJS ships)",
+        "TF.js layers model folder, uint8 kernels (affine per tensor), float32 vectors",
         TFJS_CONVERTER,
     ),
 )

@@ -82,16 +82,21 @@ def test_topology_is_the_keras2_dialect_tfjs_reads(tiny_exports):
     assert contract["target"] == "tfjs" and contract["quantization"] == "none"
 
 
+def _stored_as(weights) -> set[str]:
+    return {(w.get("quantization") or {}).get("dtype", "float32") for w in weights}
+
+
 def test_weights_are_encoded_as_tfjs_decodes_them(tiny_exports):
+    """uint8 keeps vectors (biases, BatchNorm) in float32, as the exporter's docstring says."""
     for quantization, artifact in tiny_exports.items():
         document = json.loads((artifact.path / "model.json").read_text())
         (group,) = document["weightsManifest"]
         assert group["paths"] == ["group1-shard1of1.bin"]
-        storage = {(w.get("quantization") or {}).get("dtype", "float32") for w in group["weights"]}
-        assert (
-            storage
-            == {"none": {"float32"}, "float16": {"float16"}, "uint8": {"uint8"}}[quantization]
-        )
+        kernels = _stored_as(w for w in group["weights"] if len(w["shape"]) > 1)
+        vectors = _stored_as(w for w in group["weights"] if len(w["shape"]) <= 1)
+        expected = {"none": "float32", "float16": "float16", "uint8": "uint8"}[quantization]
+        assert kernels == {expected}
+        assert vectors == ({"float32"} if quantization == "uint8" else {expected})
         if quantization == "none":
             assert all("quantization" not in w for w in group["weights"])  # null crashes tfjs
 
@@ -280,5 +285,8 @@ def test_convert_cli_writes_tfjs_and_says_how_to_load_it(tiny_model_path, tmp_pa
     inspected = CliRunner().invoke(main, ["inspect", artifact["path"], "--json"])
     assert inspected.exit_code == 0, inspected.output
     report = json.loads(inspected.stdout)
-    assert report["format"] == "tfjs" and report["weight_storage"] == {"uint8": 268}
+    assert report["format"] == "tfjs"
+    document = json.loads((Path(artifact["path"]) / "model.json").read_text())
+    kernels = sum(len(w["shape"]) > 1 for w in document["weightsManifest"][0]["weights"])
+    assert report["weight_storage"] == {"uint8": kernels, "float32": 268 - kernels}
     assert report["labels"] == ["Neutral", "Porn", "Sexy"]

@@ -11,7 +11,10 @@ a file is made.
 
 Weights are stored as float32, float16, or uint8 with per-tensor affine
 quantization (``{dtype, min, scale}``, decoded by tfjs as ``q * scale + min``),
-the range nudged so that zero stays exact, as the TF.js converter does. The
+the range nudged so that zero stays exact, as the TF.js converter does. With
+uint8, vectors (biases and BatchNorm parameters: 3% of MobileNetV2's values,
+0.2 MB) stay float32, which the per-entry manifest allows: quantized too, they
+took a float-trained model's worst output error from 0.26 to 0.35. The
 format details are shared with the importer in ``nsfw_mobile.tfjs``.
 """
 
@@ -207,6 +210,8 @@ def encode_weights(weights, quantization: str) -> tuple[list[dict], bytes]:
         elif quantization == "float16":
             spec["quantization"] = {"dtype": "float16"}
             data = values.astype("<f2")
+        elif values.ndim <= 1:
+            data = values.astype("<f4")
         else:
             data, low, scale = quantize_uint8(values)
             spec["quantization"] = {"dtype": "uint8", "min": low, "scale": scale}
