@@ -230,15 +230,15 @@ def read_tflite(path: Path) -> ArtifactMetadata:
 
 def read_tfjs(path: Path) -> ArtifactMetadata:
     """A TF.js model folder's contract, from ``userDefinedMetadata`` in its model.json."""
-    from .tfjs import input_shape_of, model_json_of, read_contract_properties, read_json
+    from .tfjs import contract_properties, input_shape_of, model_json_of, read_json
 
     model_json = model_json_of(Path(path))
-    properties = read_contract_properties(model_json)
+    document = read_json(model_json)
+    properties = contract_properties(document)
     try:
         labels = tuple(json.loads(properties.get("labels", "[]")))
     except ValueError:
         labels = ()
-    document = read_json(model_json)
     shape = (
         input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
     )

@@ -81,7 +81,11 @@ def input_shape_of(topology) -> list | None:
 
 def read_contract_properties(model_json: str | Path) -> dict:
     """The contract entries a model.json carries in its userDefinedMetadata; empty if none."""
-    document = read_json(Path(model_json))
+    return contract_properties(read_json(Path(model_json)))
+
+
+def contract_properties(document) -> dict:
+    """``read_contract_properties`` for a model.json already parsed."""
     user = document.get("userDefinedMetadata") if isinstance(document, dict) else None
     entries = user.get(CONTRACT_KEY) if isinstance(user, dict) else None
     return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}

@@ -39,11 +39,6 @@ KERAS2_VERSION = "2.15.0"
 """The Keras version the topology claims: the config dialect tfjs-layers reads."""
 
 ZEROS = {"class_name": "Zeros", "config": {}}
-_DROPPED_KEYS = {
-    "module", "registered_name", "build_config", "synchronized", "renorm", "renorm_clipping",
-    "renorm_momentum", "lora_rank", "lora_alpha", "quantization_config", "groups", "optional",
-    "negative_slope", "threshold", "keepdims",
-}  # fmt: skip
 # Options tfjs does not read: each must hold the value tfjs assumes, or the export is refused.
 _ASSUMED = {
     "groups": 1,
@@ -54,6 +49,10 @@ _ASSUMED = {
     "lora_rank": None,
     "quantization_config": None,
 }
+_DROPPED_KEYS = {
+    "module", "registered_name", "build_config", "synchronized", "renorm_clipping",
+    "renorm_momentum", "lora_alpha", "optional", *_ASSUMED,
+}  # fmt: skip
 WEB_SAMPLE_MODULE = "web_sample/nsfw-classifier.js"
 
 
