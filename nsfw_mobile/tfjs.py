@@ -306,7 +306,9 @@ def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
 
 
 def _build_model(model_json: Path, topology, weights: dict[str, _WeightSpec], input_name: str):
-    import keras
+    from ._tf import import_keras
+
+    keras = import_keras()
 
     specs, input_refs, output_refs, model_name = _model_layers(topology)
     budget = sum(int(np.prod(w.shape, dtype=np.int64)) for w in weights.values())

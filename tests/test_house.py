@@ -21,6 +21,7 @@ from PIL import Image
 from nsfw_mobile import formats
 from nsfw_mobile.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
 from nsfw_mobile.errors import ModelFileError, UsageError
+from nsfw_mobile.models import PRETRAINED_JSON
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "nsfw_mobile"
@@ -212,6 +213,13 @@ def test_predict_and_convert_print_only_the_toolkits_lines(tiny_model_path, tmp_
     assert TOOLKIT_LINE.match(tflite.stderr.strip()), tflite.stderr
     verbose = _cli("predict", samples[0], "--model", tmp_path / "nsfw_int8.tflite", "--verbose")
     assert "XNNPACK" in verbose.stderr  # what the default run hid was really there
+
+
+def test_import_tfjs_prints_only_the_toolkits_line(tmp_path):
+    """Building the Keras model from model.json starts TensorFlow: its logs stay hidden."""
+    imported = _cli("import-tfjs", PRETRAINED_JSON, tmp_path / "back.keras")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stderr == "" and imported.stdout.startswith("wrote ")
 
 
 # ------------------------------------------------------------------ the command-line edge
