@@ -170,8 +170,8 @@ def is_model_path(path: Path) -> bool:
 def model_files_in(folder: str | os.PathLike) -> list[Path]:
     """The model files and model folders directly inside ``folder``, sorted.
 
-    Hidden entries are skipped, among them the ``.partial-*`` and ``.old-*``
-    entries an interrupted write may leave behind.
+    Hidden entries are skipped, among them the ``.nsfw-mobile-partial-*`` and
+    ``.nsfw-mobile-old-*`` entries an interrupted write may leave behind (see atomic.py).
     """
     return sorted(
         entry

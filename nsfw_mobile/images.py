@@ -79,9 +79,9 @@ def walk_inputs(paths: Iterable[str | os.PathLike]) -> InputFiles:
 
     Files named explicitly are always kept, whatever their suffix. Inside folders,
     files with an image or video suffix are taken in sorted order, the others are
-    listed as ``unsupported``; hidden files and folders
-    (names starting with ".": dotfiles, macOS ``._*`` AppleDouble files, interrupted
-    ``.partial-*`` writes) are skipped; symbolic links to folders are followed, each
+    listed as ``unsupported``; hidden files and folders (names starting with ".":
+    dotfiles, macOS ``._*`` AppleDouble files, the ``.nsfw-mobile-partial-*`` entries
+    of interrupted writes) are skipped; symbolic links to folders are followed, each
     folder at most once, so a link cycle ends. A file reached twice (named twice, or
     through a link) is listed once.
     """

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from nsfw_mobile.atomic import PARTIAL_GLOB
 from nsfw_mobile.cli import EXIT_UNREADABLE, EXIT_USAGE, main
 
 
@@ -96,7 +97,7 @@ def test_import_tfjs_writes_a_keras_model(tmp_path):
     out = tmp_path / "nsfw.keras"
     result = run("import-tfjs", PRETRAINED_JSON, out)
     assert result.exit_code == 0, result.output
-    assert out.is_file() and not list(tmp_path.glob(".partial-*"))
+    assert out.is_file() and not list(tmp_path.glob(PARTIAL_GLOB))
     assert run("import-tfjs", PRETRAINED_JSON, tmp_path / "x.h5").exit_code == EXIT_USAGE
 
 

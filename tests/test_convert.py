@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from nsfw_mobile.atomic import PARTIAL_GLOB, final_name
 from nsfw_mobile.cli import EXIT_USAGE, main
 from nsfw_mobile.errors import UsageError
 from nsfw_mobile.export.coreml import LABEL_OUTPUT, PROBABILITIES_OUTPUT
@@ -228,14 +229,15 @@ def test_kill_9_mid_conversion_leaves_no_file_under_a_final_name(tmp_path, tiny_
     partial = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        partial = list(out.glob(".partial-*")) if out.exists() else []
+        partial = list(out.glob(PARTIAL_GLOB)) if out.exists() else []
         if partial:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
     process.wait()
     assert partial, "never caught the converter mid-write"
-    final_names = {p.name.split("-", 3)[3] for p in partial}
+    final_names = {final_name(p) for p in partial}
+    assert None not in final_names
     for name in final_names:
         assert not (out / name).exists(), f"{name} appeared under its final name"
     # Whatever did reach a final name is complete and loadable.

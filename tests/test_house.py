@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nsfw_mobile import formats
+from nsfw_mobile.atomic import PARTIAL_GLOB
 from nsfw_mobile.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
 from nsfw_mobile.errors import ModelFileError, UsageError
 from nsfw_mobile.models import PRETRAINED_JSON
@@ -253,27 +254,28 @@ def test_interrupted_convert_exits_with_its_code_and_leaves_no_partial(
     while time.monotonic() < deadline and process.poll() is None and not caught:
         # a partial of any format but the last: more conversions follow, so the signal lands
         # mid-run even when the machine is slow to send it
-        partials = list(out.glob(".partial-*")) if out.exists() else []
+        partials = list(out.glob(PARTIAL_GLOB)) if out.exists() else []
         caught = [p for p in partials if "int8.tflite" not in p.name]
         time.sleep(0.001)
     process.send_signal(sent)
     _, stderr = process.communicate(timeout=300)
     assert caught, "never caught the converter mid-write"
     assert process.returncode == code, stderr
-    assert not list(out.glob(".partial-*")), "a partial file survived the signal"
+    assert not list(out.glob(PARTIAL_GLOB)), "a partial file survived the signal"
     assert "Traceback" not in stderr
 
 
 def test_stale_partial_files_are_ignored_and_cleaned(tmp_path, tiny_artifacts):
-    from nsfw_mobile.atomic import atomic_path
+    from nsfw_mobile.atomic import atomic_path, temporary_name
 
     folder = tmp_path / "release"
     folder.mkdir()
     real = tiny_artifacts["tflite-int8"].path
     shutil.copy(real, folder / real.name)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    stale = folder / f".partial-{dead.stdout.strip()}-0badc0de-{real.name}"
+    code = f"from nsfw_mobile.atomic import temporary_name; print(temporary_name({real.name!r}))"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=ROOT)  # fmt: skip
+    stale = folder / dead.stdout.strip()  # the name a writer that died would have left
     stale.write_bytes(real.read_bytes()[:1000])
     assert formats.model_files_in(folder) == [folder / real.name]
     result = CliRunner().invoke(
@@ -283,7 +285,7 @@ def test_stale_partial_files_are_ignored_and_cleaned(tmp_path, tiny_artifacts):
     assert (
         '"path": "' + str(folder / real.name) in result.stdout and stale.name not in result.stdout
     )
-    live = folder / f".partial-{os.getpid()}-feedface-other.tflite"  # this process: not stale
+    live = folder / temporary_name("other.tflite")  # this process: not stale
     live.write_bytes(b"")
     with atomic_path(folder / "labels.txt") as temporary:
         temporary.write_text("a\n")
@@ -295,7 +297,7 @@ def test_predict_skips_hidden_and_partial_files(tmp_path, samples):
 
     (tmp_path / ".hidden").mkdir()
     shutil.copy(samples[0], tmp_path / ".hidden" / "a.jpg")
-    shutil.copy(samples[0], tmp_path / ".partial-1-2-b.jpg")
+    shutil.copy(samples[0], tmp_path / ".nsfw-mobile-partial-0-1-2-b.jpg")
     shutil.copy(samples[0], tmp_path / "c.jpg")
     assert find_images([tmp_path]) == [tmp_path / "c.jpg"]
 

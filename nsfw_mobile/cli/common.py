@@ -24,7 +24,7 @@ FULL_INSTALL_MODULES = {"tensorflow", "keras", "coremltools", "matplotlib", "ten
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised so that cleanup (``.partial-*`` files) runs as for Ctrl-C."""
+    """SIGTERM, raised so that cleanup (``.nsfw-mobile-partial-*`` entries) runs as for Ctrl-C."""
 
 
 def _raise_terminated(signum, frame):
