@@ -10,6 +10,7 @@ the browser's decoding and canvas resize against images.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -66,7 +67,13 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
+def served(tmp_path_factory):
+    """A folder the server also serves, under /served/, for models a test makes."""
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="module")
+def server(served):
     try:
         modules = node_modules()
     except NodeMissingError as exc:
@@ -75,6 +82,7 @@ def server():
         "/web_sample/node_modules/": modules,
         "/web_sample/": ROOT / "web_sample",
         "/models/": ROOT / "models",
+        "/served/": served,
     }})  # fmt: skip
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -110,9 +118,42 @@ def read_cards(page) -> dict[str, dict[str, float]]:
     return cards
 
 
-def test_the_page_pins_the_tfjs_the_toolkit_validates_with():
-    import json
+HOSTILE_LABEL = '<img src=x onerror="window.__labelRan = true">'
+HOSTILE_NAME = '<b id="hostile-name">name</b>'
 
+
+def test_model_strings_reach_the_page_as_text(server, browser, served):
+    """A model from any ?model= URL: its labels and name are shown, never run as HTML."""
+    model = served / "hostile"
+    shutil.copytree(ROOT / "models" / "nsfw_tfjs_uint8", model)
+    document = json.loads((model / "model.json").read_text())
+    contract = document["userDefinedMetadata"]["nsfw_mobile"]
+    labels = [HOSTILE_LABEL if x == "Porn" else x for x in json.loads(contract["labels"])]
+    nsfw_labels = [HOSTILE_LABEL if x == "Porn" else x for x in json.loads(contract["nsfw_labels"])]
+    contract.update(labels=json.dumps(labels), nsfw_labels=json.dumps(nsfw_labels))
+    contract["name"] = HOSTILE_NAME
+    (model / "model.json").write_text(json.dumps(document))
+
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/web_sample/index.html?backend=cpu&model=/served/hostile/model.json")
+    page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+    page.set_input_files("#files", [str(SAMPLES_DIR / "coffee.jpg")])
+    page.wait_for_selector("body[data-done='1']", timeout=120_000)
+    page.wait_for_timeout(500)  # time for an <img src=x> to fail and fire onerror
+    assert not errors, errors
+    assert page.evaluate("window.__labelRan") is None, "a label from the model ran as script"
+    assert len(page.query_selector_all(".card img")) == 1  # the photo, no label-made <img>
+    assert page.query_selector("#hostile-name") is None
+    bars = {b.get_attribute("data-label"): b for b in page.query_selector_all(".card .bar")}
+    assert list(bars) == labels
+    assert bars[HOSTILE_LABEL].query_selector("span").inner_text() == HOSTILE_LABEL
+    assert HOSTILE_NAME in page.inner_text("#status")
+    page.close()
+
+
+def test_the_page_pins_the_tfjs_the_toolkit_validates_with():
     from nsfw_mobile.node_packages import TFJS
 
     package = json.loads((ROOT / "web_sample" / "package.json").read_text())

@@ -1,6 +1,7 @@
 // The page: pick or drop images, show label, probability bars and NSFW score,
 // blur what scores above the threshold. ?model=URL picks another export,
-// ?backend=cpu|webgl a tfjs backend.
+// ?backend=cpu|webgl a tfjs backend. Strings from the model (labels, name) reach the
+// page as text (textContent), never as HTML: a model from any URL cannot run script here.
 import { loadClassifier } from "./nsfw-classifier.js";
 
 const params = new URLSearchParams(location.search);
@@ -36,10 +37,15 @@ function card(file, result) {
     const bar = document.createElement("div");
     bar.className = "bar";
     bar.dataset.label = name;
-    bar.innerHTML = `<span>${name}</span><div><span style="width:${(probability * 100).toFixed(1)}%"></span></div>`;
+    const labelName = document.createElement("span");
+    labelName.textContent = name;
+    const track = document.createElement("div");
+    const fill = document.createElement("span");
+    fill.style.width = `${(probability * 100).toFixed(1)}%`;
+    track.append(fill);
     const value = document.createElement("output");
     value.textContent = probability.toFixed(4);
-    bar.append(value);
+    bar.append(labelName, track, value);
     element.append(bar);
   }
   return element;
