@@ -80,6 +80,32 @@ def test_safe_mode_refuses_lambda_layers(tmp_path):
     assert load_keras_model(path, allow_unsafe=True) is not None
 
 
+KERAS_WITHOUT_KNOWN_SAFE_MODE_BYPASS = {"3.11+": "3.15.1", "3.10": "3.12.4"}
+"""First releases with every published safe-mode fix (see pyproject.toml, docs/security.md)."""
+
+
+def test_keras_floor_has_every_known_safe_mode_fix():
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    requirements = [Requirement(r) for r in re.findall(r'"(keras[<>=!~;].*?)"', pyproject)]
+    floors = {}
+    for requirement in requirements:
+        on_310 = requirement.marker and requirement.marker.evaluate({"python_version": "3.10"})
+        key = "3.10" if on_310 else "3.11+"
+        floors[key] = min(
+            Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")
+        )
+        if requirement.marker is None or requirement.marker.evaluate():
+            assert requirement.specifier.contains(version("keras")), requirement
+    assert floors == {k: Version(v) for k, v in KERAS_WITHOUT_KNOWN_SAFE_MODE_BYPASS.items()}
+
+
 def test_corrupt_keras_file_is_a_model_file_error(tmp_path):
     path = tmp_path / "broken.keras"
     path.write_bytes(b"PK\x03\x04 not really a zip")
