@@ -20,6 +20,8 @@ entries whose name passes the check, and of those only:
   cannot judge) in which nothing changed for ``FOREIGN_STALE_AFTER`` seconds
   (7 days): no write of the toolkit leaves its output untouched that long.
 
+An ``old`` entry whose final name is missing (the writer died between the two
+renames of a folder replacement) is renamed back instead of removed.
 Everything else is left alone, a user's ``.old-backup/`` or
 ``.partial-draft.txt`` above all. A temporary entry is also removed when its
 write fails or is interrupted (Ctrl-C, and SIGTERM once the CLI turns it into
@@ -151,10 +153,17 @@ def remove_stale_entries(folder: Path) -> list[Path]:
         parsed = _parse(entry.name)
         if parsed is None:
             continue
-        _, owner, pid, _ = parsed
-        if _stale(entry, owner, pid):
-            _remove(entry)
-            removed.append(entry)
+        kind, owner, pid, final = parsed
+        if not _stale(entry, owner, pid):
+            continue
+        if kind == "old" and not (entry.parent / final).exists():
+            # the writer died between moving the old folder aside and moving the new one
+            # in: the old one goes back under its name, as if the write never started
+            with contextlib.suppress(OSError):
+                os.replace(entry, entry.parent / final)
+            continue
+        _remove(entry)
+        removed.append(entry)
     return removed
 
 

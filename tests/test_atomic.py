@@ -33,6 +33,17 @@ def _dead_pid() -> int:
     return int(_python("import os; print(os.getpid())").stdout)
 
 
+def _dead_writers_name(final: str, kind: str = "partial", host: str | None = None) -> str:
+    """The temporary name a writer (on ``host``, else this one) made before it ended."""
+    code = f"import socket; socket.gethostname = lambda: {host!r}\n" if host else ""
+    code += (
+        f"from nsfw_mobile.atomic import temporary_name; print(temporary_name({final!r}, {kind!r}))"
+    )
+    name = _python(code).stdout.strip()
+    assert atomic.is_temporary(name)
+    return name
+
+
 def _user_entries(folder: Path) -> dict[Path, str]:
     """Hidden entries a user may keep beside outputs, some looking much like ours."""
     backup = folder / ".old-backup"
@@ -106,16 +117,21 @@ def test_a_dead_writers_partial_of_this_host_is_removed(tmp_path):
     _assert_untouched(mine)
 
 
+def test_a_folder_moved_aside_by_a_dead_writer_goes_back_under_its_name(tmp_path):
+    # killed between the two renames of a folder replacement: the old folder is aside,
+    # the new one not yet in place
+    aside = tmp_path / _dead_writers_name("NSFW.mlpackage", "old")
+    aside.mkdir()
+    (aside / "model.mlmodel").write_text("the previous release")
+    assert remove_stale_entries(tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["NSFW.mlpackage"]
+    assert (tmp_path / "NSFW.mlpackage" / "model.mlmodel").read_text() == "the previous release"
+
+
 def test_a_partial_of_another_host_is_kept_until_a_week_old(tmp_path, monkeypatch):
     # what a writer on another machine sharing the folder would name its partial: its PID
     # means nothing here, and this one is not even alive on this machine
-    code = (
-        "import socket; socket.gethostname = lambda: 'build-host-7'\n"
-        "from nsfw_mobile.atomic import temporary_name; print(temporary_name('model.tflite'))"
-    )
-    name = _python(code).stdout.strip()
-    assert atomic.is_temporary(name)
-    foreign = tmp_path / name
+    foreign = tmp_path / _dead_writers_name("model.tflite", host="build-host-7")
     foreign.mkdir()  # a folder whose top is old but whose content is being written
     (foreign / "weights.bin").write_bytes(b"x")
     week_ago = time.time() - atomic.FOREIGN_STALE_AFTER - 3600
