@@ -65,11 +65,6 @@ def test_every_lockfile_is_a_pinned_set_and_ships_in_the_wheel():
     assert "--ignore-scripts" in NPM_CI and NPM_CI[0] == "ci"
 
 
-def test_the_web_sample_pins_the_same_set():
-    package = json.loads((ROOT / "web_sample" / "package.json").read_text())
-    assert package["dependencies"] == TFJS
-
-
 @NEEDS_NPM
 def test_first_use_without_the_registry_is_one_line_and_exit_1(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
