@@ -10,6 +10,7 @@ are reached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -138,7 +139,11 @@ def _worker(path: str, threads: int) -> None:
     from .runtime import open_runner
 
     started = time.perf_counter()
-    runner = open_runner(path, num_threads=threads)
+    with open_runner(path, num_threads=threads) as runner:
+        _serve(runner, started)
+
+
+def _serve(runner, started: float) -> None:
     image = np.random.default_rng(0).integers(0, 256, (1, *runner.input_size, 3), dtype=np.uint8)
     runner.predict(image)
     load_seconds = time.perf_counter() - started
@@ -189,7 +194,11 @@ class _Child:
             env=env,
         )
         self.path, self.threads, self.latencies = path, threads, []
-        self.load_seconds = self._read()["load_seconds"]
+        try:
+            self.load_seconds = self._read()["load_seconds"]
+        except BaseException:  # died while loading, or Ctrl-C while waiting for it
+            self.close()
+            raise
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
@@ -209,14 +218,18 @@ class _Child:
         return self._read()
 
     def close(self) -> None:
+        """Ask the child to quit (kill it if it does not), reap it, close its pipes."""
         try:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.flush()
+            if self.process.poll() is None:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
             self.process.wait(timeout=30)
         except (BrokenPipeError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
-        self.stderr.close()
+        for stream in (self.process.stdin, self.process.stdout, self.stderr):
+            with contextlib.suppress(OSError):  # a pipe the dead child left unflushed
+                stream.close()
 
 
 def bench(
@@ -228,7 +241,8 @@ def bench(
     block: int = 10,
     on_result=None,
 ) -> BenchReport:
-    """Benchmark every artefact at every thread count; Core ML only on macOS."""
+    """Benchmark every artefact at every thread count (engines without a thread setting,
+    TF.js, once at 1 thread); Core ML only on macOS."""
     report = BenchReport(
         machine_info(),
         versions(),
@@ -253,9 +267,19 @@ def bench(
             )
             continue
         runnable.append(path)
-    for count in threads:
-        children = [_Child(path, count) for path in runnable]
+    one_thread = [p for p in runnable if not file_type_of(p).threaded]
+    if set(threads) != {1}:
+        report.skipped += [
+            f"{path}: {file_type_of(path).engine} has no thread setting: measured once, at 1 thread"
+            for path in one_thread
+        ]
+    for index, count in enumerate(threads):
+        timed = [(p, 1 if p in one_thread else count) for p in runnable]
+        timed = [(p, n) for p, n in timed if p not in one_thread or index == 0]
+        children: list[_Child] = []
         try:
+            for path, path_threads in timed:  # one by one: a later failure closes these
+                children.append(_Child(path, path_threads))
             started = {id(c): 0.0 for c in children}
             while True:
                 pending = [
@@ -274,7 +298,7 @@ def bench(
                 result = BenchResult(
                     path=child.path,
                     engine=file_type_of(child.path).engine,
-                    threads=count,
+                    threads=child.threads,
                     size_bytes=0 if child.path == PRETRAINED else size_bytes(child.path),
                     load_seconds=round(child.load_seconds, 3),
                     runs=len(values),

@@ -11,7 +11,7 @@ from .atomic import atomic_path
 from .errors import ConversionError, UnsupportedOpError, UsageError
 from .export import Artifact
 from .files import sha256_file
-from .formats import MIN_CALIBRATION_IMAGES, Format, check_options
+from .formats import IO_TYPE, MIN_CALIBRATION_IMAGES, Format, check_options
 from .images import load_images, sample_images
 from .models import SourceModel
 
@@ -52,7 +52,7 @@ def convert_all(
     out_dir: str | Path,
     *,
     calibration: str | Path | None = None,
-    io_type: str = "uint8",
+    io_type: str | None = None,
     on_start: Callable[[int, Format, Path], None] | None = None,
     on_done: Callable[[int, Artifact], None] | None = None,
     on_error: Callable[[int, Format, Exception], None] | None = None,
@@ -61,14 +61,15 @@ def convert_all(
 ) -> list[Artifact]:
     """Convert ``source`` to every format in ``formats`` under ``out_dir``.
 
-    ``name`` replaces the default file name stem. With ``on_error``, a format
+    ``name`` replaces the default file name stem; ``io_type`` None is the registry's
+    default (given, it needs a format that takes it). With ``on_error``, a format
     that fails to convert is reported to it and the others are still made;
     without it the failure is raised.
     """
     check_options(formats, io_type=io_type, calibration=calibration)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared: dict = {"io_type": io_type}
+    prepared: dict = {"io_type": io_type or IO_TYPE.default}
     calibration_notes: list[str] = []
     if any("calibration" in f.options for f in formats):
         prepared["calibration"], calibration_notes = load_calibration(

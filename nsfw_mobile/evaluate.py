@@ -120,7 +120,11 @@ def evaluate(
 ) -> EvaluationReport:
     """Run the model on DATA_DIR's held-out folder (test/ or val/, as ``train`` finds it),
     else on DATA_DIR itself."""
-    runner = open_runner(model_path, allow_unsafe=allow_unsafe)
+    with open_runner(model_path, allow_unsafe=allow_unsafe) as runner:
+        return _evaluate(runner, model_path, data_dir, workers)
+
+
+def _evaluate(runner, model_path, data_dir, workers) -> EvaluationReport:
     _, held_out = split_roots(data_dir)
     split_root = held_out or Path(data_dir)
     split = list_split(split_root, runner.labels)

@@ -72,6 +72,9 @@ class FileType:
     """A folder holding this file is a model of this type (a TF.js model folder)."""
     native_system: str | None = None
     """The only system where its engine runs at speed (Core ML: Darwin); None: any."""
+    threaded: bool = True
+    """Its engine takes a thread count (LiteRT, TensorFlow); False: it does not (the TF.js
+    CPU backend runs on one thread, Core ML picks its own compute units)."""
 
     def matches(self, path: Path) -> bool:
         if path.suffix.lower() == self.suffix:
@@ -106,6 +109,7 @@ TFJS_LAYERS = FileType(
     "TF.js layers model (model.json and weight shards), run in TensorFlow.js under Node",
     metadata_reader="nsfw_mobile.metadata:read_tfjs",
     folder_marker="model.json",
+    threaded=False,
 )
 TFLITE = FileType(
     "tflite",
@@ -125,6 +129,7 @@ MLMODEL = FileType(
     "Core ML neural network",
     metadata_reader="nsfw_mobile.metadata:read_coreml",
     native_system="Darwin",
+    threaded=False,
 )
 MLPACKAGE = FileType(
     "mlpackage",
@@ -135,6 +140,7 @@ MLPACKAGE = FileType(
     "Core ML ML Program package (a folder)",
     metadata_reader="nsfw_mobile.metadata:read_coreml",
     native_system="Darwin",
+    threaded=False,
 )
 FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE)
 
@@ -167,6 +173,18 @@ def is_model_path(path: Path) -> bool:
     return True
 
 
+def _listed_as_model(entry: Path) -> bool:
+    """A model in a folder listing. A type known by its folder (TF.js: a folder holding
+    model.json) is listed as that folder, so a loose .json file (a release's
+    manifest.json) is not a model."""
+    try:
+        file_type = file_type_of(entry)
+    except ModelFileError:
+        return False
+    marker = file_type.folder_marker
+    return not (marker and entry.is_file() and entry.name != marker)
+
+
 def model_files_in(folder: str | os.PathLike) -> list[Path]:
     """The model files and model folders directly inside ``folder``, sorted.
 
@@ -176,7 +194,7 @@ def model_files_in(folder: str | os.PathLike) -> list[Path]:
     return sorted(
         entry
         for entry in Path(folder).iterdir()
-        if not entry.name.startswith(".") and is_model_path(entry)
+        if not entry.name.startswith(".") and _listed_as_model(entry)
     )
 
 
@@ -426,6 +444,10 @@ FORMATS: tuple[Format, ...] = (
 )
 
 TARGETS: tuple[str, ...] = tuple(dict.fromkeys(f.target for f in FORMATS))
+QUANTIZATIONS: tuple[str, ...] = tuple(dict.fromkeys(f.quantization for f in FORMATS))
+"""Every --quantize value some target offers."""
+PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(f.precision for f in FORMATS if f.precision))
+"""Every --precision (compute precision) some ML Program offers."""
 
 
 def by_key(key: str) -> Format:
@@ -466,11 +488,15 @@ def select(target: str, quantization: str = "none", precision: str | None = None
 
 
 def check_options(formats: Iterable[Format], **given) -> None:
-    """Refuse an option that none of the chosen formats takes, before any work."""
+    """Refuse an option that none of the chosen formats takes, before any work.
+
+    A value of None is an option not given; any other value is one the user chose, the
+    default included, and is refused where no chosen format would use it.
+    """
     formats = list(formats)
     for name, value in given.items():
         option = OPTIONS[name]
-        if value is None or value == option.default:
+        if value is None:
             continue
         if option.choices and value not in option.choices:
             raise UsageError(f"{option.flag} {value}: choose one of {', '.join(option.choices)}")

@@ -68,9 +68,14 @@ def _tensor(detail: dict) -> dict:
 
 def inspect_tflite(path: Path) -> dict:
     from .runtime.tflite_runner import TFLiteRunner
+
+    with TFLiteRunner(path) as runner:
+        return _describe_tflite(path, runner)
+
+
+def _describe_tflite(path: Path, runner) -> dict:
     from .tflite_metadata import constant_elements, read_metadata
 
-    runner = TFLiteRunner(path)
     interpreter = runner.interpreter
     ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
     parameters = constant_elements(path.read_bytes())

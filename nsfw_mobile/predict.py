@@ -79,7 +79,11 @@ def classify(
     workers = workers or default_workers()
     lanes = runner.lanes(min(workers, len(paths))) if workers > 1 and len(paths) > 1 else None
     if lanes:
-        yield from _classify_in_lanes(lanes, paths, max_pixels)
+        try:
+            yield from _classify_in_lanes(lanes, paths, max_pixels)
+        finally:
+            for lane in lanes:
+                lane.close()
     else:
         yield from _classify_batches(runner, paths, batch_size, workers, max_pixels)
 

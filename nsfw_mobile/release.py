@@ -25,7 +25,14 @@ from .bench import bench, render_markdown, versions
 from .convert import convert_all
 from .errors import ModelFileError, NsfwMobileError, UsageError, ValidationFailed
 from .files import sha256_file, size_bytes
-from .formats import FORMATS, PRETRAINED, by_key, file_type_of
+from .formats import (
+    FORMATS,
+    PRETRAINED,
+    by_key,
+    check_options,
+    expand_model_paths,
+    file_type_of,
+)
 from .images import SAMPLES_DIR, find_images, sample_images
 from .models import load_source, pretrained_sha256
 from .validate import render_markdown as validation_markdown
@@ -43,7 +50,9 @@ def release(
     model: str | None,
     out_dir: str | Path,
     *,
+    formats=FORMATS,
     calibration=None,
+    io_type: str | None = None,
     images=None,
     bench_threads=(1,),
     bench_runs: int = 30,
@@ -51,55 +60,97 @@ def release(
     name: str | None = None,
     contract: dict | None = None,
     log=print,
+    progress=None,
 ) -> dict:
     """Make a release folder; raises ValidationFailed (after writing it) if any artefact fails.
 
-    ``name`` is the artefacts' file name stem and the model's name; ``contract``
-    overrides fields of the model's contract (version, author, license, ...).
+    ``formats``: the registry rows to release (default every format). ``name`` is the
+    artefacts' file name stem and the model's name; ``contract`` overrides fields of the
+    model's contract (version, author, license, ...). ``log(line)`` gets each stage and
+    each file as it completes; ``progress(stage, done, total)`` the count of each stage.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    formats = list(formats)
+    check_options(formats, io_type=io_type, calibration=calibration)
+    step = progress or (lambda stage, done, total: None)
     source = load_source(model).with_contract(name=name, **(contract or {}))
     image_files = find_images(images) if images else sample_images()
     if not image_files:
         raise UsageError(f"--images {', '.join(map(str, images))}: no image files found")
-    log(f"converting {source.name} to {len(FORMATS)} formats")
+    log(f"converting {source.name} to {_count(formats, 'format')}")
     failed: dict[str, str] = {}
+
+    def converted(index, artifact):
+        log(f"  [{index + 1}/{len(formats)}] {artifact.format}: {artifact.path.name} "
+            f"({artifact.size_bytes / 1e6:.1f} MB, {artifact.seconds:.1f} s)")  # fmt: skip
+        step("converting", index + 1, len(formats))
+
+    def not_converted(index, fmt, exc):
+        failed[fmt.key] = str(exc)
+        log(f"  [{index + 1}/{len(formats)}] {fmt.key} failed to convert: {exc}")
+        step("converting", index + 1, len(formats))
+
     artifacts = convert_all(
         source,
-        FORMATS,
+        formats,
         out_dir,
         calibration=calibration,
+        io_type=io_type,
         name=name,
-        on_start=lambda i, f, o: log(f"  [{i + 1}/{len(FORMATS)}] {f.key}"),
-        on_error=lambda i, f, exc: failed.update({f.key: str(exc)}),
+        on_done=converted,
+        on_error=not_converted,
     )
-    for key, message in failed.items():
-        log(f"  {key} failed to convert: {message}")
-    log("validating against the reference")
+    log(
+        f"validating {_count(artifacts, 'file')} against the reference on {len(image_files)} images"
+    )
     from .runtime.keras_runner import KerasRunner
 
-    report = validate(
-        [a.path for a in artifacts],
-        reference=KerasRunner(source),
-        images=image_files,
-        format_keys=[a.format for a in artifacts],
-    )
-    log("benchmarking (batch 1, each file in a fresh process)")
+    validated = []
+
+    def judged(result):
+        validated.append(result)
+        log(f"  {result.status.upper():<8} {Path(result.path).name} ({result.seconds:.1f} s)")
+        step("validating", len(validated), len(artifacts))
+
+    with KerasRunner(source) as reference:
+        report = validate(
+            [a.path for a in artifacts],
+            reference=reference,
+            images=image_files,
+            format_keys=[a.format for a in artifacts],
+            on_candidate=judged,
+        )
+    timed = [str(a.path) for a in artifacts] + [str(model or PRETRAINED)]
+    runs_here = [p for p in timed if file_type_of(p).runs_at_speed_here]
+    log(f"benchmarking {_count(runs_here, 'file')} (batch 1, each file in a fresh process)")
+    measured = []
+
+    def benchmarked(result):
+        measured.append(result)
+        log(f"  {Path(result.path).name} x{result.threads}: {result.median_ms:.2f} ms")
+        step("benchmarking", len(measured), len(runs_here) * len(tuple(bench_threads)))
+
     benchmark = bench(
-        [str(a.path) for a in artifacts] + [model or PRETRAINED],
+        timed,
         threads=tuple(bench_threads),
         min_runs=bench_runs,
         min_seconds=bench_seconds,
+        on_result=benchmarked,
     )
     manifest = build_manifest(source, artifacts, failed, report, benchmark, out_dir, name)
     manifest["validation_images"] = _image_record(image_files, user_given=bool(images))
     manifest["seconds"] = round(time.perf_counter() - started, 1)
+    log("writing manifest.json, MODEL_CARD.md and REPORT.md")
     write_documents(out_dir, manifest, report, benchmark)
     if not manifest["passed"]:
         bad = [f["file"] for f in manifest["files"] if not f["releasable"]]
         raise ValidationFailed(f"{', '.join(bad)} failed; see {out_dir / 'REPORT.md'}")
     return manifest
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _image_record(paths: list[Path], *, user_given: bool) -> dict:
@@ -362,6 +413,35 @@ def fastest_artifact(release_dir: str | Path) -> Path:
     return inside_folder(release_dir, min(timed)[1])
 
 
+def is_release_folder(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def releasable_files(release_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """The files a release folder promises (made and validated), by its manifest, and the
+    names of the entries it marks not releasable."""
+    release_dir = Path(release_dir)
+    manifest = read_manifest(release_dir)
+    files = [inside_folder(release_dir, e["file"]) for e in manifest["files"] if e["releasable"]]
+    return files, [e["file"] for e in manifest["files"] if not e["releasable"]]
+
+
+def expand_model_arguments(items, on_excluded=None) -> list[str]:
+    """Model arguments of a command: a release folder becomes its releasable files (its
+    other entries go to ``on_excluded(folder, names)``), any other folder that is not itself
+    a model becomes the models in it (``formats.expand_model_paths``)."""
+    paths: list[str] = []
+    for item in map(str, items):
+        if item != PRETRAINED and is_release_folder(item):
+            files, excluded = releasable_files(item)
+            paths += [str(p) for p in files]
+            if excluded and on_excluded:
+                on_excluded(item, excluded)
+        else:
+            paths += expand_model_paths([item])
+    return paths
+
+
 def _reference_for(manifest: dict, reference) -> str | None:
     """The reference model to check against: given (and matching) or the pretrained one."""
     source = manifest["source"]
@@ -418,19 +498,40 @@ def checksum_problems(release_dir: Path, manifest: dict) -> tuple[list[str], lis
     return problems, present
 
 
-def check(release_dir: str | Path, *, reference=None, images=None) -> tuple[list[str], list[str]]:
-    """Problems found in a release folder (empty: it checks out) and notes for the user."""
+def check(
+    release_dir: str | Path, *, reference=None, images=None, log=None, progress=None
+) -> tuple[list[str], list[str]]:
+    """Problems found in a release folder (empty: it checks out) and notes for the user.
+
+    ``log(line)`` gets each stage and each file as it is validated; ``progress(stage,
+    done, total)`` the count of the validation stage.
+    """
+    log = log or (lambda line: None)
     release_dir = Path(release_dir)
     manifest = read_manifest(release_dir)
     reference = _reference_for(manifest, reference)
+    listed = [*manifest["files"], manifest["labels_file"]]
+    log(f"checking the checksums of {_count(listed, 'file')}")
     problems, present = checksum_problems(release_dir, manifest)
+    for problem in problems:
+        log(f"  {problem}")
     paths, notes = _validation_images(manifest, images)
     if present:
+        log(f"validating {_count(present, 'file')} against the reference on {len(paths)} images")
+        done = []
+
+        def judged(result):
+            done.append(result)
+            log(f"  {result.status.upper():<8} {Path(result.path).name} ({result.seconds:.1f} s)")
+            if progress:
+                progress("validating", len(done), len(present))
+
         report = validate(
             [release_dir / e["file"] for e in present],
             reference=reference,
             images=paths,
             format_keys=[e["format"] for e in present],
+            on_candidate=judged,
         )
         for entry, result in zip(present, report.candidates):
             if not result.passed:

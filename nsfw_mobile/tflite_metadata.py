@@ -278,8 +278,26 @@ def _ints(table: Table, slot: int) -> list[int]:
     return [table.Get(N.Int32Flags, start + 4 * i) for i in range(table.VectorLen(offset))]
 
 
-TENSOR_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 16, 16: 4}
-"""TFLite TensorType -> bytes per element, for the types whose buffers we can size."""
+TENSOR_TYPE_BITS: dict[int, tuple[str, int | None]] = {
+    0: ("FLOAT32", 32), 1: ("FLOAT16", 16), 2: ("INT32", 32), 3: ("UINT8", 8),
+    4: ("INT64", 64), 5: ("STRING", None), 6: ("BOOL", 8), 7: ("INT16", 16),
+    8: ("COMPLEX64", 64), 9: ("INT8", 8), 10: ("FLOAT64", 64), 11: ("COMPLEX128", 128),
+    12: ("UINT64", 64), 13: ("RESOURCE", None), 14: ("VARIANT", None), 15: ("UINT32", 32),
+    16: ("UINT16", 16), 17: ("INT4", 4), 18: ("BFLOAT16", 16), 19: ("INT2", 2),
+    20: ("UINT4", 4), 21: ("FLOAT8_E4M3FN", 8), 22: ("FLOAT8_E5M2", 8),
+}  # fmt: skip
+"""Every ``TensorType`` of the TFLite schema (LiteRT's ``schema.fbs``, up to FLOAT8_E5M2 = 22):
+value -> (name, bits per element). None: the buffer's size does not follow from the shape
+(STRING holds a table of offsets and bytes; RESOURCE and VARIANT hold handles). Sub-byte types
+(INT4, UINT4, INT2) are stored packed, several to a byte, the last byte padded. BOOL takes one
+byte. A type newer than this table is left to LiteRT, which refuses what it does not know."""
+
+
+def constant_buffer_bytes(tensor_type: int, elements: int) -> int | None:
+    """The bytes a dense constant of ``elements`` values of ``tensor_type`` occupies in the
+    file, or None where that does not follow from the type and shape."""
+    bits = TENSOR_TYPE_BITS.get(tensor_type, (None, None))[1]
+    return None if bits is None else (elements * bits + 7) // 8
 
 
 OPERATOR_ARITY = {
@@ -352,16 +370,19 @@ def structure_problem(model: bytes) -> str | None:
                 if not -1 <= index < len(tensors):
                     return f"operator {op_number} names tensor {index} of {len(tensors)}"
         for tensor_number, tensor in enumerate(tensors):
+            # Tensor: shape 0, type 1, buffer 2, sparsity 6
             buffer_index = _scalar(tensor, 2, N.Uint32Flags)
             if buffer_index >= len(buffers):
                 return f"tensor {tensor_number} names buffer {buffer_index} of {len(buffers)}"
             data = _field(buffers[buffer_index], 0)
             length = buffers[buffer_index].VectorLen(data) if data else 0
-            size = TENSOR_TYPE_BYTES.get(_scalar(tensor, 1, N.Int8Flags))
-            if length and size:
-                needed = size * int(np.prod([max(d, 0) for d in _ints(tensor, 0)], dtype=np.int64))
-                if length != needed:  # shorter: kernels read past it; longer: a wrong shape
-                    return f"tensor {tensor_number} needs {needed} bytes, its buffer holds {length}"
+            if not length or _field(tensor, 6):  # not a constant, or sparse (only its values)
+                continue
+            elements = int(np.prod([max(d, 0) for d in _ints(tensor, 0)], dtype=np.int64))
+            needed = constant_buffer_bytes(_scalar(tensor, 1, N.Int8Flags), elements)
+            if needed is not None and length != needed:
+                # shorter: kernels read past it; longer: a shape that is not the data's
+                return f"tensor {tensor_number} needs {needed} bytes, its buffer holds {length}"
     return None
 
 

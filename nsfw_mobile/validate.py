@@ -130,12 +130,13 @@ def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> 
     """One candidate's result; a candidate that raises is an ``error``, never the end of the run."""
     result = CandidateResult(path=str(path), format=fmt.key if fmt else "unknown", status="pass")
     try:
-        runner = open_runner(path, num_threads=num_threads)
-        fmt = fmt or format_of(path)
-        result.format = fmt.key
-        result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
-        check_structure(reference_runner, runner)
-        probabilities = runner.predict(batch.pixels)
+        with open_runner(path, num_threads=num_threads) as runner:
+            fmt = fmt or format_of(path)
+            result.format = fmt.key
+            result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
+            check_structure(reference_runner, runner)
+            probabilities = runner.predict(batch.pixels)
+            labels = runner.labels
     except LabelMismatchError as exc:
         result.status, result.failures = "mismatch", [str(exc)]
         return result
@@ -157,7 +158,7 @@ def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> 
                 str(batch.paths[index]),
                 float(per_image[index]),
                 reference_runner.labels[int(reference_probs[index].argmax())],
-                runner.labels[int(probabilities[index].argmax())],
+                labels[int(probabilities[index].argmax())],
             )
         )
     return result
@@ -181,8 +182,15 @@ def validate(
     if len(keys) == 1:
         keys = keys * len(candidates)
     formats = [by_key(k) for k in keys]  # a mistyped --format is a usage error, at once
-    # A Runner may be passed in by callers that already loaded the reference (release).
-    reference_runner = reference if isinstance(reference, Runner) else open_runner(reference)
+    # A Runner may be passed in by callers that already loaded the reference (release);
+    # they close it. One opened here is closed here.
+    if isinstance(reference, Runner):
+        return _validate(candidates, reference, images, formats, num_threads, on_candidate)
+    with open_runner(reference) as reference_runner:
+        return _validate(candidates, reference_runner, images, formats, num_threads, on_candidate)
+
+
+def _validate(candidates, reference_runner, images, formats, num_threads, on_candidate):
     source = images or sample_images()
     batch = load_images(source, reference_runner.input_size)
     if len(batch.paths) == 0:
@@ -204,7 +212,7 @@ def validate(
         if on_candidate:
             on_candidate(result)
     return ValidationReport(
-        reference=getattr(reference_runner, "name", str(reference)),
+        reference=reference_runner.name,
         images=len(batch.paths),
         image_source=", ".join(map(str, source)) if images else "shipped sample images",
         unreadable=[str(e) for e in batch.errors],

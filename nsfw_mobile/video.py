@@ -167,24 +167,37 @@ def _import_av(path):
     return av
 
 
+MAX_TOP_LEVEL_BOXES = 10_000
+"""Top-level ISO boxes read while looking for the index; real files have a handful (a
+fragmented MP4 one pair per fragment, after its moov)."""
+
+
 def _mp4_without_index(path: Path) -> bool:
     """An ISO media file (ftyp first) whose top-level boxes hold no moov (the index): the
-    tail of the file is missing. FFmpeg only logs this, its error says "invalid data"."""
+    tail of the file is missing. FFmpeg only logs this, its error says "invalid data".
+    Reads the 16-byte box headers only, seeking over the boxes' contents: a 4 GB upload
+    costs a few reads, not 4 GB of memory."""
     with open(path, "rb") as handle:
-        data = handle.read()
-    if data[4:8] != b"ftyp":
-        return False
-    offset = 0
-    while offset + 8 <= len(data):
-        size, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
-        if kind == b"moov":
-            return False
-        if size == 1 and offset + 16 <= len(data):  # 64-bit size
-            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
-        if size < 8:
-            break
-        offset += size
-    return True
+        end = handle.seek(0, os.SEEK_END)
+        offset = 0
+        for _ in range(MAX_TOP_LEVEL_BOXES):
+            if offset + 8 > end:
+                return True
+            handle.seek(offset)
+            header = handle.read(16)
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if offset == 0 and kind != b"ftyp":
+                return False
+            if kind == b"moov":
+                return False
+            if size == 1 and len(header) == 16:  # 64-bit size
+                size = int.from_bytes(header[8:16], "big")
+            elif size == 0:  # the box runs to the end of the file
+                return True
+            if size < 8:
+                return True
+            offset += size
+    return False  # too many boxes to be a plain MP4: say nothing about an index
 
 
 def _open_container(av, path: Path):
@@ -246,9 +259,12 @@ def _pyav_frames(path: Path, size, every: float, keyframes: bool, state: _Stream
 
         def decoded() -> Iterator[tuple[float, object]]:
             last = None
+            reached = 0.0  # the furthest packet time demuxed: keyframes alone stop short of it
             rate = float(stream.average_rate or 25)
             try:
                 for packet in container.demux(stream):
+                    if packet.pts is not None and packet.time_base is not None:
+                        reached = max(reached, float(packet.pts * packet.time_base) - start)
                     try:
                         frames = packet.decode()
                     except av.error.FFmpegError as exc:
@@ -263,10 +279,11 @@ def _pyav_frames(path: Path, size, every: float, keyframes: bool, state: _Stream
             except av.error.FFmpegError as exc:
                 state.complete = False
                 state.warnings.append(f"stream ends early at {last or 0:.2f} s ({exc})")
-            if state.duration_s and last is not None and last < state.duration_s - 2 / rate - 1:
+            end = max(reached, last or 0.0)
+            if state.duration_s and last is not None and end < state.duration_s - 2 / rate - 1:
                 state.complete = False
                 state.warnings.append(
-                    f"stream ends at {last:.2f} s of {state.duration_s:.2f} s: cut or truncated"
+                    f"stream ends at {end:.2f} s of {state.duration_s:.2f} s: cut or truncated"
                 )
 
         if keyframes:
@@ -468,8 +485,11 @@ def classify_video(
     if not times:
         raise VideoError(path, "no frame decodes", "corrupt")
     if keyframes and len(times) < 2 and (state.duration_s or 0) > 2 * every:
-        state.warnings.append("one keyframe for the whole clip: sampled every second instead")
-        return classify_video(runner, path, every=every, rule=rule, batch_size=batch_size)
+        fallback = classify_video(runner, path, every=every, rule=rule, batch_size=batch_size)
+        fallback.warnings.insert(
+            0, f"one keyframe for the whole clip: sampled every {every:g} s instead"
+        )
+        return fallback
     probabilities = np.repeat(np.concatenate(rows), repeats, axis=0)
     scores = runner.contract.nsfw_score(probabilities)
     scores = np.zeros(len(times)) if scores is None else np.asarray(scores, np.float64)

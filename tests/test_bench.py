@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from processes import child_processes
 
 from nsfw_mobile.bench import bench
 from nsfw_mobile.cli import main
+from nsfw_mobile.errors import BenchmarkError
+from nsfw_mobile.formats import PRETRAINED_TFLITE
 
 
 def test_bench_tiny_tflite(tiny_artifacts):
@@ -41,4 +47,43 @@ def test_bench_cli_json_and_usage(tiny_artifacts, tmp_path):
     (row,) = json.loads(result.stdout)["results"]
     assert row["engine"] == "litert" and row["threads"] == 1
     assert "| `nsfw_int8.tflite` | litert | 1 |" in (tmp_path / "bench.md").read_text()
-    assert CliRunner().invoke(main, ["bench", path, "--threads", "x"]).exit_code == 2
+    assert CliRunner().invoke(main, ["bench", path, "--thread-counts", "x"]).exit_code == 2
+
+
+def test_children_already_started_are_closed_when_a_later_one_fails(tmp_path):
+    bogus = tmp_path / "broken.tflite"
+    bogus.write_bytes(b"TFL3" + bytes(200))
+    before = child_processes()
+    with pytest.raises(BenchmarkError, match="broken.tflite"):
+        bench([str(PRETRAINED_TFLITE), str(bogus)], min_runs=1, min_seconds=0)
+    assert child_processes() - before == set(), "a benchmark child was left running"
+
+
+def test_a_release_folder_is_benchmarked_through_its_manifest(tmp_path):
+    """`bench models/`, the README's example: manifest.json is no TF.js model, and only the
+    files the manifest marks releasable are measured."""
+    from nsfw_mobile.release import expand_model_arguments, read_manifest
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    manifest = read_manifest(models)
+    releasable = [str(models / e["file"]) for e in manifest["files"] if e["releasable"]]
+    assert expand_model_arguments([models]) == releasable and releasable
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    kept = {"nsfw_int8.tflite": True, "nsfw_dynamic.tflite": False}
+    for name in kept:
+        shutil.copy(models / name, folder / name)
+    manifest["files"] = [
+        {**e, "releasable": kept[e["file"]]} for e in manifest["files"] if e["file"] in kept
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(
+        main, ["bench", str(folder), "--runs", "1", "--seconds", "0", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    assert [Path(r["path"]).name for r in rows] == ["nsfw_int8.tflite"]
+    table = CliRunner().invoke(main, ["bench", str(folder), "--runs", "1", "--seconds", "0"])
+    assert table.exit_code == 0, table.output
+    assert "not releasable: nsfw_dynamic.tflite" in table.stderr

@@ -203,7 +203,7 @@ def test_predict_and_convert_print_only_the_toolkits_lines(tiny_model_path, tmp_
     assert all(TOOLKIT_LINE.match(line) for line in predicted.stderr.splitlines())
     converted = _cli(
         "convert", tiny_model_path, "--to", "mlpackage-int8", "--to", "tflite-int8",
-        "--out", tmp_path, "--json",
+        "--out", tmp_path,
     )  # fmt: skip
     assert converted.returncode == 0, converted.stderr
     lines = converted.stderr.splitlines()

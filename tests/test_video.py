@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -201,6 +202,13 @@ def test_animated_gif_and_webp_use_each_frames_duration(runner, pictures, tmp_pa
     assert abs(segment["start_ms"] - 1500) <= 1000 and abs(segment["end_ms"] - 3500) <= 1000
 
 
+def test_keyframes_of_a_whole_clip_are_not_taken_for_a_cut(runner, pictures, tmp_path):
+    """The last keyframe is at 3 s of 8: the packets after it say the clip is whole."""
+    write_clip(tmp_path / "sparse.mp4", placed_stretch_frames(pictures), keyframe_every=1000)
+    result = classify_video(runner, tmp_path / "sparse.mp4", keyframes=True)
+    assert result.complete and result.warnings == [], result.warnings
+
+
 @pytest.mark.parametrize(
     "name, kind",
     [
@@ -271,3 +279,115 @@ def test_predict_answers_every_clip_and_bad_file(clips, tmp_path):
     keyframes = CliRunner().invoke(main, ["predict", str(clips / "placed.mp4"), "--keyframes"])
     assert keyframes.exit_code == 0 and "FLAGGED" in keyframes.stdout
     assert "3.0-" in keyframes.stdout
+
+
+def test_a_large_corrupt_mp4_is_judged_from_its_box_headers(runner, tmp_path):
+    """An upload cut before its index: the check for the index reads the 16-byte box
+    headers, not the file (a 4 GB upload must not mean 4 GB of memory)."""
+    import tracemalloc
+
+    path = tmp_path / "upload.mp4"
+    size = 256 << 20
+    with open(path, "wb") as handle:
+        handle.write((24).to_bytes(4, "big") + b"ftypisom" + bytes(4) + b"isommp41")
+        handle.write((1).to_bytes(4, "big") + b"mdat" + (1 << 32).to_bytes(8, "big"))
+        handle.truncate(size)  # sparse: the mdat claims 4 GB, the file ends at 256 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(VideoError) as caught:
+            classify_video(runner, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.kind == "corrupt" and "moov" in caught.value.reason
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MB held for a {size >> 20} MB file"
+
+
+def test_one_keyframe_fallback_keeps_its_warning(runner, pictures, tmp_path):
+    still = [pictures[0][0]] * 80  # 8 s of one picture: the encoder adds no keyframe
+    write_clip(tmp_path / "long_gop.mp4", still, keyframe_every=1000)
+    result = classify_video(runner, tmp_path / "long_gop.mp4", keyframes=True)
+    assert len(result.timeline) == 8 and result.sampling == "every 1 s"
+    assert result.complete
+    assert result.warnings == ["one keyframe for the whole clip: sampled every 1 s instead"]
+    shown = CliRunner().invoke(main, ["predict", str(tmp_path / "long_gop.mp4"), "--keyframes"])
+    assert shown.exit_code == 0, shown.output
+    assert "one keyframe for the whole clip" in shown.stderr
+
+
+@pytest.fixture(scope="module")
+def same_named_clips(tmp_path_factory, pictures):
+    """a/clip.mp4 with the flagged stretch, b/clip.mp4 without it."""
+    folder = tmp_path_factory.mktemp("same_named")
+    (folder / "a").mkdir()
+    (folder / "b").mkdir()
+    write_clip(folder / "a" / "clip.mp4", placed_stretch_frames(pictures))
+    neutral = [pictures[0][i % 3] for i in range(40)]
+    write_clip(folder / "b" / "clip.mp4", neutral)
+    return folder
+
+
+def test_plots_of_clips_with_the_same_name_are_kept_apart(same_named_clips, tmp_path):
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(
+        main, ["predict", str(same_named_clips), "--json", "--timeline-plot", str(plots)]
+    )
+    assert result.exit_code == 0, result.output
+    written = {d["path"]: d["timeline_plot"] for d in map(json.loads, result.stdout.splitlines())}
+    assert sorted(written.values()) == [
+        str(plots / "a" / "clip.mp4.png"),
+        str(plots / "b" / "clip.mp4.png"),
+    ]
+    pixels = [np.asarray(Image.open(path)) for path in sorted(written.values())]
+    assert pixels[0].shape == pixels[1].shape and (pixels[0] != pixels[1]).any()
+
+
+def test_timeline_plot_takes_a_png_name_for_one_clip_and_a_folder_otherwise(
+    same_named_clips, tmp_path
+):
+    one = tmp_path / "plot.png"
+    single = CliRunner().invoke(
+        main, ["predict", str(same_named_clips / "a" / "clip.mp4"), "--timeline-plot", str(one)]
+    )
+    assert single.exit_code == 0, single.output
+    assert one.is_file() and Image.open(one).format == "PNG"
+    for target, message in (
+        ("plot.png", "names one PNG and there are 2 clips: give a folder instead"),
+        ("plot.jpg", "give a folder name without a suffix"),
+    ):
+        refused = CliRunner().invoke(
+            main, ["predict", str(same_named_clips), "--timeline-plot", str(tmp_path / target)]
+        )
+        assert refused.exit_code == 2 and message in refused.stderr, refused.output
+        assert refused.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
+def test_missing_matplotlib_is_reported_before_any_work(clips, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    result = CliRunner().invoke(
+        main, ["predict", str(clips), "--timeline-plot", str(tmp_path / "plots")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--timeline-plot needs matplotlib" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "plots").exists()
+
+
+def test_timeline_steps_between_samples_and_its_legend_hides_none(runner, clips):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from nsfw_mobile.video_plot import timeline_figure
+
+    rule = SegmentRule(0.5)
+    result = classify_video(runner, clips / "placed.mp4", rule=rule)
+    figure = timeline_figure(result, rule)
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    (axes,) = figure.axes
+    (score,) = [line for line in axes.get_lines() if line.get_label() == "nsfw score"]
+    assert score.get_drawstyle() == "steps-post"
+    samples = [line for line in axes.get_lines() if line.get_marker() == "."]
+    assert list(samples[0].get_xdata()) == [e["t_ms"] / 1000 for e in result.timeline]
+    legend = axes.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(axes.get_window_extent(renderer))

@@ -4,11 +4,19 @@ Exit codes (the same for every command):
 
 * 0: success
 * 1: error (bad model file, failed conversion, disk full, ...)
-* 2: usage error (bad option or combination)
+* 2: usage error (bad option or combination, an option that does not apply to what was
+  chosen, or a path that does not exist: every command, arguments and options alike)
 * 3: predict: some input files could not be read (the others were classified)
 * 4: validate / release: a candidate model failed validation
 * 5: predict --fail-on-flagged: some file scored above --threshold
 * 130: interrupted (Ctrl-C); 143: terminated (SIGTERM)
+* 141: stdout was closed by its reader (``nsfw-mobile predict dir | head -1``): the command
+  stops quietly, as a shell reports a command ended by SIGPIPE
+
+Conventions: ``--threads N`` is always the number of threads each model's engine uses;
+``--json`` puts the result on stdout and keeps stderr to warnings, notes and errors
+(progress lines are shown only without it); ``-v/--verbose`` goes before or after the
+command name.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from . import models as model_commands
 from . import predict as predict_commands
 from . import train as train_commands
 from .common import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_FLAGGED,
     EXIT_INTERRUPTED,
@@ -35,6 +44,7 @@ from .common import (
 )
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_ERROR",
     "EXIT_FLAGGED",
     "EXIT_INTERRUPTED",
@@ -46,9 +56,17 @@ __all__ = [
 ]
 
 
-def _verbosity(ctx: click.Context, param, verbose: bool) -> bool:
-    ctx.with_resource(cli_output(verbose))
-    return verbose
+VERBOSE_HELP = "Also show what TensorFlow, coremltools and LiteRT print (hidden by default)."
+
+
+def _remember_verbose(ctx: click.Context, param, verbose: bool) -> None:
+    """-v before the command name: kept for the command (ctx.meta is shared down the chain)."""
+    if verbose:
+        ctx.meta["nsfw_mobile.verbose"] = True
+
+
+def _verbosity(ctx: click.Context, param, verbose: bool) -> None:
+    ctx.with_resource(cli_output(verbose or ctx.meta.get("nsfw_mobile.verbose", False)))
 
 
 VERBOSE = click.Option(
@@ -57,7 +75,7 @@ VERBOSE = click.Option(
     expose_value=False,
     is_eager=True,
     callback=_verbosity,
-    help="Also show what TensorFlow, coremltools and LiteRT print (hidden by default).",
+    help=VERBOSE_HELP,
 )
 
 
@@ -74,13 +92,22 @@ class ToolkitGroup(click.Group):
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nsfw-mobile")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_remember_verbose,
+    help=VERBOSE_HELP,
+)
 @click.pass_context
 def main(ctx):
     """NSFW image classifier (Neutral / Porn / Sexy) for phones: classify, convert,
     validate and benchmark Core ML and TFLite models.
 
-    Every command prints only its own lines; --verbose adds what the libraries
-    underneath print.
+    Every command prints only its own lines; -v/--verbose (before or after the
+    command name) adds what the libraries underneath print.
 
     \b
     Examples:

@@ -10,7 +10,11 @@ import click
 
 from ..errors import UsageError
 from .common import (
+    CONTRACT_FLAGS,
     EXIT_VALIDATION_FAILED,
+    MODEL_PATH,
+    ExistingPath,
+    Progress,
     calibration_option,
     contract_changes,
     contract_options,
@@ -18,11 +22,13 @@ from .common import (
     images_option,
     json_option,
     out_dir_option,
+    refuse_given,
     report_option,
     thread_counts,
     threads_option,
     write_text_atomically,
 )
+from .convert import choose_formats, format_options
 
 
 def runs_options(runs: int, seconds: float):
@@ -45,41 +51,70 @@ def runs_options(runs: int, seconds: float):
     return decorate
 
 
+def thread_options(command):
+    """--threads N (one engine thread count) or --thread-counts 1,2 (each in turn)."""
+    command = click.option(
+        "--thread-counts",
+        "thread_counts_text",
+        default=None,
+        help="Comma-separated engine thread counts to measure in turn, e.g. 1,2 "
+        "(default: --threads, else 1). Engines without a thread setting (TF.js) are "
+        "measured once, at 1 thread.",
+    )(command)
+    return threads_option(
+        "Threads each model's engine uses while it is measured (default 1).",
+        several_hint=": to measure several counts, use --thread-counts 1,2",
+    )(command)
+
+
+def chosen_thread_counts(threads: int | None, text: str | None) -> tuple[int, ...]:
+    if threads is not None and text is not None:
+        raise UsageError("--threads and --thread-counts: give one (--thread-counts 1,2 or more)")
+    if text is not None:
+        return thread_counts(text)
+    return (threads or 1,)
+
+
 @click.command("bench")
-@click.argument("artifacts", nargs=-1, required=True)
-@threads_option("Comma-separated thread counts, e.g. 1,2.", counts=True)
+@click.argument("artifacts", nargs=-1, required=True, type=MODEL_PATH)
+@thread_options
 @runs_options(50, 2.0)
-@json_option("Print the report as JSON.")
+@json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown table to this file.")
-def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
+def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json, report_path):
     """Measure batch-1 latency (median, p90, p99, mean, std), load time, peak
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
-    interleaved in rounds. ARTIFACTS are .tflite and .keras files (Core ML on
-    macOS only), a folder (every model file in it), or 'pretrained'.
+    interleaved in rounds. ARTIFACTS are model files (.tflite, .keras, TF.js
+    folders; Core ML on macOS only), 'pretrained', a folder (every model file in
+    it), or a release folder (the files its manifest marks releasable).
 
     \b
     Examples:
-      nsfw-mobile bench models/ --threads 1,2
+      nsfw-mobile bench models/ --thread-counts 1,2
+      nsfw-mobile bench dist/nsfw_int8.tflite --threads 2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
     from ..bench import bench, render_markdown, render_table
-    from ..formats import expand_model_paths
+    from ..release import expand_model_arguments
 
-    counts = thread_counts(threads)
+    counts = chosen_thread_counts(threads, thread_counts_text)
+    progress = Progress(quiet=as_json)
 
-    def progress(result):
-        if not as_json:
-            name = Path(result.path).name
-            click.echo(f"  {name} x{result.threads}: {result.median_ms:.2f} ms", err=True)
+    def excluded(folder, names):
+        progress.line(f"note: {folder}: not benchmarked, not releasable: {', '.join(names)}")
+
+    def measured(result):
+        name = Path(result.path).name
+        progress.line(f"  {name} x{result.threads}: {result.median_ms:.2f} ms")
 
     report = bench(
-        expand_model_paths(artifacts),
+        expand_model_arguments(artifacts, on_excluded=excluded),
         threads=counts,
         min_runs=runs,
         min_seconds=seconds,
-        on_result=progress,
+        on_result=measured,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
     if report_path:
@@ -89,7 +124,17 @@ def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
 def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
     from .. import release as releases
 
-    problems, notes = releases.check(check_dir, reference=reference, images=images)
+    progress = Progress(quiet=as_json)
+    try:
+        problems, notes = releases.check(
+            check_dir,
+            reference=reference,
+            images=images,
+            log=progress.line,
+            progress=progress.advance,
+        )
+    finally:
+        progress.close()
     if as_json:
         echo_json(
             {"folder": str(check_dir), "passed": not problems, "problems": problems, "notes": notes}
@@ -104,36 +149,55 @@ def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
         click.echo(f"{check_dir}: every file matches its checksum and passes validation")
 
 
+MAKING_OPTIONS = {
+    "targets": "--to",
+    "quantize": "--quantize",
+    "precision": "--precision",
+    "io_type": "--io",
+    "calibration": "--calibration",
+    "threads": "--threads",
+    "thread_counts_text": "--thread-counts",
+    "runs": "--runs",
+    "seconds": "--seconds",
+    **CONTRACT_FLAGS,
+}
+"""Options of making a release, which --check (verifying one) does not take."""
+
+
 @click.command("release")
-@click.argument("model", required=False, default=None)
+@click.argument("model", required=False, default=None, type=MODEL_PATH)
 @out_dir_option("Release folder to write.", default=None)
 @click.option(
     "--check",
     "check_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=ExistingPath(file_okay=False),
     default=None,
     help="Re-verify an existing release folder against its manifest.",
 )
 @click.option(
     "--reference",
-    type=click.Path(exists=True, path_type=Path),
+    type=MODEL_PATH,
     default=None,
     help="With --check: the model the release was made from (default: the pretrained model, "
     "when the manifest names it).",
 )
+@format_options(required=False, all_help="Default: every format.")
 @calibration_option("Folder of representative images for full-integer TFLite.")
 @images_option("Validation images (default: the shipped sample images).")
-@threads_option("Benchmark thread counts, e.g. 1,2.", counts=True)
+@thread_options
 @runs_options(30, 1.0)
 @contract_options
-@json_option("Print the manifest (or the check) as JSON.")
+@json_option("Print the manifest (or the check) as JSON (and no progress lines on stderr).")
+@click.pass_context
 def release_command(
-    model, out_dir, check_dir, reference, calibration, image_paths, threads, runs, seconds,
+    ctx, model, out_dir, check_dir, reference, targets, quantize, precision, io_type,
+    calibration, image_paths, threads, thread_counts_text, runs, seconds,
     name, model_version, author, license_, description, as_json,
 ):  # fmt: skip
-    """Convert MODEL (default: the pretrained model) to every format, validate
-    each against it, benchmark each, and write the artefacts with labels.txt,
-    manifest.json, MODEL_CARD.md and REPORT.md.
+    """Convert MODEL (default: the pretrained model) to every format (or those of
+    --to), validate each against it, benchmark each, and write the artefacts with
+    labels.txt, manifest.json, MODEL_CARD.md and REPORT.md. Each stage and each
+    file is reported on stderr as it completes.
 
     Exit code 4 when an artefact fails to convert or validate (the manifest is
     written all the same and marks it not releasable). --check DIR re-verifies
@@ -143,36 +207,48 @@ def release_command(
     \b
     Examples:
       nsfw-mobile release --out dist/
+      nsfw-mobile release --out web/ --to tfjs-float16 --to tfjs-uint8
       nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
       nsfw-mobile release runs/acme/best.keras --out dist/ --name acme --model-version 2.1
       nsfw-mobile release --check models/
       nsfw-mobile release --check dist/ --reference runs/acme/best.keras
     """
     from .. import release as releases
+    from ..formats import check_options
 
     images = list(image_paths) or None
     if (out_dir is None) == (check_dir is None):
         raise UsageError("give either --out DIR (make a release) or --check DIR (verify one)")
-    changes = contract_changes(name, model_version, author, license_, description)
     if check_dir is not None:
-        if model or calibration or any(v is not None for v in changes.values()):
-            raise UsageError("--check verifies a folder: drop MODEL, --calibration and --name etc.")
+        if model is not None:
+            raise UsageError("--check verifies a folder: drop MODEL (use --reference)")
+        refuse_given(ctx, MAKING_OPTIONS, "options of making a release, not of checking one")
         _check_release(check_dir, reference, images, as_json)
         return
     if reference is not None:
         raise UsageError("--reference applies to --check; a new release's reference is MODEL")
-    manifest = releases.release(
-        model,
-        out_dir,
-        calibration=calibration,
-        images=images,
-        bench_threads=thread_counts(threads),
-        bench_runs=runs,
-        bench_seconds=seconds,
-        name=name,
-        contract={k: v for k, v in changes.items() if k != "name"},
-        log=lambda line: click.echo(line, err=True),
-    )
+    chosen = choose_formats(targets or ("all",), quantize, precision)
+    check_options(chosen, io_type=io_type, calibration=calibration)
+    changes = contract_changes(name, model_version, author, license_, description)
+    progress = Progress(quiet=as_json)
+    try:
+        manifest = releases.release(
+            model,
+            out_dir,
+            formats=chosen,
+            calibration=calibration,
+            io_type=io_type,
+            images=images,
+            bench_threads=chosen_thread_counts(threads, thread_counts_text),
+            bench_runs=runs,
+            bench_seconds=seconds,
+            name=name,
+            contract={k: v for k, v in changes.items() if k != "name"},
+            log=progress.line,
+            progress=progress.advance,
+        )
+    finally:
+        progress.close()
     if as_json:
         echo_json(manifest)
         return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import NsfwMobileError, UsageError, ValidationFailed
+from ..formats import PRETRAINED
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -17,6 +20,8 @@ EXIT_UNREADABLE = 3
 EXIT_VALIDATION_FAILED = 4
 EXIT_FLAGGED = 5
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, as a shell reports a command whose reader went away (``| head -1``)."""
 EXIT_TERMINATED = 143
 
 # Modules of the `full` extra: commands that need them say how to install them.
@@ -45,6 +50,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``| head -1``): end quietly. stdout now points at
+    /dev/null, so that Python's flush at exit does not report the broken pipe again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def run_with_exit_codes(invoke):
     """Run a command; library errors become one-line messages and documented exit codes."""
     try:
@@ -63,6 +78,8 @@ def run_with_exit_codes(invoke):
             "pip install 'nsfw-mobile[full]'",
             EXIT_ERROR,
         )
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         fail(f"Error: {exc.strerror or exc}{where}", EXIT_ERROR)
@@ -76,18 +93,108 @@ def echo_json(document) -> None:
     click.echo(json.dumps(document, sort_keys=False))
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set parameter ``name`` (on the command line or in the environment)
+    rather than leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+def refuse_given(ctx: click.Context, names: dict[str, str], reason: str) -> None:
+    """A usage error naming every option of ``names`` (parameter -> flag) the user set."""
+    chosen = [flag for name, flag in names.items() if given(ctx, name)]
+    if chosen:
+        raise UsageError(f"{', '.join(chosen)}: {reason}")
+
+
+def check_unsafe(model, unsafe: bool) -> None:
+    """--unsafe applies to .keras model files only (Lambda layers run Python code)."""
+    from ..formats import KERAS, file_type_of
+
+    if not unsafe:
+        return
+    if model is None or str(model) == PRETRAINED or file_type_of(model) is not KERAS:
+        raise UsageError(
+            f"--unsafe applies to .keras model files only (their Lambda layers run code); "
+            f"{model or PRETRAINED} is not one: drop --unsafe"
+        )
+
+
 def thread_counts(text: str) -> tuple[int, ...]:
-    """Parse a --threads value such as "1,2"."""
+    """Parse a --thread-counts value such as "1,2"."""
     try:
         counts = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise UsageError(f"--threads {text!r}: give comma-separated integers such as 1,2") from None
+        raise UsageError(
+            f"--thread-counts {text!r}: give comma-separated integers such as 1,2"
+        ) from None
     if not counts or min(counts) < 1:
-        raise UsageError(f"--threads {text!r}: give thread counts of 1 or more")
+        raise UsageError(f"--thread-counts {text!r}: give thread counts of 1 or more")
     return counts
 
 
+# ------------------------------------------------------------------ parameter types
+
+
+class ExistingPath(click.ParamType):
+    """A path that must exist, or one of ``words`` (such as 'pretrained'), returned as is.
+
+    A missing path is a usage error (exit 2) in every command, with the same message.
+    """
+
+    name = "path"
+
+    def __init__(self, *, words: tuple[str, ...] = (), file_okay=True, dir_okay=True):
+        self.words, self.file_okay, self.dir_okay = words, file_okay, dir_okay
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value in self.words:
+            return value
+        path = Path(value)
+        if not path.exists():
+            self.fail(f"{value}: no such file or folder", param, ctx)
+        if not self.dir_okay and path.is_dir():
+            self.fail(f"{value}: a folder, expected a file", param, ctx)
+        if not self.file_okay and not path.is_dir():
+            self.fail(f"{value}: a file, expected a folder", param, ctx)
+        return path
+
+
+MODEL_PATH = ExistingPath(words=(PRETRAINED,))
+"""A model file or folder that exists, or 'pretrained'."""
+
+
+class EngineThreads(click.IntRange):
+    """--threads N: threads each model's engine may use; one number."""
+
+    name = "n"
+
+    def __init__(self, several_hint: str = ""):
+        super().__init__(min=1)
+        self.several_hint = several_hint
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "," in value:
+            self.fail(f"{value!r}: --threads takes one number{self.several_hint}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 # ------------------------------------------------------------------ shared options
+
+
+def threads_option(help_text: str, *, several_hint: str = ""):
+    """--threads N: engine threads per model, the one meaning of --threads in every command."""
+    return click.option("--threads", type=EngineThreads(several_hint), default=None, help=help_text)
+
+
+def renamed_option(old: str, new: str, meaning: str):
+    """A hidden option for a name that meant something else here: refused, naming the new."""
+
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(f"{old} is now {new} ({meaning})", ctx)
+
+    return click.option(old, hidden=True, expose_value=False, callback=refuse)
 
 
 def json_option(help_text: str = "Print the result as JSON."):
@@ -108,7 +215,7 @@ def calibration_option(
     help_text: str = "Folder of representative images for full-integer TFLite (at least 20).",
 ):
     return click.option(
-        "--calibration", type=click.Path(path_type=Path), default=None, help=help_text
+        "--calibration", type=ExistingPath(file_okay=False), default=None, help=help_text
     )
 
 
@@ -116,26 +223,15 @@ def images_option(
     help_text: str = "Images or folders to compare on (default: the shipped sample images).",
 ):
     return click.option(
-        "--images",
-        "image_paths",
-        multiple=True,
-        type=click.Path(exists=True, path_type=Path),
-        help=help_text,
+        "--images", "image_paths", multiple=True, type=ExistingPath(), help=help_text
     )
-
-
-def threads_option(help_text: str, *, counts: bool = False):
-    """--threads N, or a comma-separated list of counts for benchmarks."""
-    if counts:
-        return click.option("--threads", default="1", show_default=True, help=help_text)
-    return click.option("--threads", type=click.IntRange(1), default=None, help=help_text)
 
 
 def unsafe_option():
     return click.option(
         "--unsafe",
         is_flag=True,
-        help="Allow .keras models with Lambda layers (runs their code).",
+        help="Allow .keras models with Lambda layers (runs their code; .keras files only).",
     )
 
 
@@ -156,6 +252,13 @@ CONTRACT_OPTIONS = (
     click.option("--license", "license_", default=None, help="Licence, such as Apache-2.0."),
     click.option("--description", default=None, help="One-line description of the model."),
 )
+CONTRACT_FLAGS = {
+    "name": "--name",
+    "model_version": "--model-version",
+    "author": "--author",
+    "license_": "--license",
+    "description": "--description",
+}
 
 
 def contract_options(command):
@@ -180,3 +283,45 @@ def write_text_atomically(path: Path, text: str) -> None:
 
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+# ------------------------------------------------------------------ progress
+
+
+class Progress:
+    """Progress of a long command on stderr: the library's lines (each stage, each file as
+    it completes) and, on a terminal, a bar for the stage under way. Silent when ``quiet``
+    (--json: stdout carries the document, stderr only warnings and errors)."""
+
+    def __init__(self, *, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.stage = None
+        self.on_terminal = not quiet and sys.stderr.isatty()
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            click.echo("\r\033[K", err=True, nl=False)  # the bar's line makes way
+        click.echo(text, err=True)
+        if self.bar is not None:
+            self.bar.render_progress()
+
+    def advance(self, stage: str, done: int, total: int) -> None:
+        """``done`` of ``total`` items of ``stage`` are finished."""
+        if not self.on_terminal or total <= 0:
+            return
+        if self.bar is None or self.stage != stage:
+            self.close()
+            self.stage = stage
+            self.bar = click.progressbar(length=total, label=stage, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar, self.stage = None, None

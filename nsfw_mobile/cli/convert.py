@@ -9,9 +9,13 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..formats import FORMATS, IO_TYPE, TARGETS
+from ..formats import FORMATS, IO_TYPE, PRECISIONS, QUANTIZATIONS, TARGETS, quantizations
 from .common import (
+    MODEL_PATH,
+    ExistingPath,
+    Progress,
     calibration_option,
+    check_unsafe,
     contract_changes,
     contract_options,
     echo_json,
@@ -21,22 +25,81 @@ from .common import (
 )
 
 FORMAT_KEYS = [f.key for f in FORMATS if f.key not in TARGETS]
+TO_CHOICES = [*TARGETS, *FORMAT_KEYS, "all"]
 
 
-def choose_formats(targets, quantize: str, precision: str | None):
-    """Registry rows for --to (targets or format keys), --quantize and --precision."""
+def choose_formats(targets, quantize: str | None, precision: str | None):
+    """Registry rows for --to (targets or format keys), --quantize and --precision.
+
+    --quantize and --precision pick among a target's formats; a format key names its own
+    quantization and precision, so with format keys alone they are refused, not ignored.
+    """
     from .. import formats as registry
 
     if "all" in targets:
-        if quantize != "none" or precision is not None:
+        if quantize not in (None, "none") or precision is not None:
             raise UsageError(
                 "--to all makes every quantization and precision: drop --quantize/--precision"
             )
         return list(registry.FORMATS)
+    chosen_targets = [t for t in targets if t in TARGETS]
+    if not chosen_targets:
+        for flag, value in (("--quantize", quantize), ("--precision", precision)):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} {value} applies to targets ({', '.join(TARGETS)}); "
+                    f"{', '.join(targets)} names its own: drop {flag}, or use --to TARGET "
+                    f"{flag} {value} (see `nsfw-mobile formats`)"
+                )
     return [
-        registry.select(t, quantize, precision) if t in TARGETS else registry.by_key(t)
+        registry.select(t, quantize or "none", precision) if t in TARGETS else registry.by_key(t)
         for t in dict.fromkeys(targets)
     ]
+
+
+def format_options(*, required: bool, all_help: str):
+    """--to, --quantize, --precision and --io: one meaning for convert and release."""
+    quantize_help = "; ".join(f"{t}: {'|'.join(quantizations(t))}" for t in TARGETS)
+
+    def decorate(command):
+        for option in reversed(
+            (
+                click.option(
+                    "--to",
+                    "targets",
+                    multiple=True,
+                    required=required,
+                    type=click.Choice(TO_CHOICES),
+                    help="Output: a target (mlmodel, mlpackage, tflite, tfjs; with --quantize "
+                    "and --precision) or a format key such as tflite-int8 (see `nsfw-mobile "
+                    f"formats`); repeat for several. {all_help}",
+                ),
+                click.option(
+                    "--quantize",
+                    type=click.Choice(QUANTIZATIONS),
+                    default=None,
+                    help=f"Quantization of the --to targets (default none): {quantize_help}.",
+                ),
+                click.option(
+                    "--precision",
+                    type=click.Choice(PRECISIONS),
+                    default=None,
+                    help="ML Program compute precision (--to mlpackage; default float16).",
+                ),
+                click.option(
+                    "--io",
+                    "io_type",
+                    type=click.Choice(IO_TYPE.choices),
+                    default=None,
+                    help="Input and output type of full-integer TFLite models "
+                    f"(default {IO_TYPE.default}; needs tflite-int8 among the formats).",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
@@ -49,45 +112,15 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 
 
 @click.command()
-@click.argument("model", required=False, default=None)
-@click.option(
-    "--to",
-    "targets",
-    multiple=True,
-    required=True,
-    type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
-    help="Output: a target (mlmodel, mlpackage, tflite, tfjs, with --quantize/--precision) or "
-    "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
-    "several. 'all': every format.",
-)
-@click.option(
-    "--quantize",
-    default="none",
-    show_default=True,
-    help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8. "
-    "tfjs: none|float16|uint8 (weight storage).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["float16", "float32"]),
-    default=None,
-    help="ML Program compute precision (--to mlpackage; default float16).",
-)
+@click.argument("model", required=False, default=None, type=MODEL_PATH)
+@format_options(required=True, all_help="'all': every format.")
 @out_dir_option("Output folder.", default=Path("dist"), show_default=True)
 @calibration_option()
-@click.option(
-    "--io",
-    "io_type",
-    type=click.Choice(IO_TYPE.choices),
-    default=IO_TYPE.default,
-    show_default=True,
-    help="Input and output type of full-integer TFLite models.",
-)
 @contract_options
-@json_option("Print a JSON summary on stdout.")
+@json_option("Print a JSON summary on stdout (and no progress lines on stderr).")
 @unsafe_option()
 def convert(
-    model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe,
+    model, targets, quantize, precision, io_type, out_dir, calibration, as_json, unsafe,
     name, model_version, author, license_, description,
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
@@ -99,6 +132,8 @@ def convert(
     leaves a file under its final name. Every file carries the model's
     contract: labels, NSFW labels and provenance, which the --name,
     --model-version, --author, --license and --description options override.
+    An option that none of the chosen formats takes (--quantize with format keys
+    only, --calibration or --io without tflite-int8) is refused before any work.
 
     \b
     Examples:
@@ -116,33 +151,37 @@ def convert(
 
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
+    check_unsafe(model, unsafe)
     for fmt in chosen:
         fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
     changes = contract_changes(name, model_version, author, license_, description)
     source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
+    progress = Progress(quiet=as_json)
 
     def on_start(index, fmt, out):
-        click.echo(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}", err=True)
+        progress.line(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}")
 
     def on_done(index, artifact):
-        click.echo(
-            f"    done in {artifact.seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB", err=True
-        )
+        progress.line(f"    done in {artifact.seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB")
         for note in artifact.notes:
-            click.echo(f"    note: {note}", err=True)
+            progress.line(f"    note: {note}")
+        progress.advance("converting", index + 1, len(chosen))
 
-    artifacts = convert_all(
-        source,
-        chosen,
-        out_dir,
-        calibration=calibration,
-        io_type=io_type,
-        on_start=on_start,
-        on_done=on_done,
-        command="nsfw-mobile convert " + " ".join(sys.argv[2:]),
-        name=name,
-    )
+    try:
+        artifacts = convert_all(
+            source,
+            chosen,
+            out_dir,
+            calibration=calibration,
+            io_type=io_type,
+            on_start=on_start,
+            on_done=on_done,
+            command="nsfw-mobile convert " + " ".join(sys.argv[2:]),
+            name=name,
+        )
+    finally:
+        progress.close()
     if as_json:
         echo_json(_summary(source, artifacts, out_dir, started))
         return
@@ -160,8 +199,12 @@ def list_formats(as_json, markdown):
     Examples:
       nsfw-mobile formats
       nsfw-mobile formats --json
+      nsfw-mobile formats --markdown
     """
     from ..formats import markdown_table
+
+    if as_json and markdown:
+        raise UsageError("--json and --markdown: choose one output")
 
     if as_json:
         echo_json(
@@ -193,7 +236,7 @@ def list_formats(as_json, markdown):
 
 
 @click.command("import-tfjs")
-@click.argument("model_json", type=click.Path(exists=True, path_type=Path))
+@click.argument("model_json", type=ExistingPath())
 @click.argument("out", type=click.Path(path_type=Path))
 def import_tfjs(model_json, out):
     """Convert a TF.js layers model (model.json + shards, or their folder) to a .keras

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
+from ..formats import FORMATS
 from .common import (
     EXIT_VALIDATION_FAILED,
+    MODEL_PATH,
+    ExistingPath,
     images_option,
     json_option,
     report_option,
@@ -19,10 +21,10 @@ from .common import (
 
 
 @click.command()
-@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("candidates", nargs=-1, required=True, type=ExistingPath())
 @click.option(
     "--reference",
-    type=click.Path(exists=True, path_type=Path),
+    type=MODEL_PATH,
     default=None,
     help="Reference model (.keras or TF.js model.json; default: the pretrained model).",
 )
@@ -31,10 +33,12 @@ from .common import (
     "--format",
     "format_keys",
     multiple=True,
-    help="Format key(s) for artefacts without nsfw-mobile metadata (see `nsfw-mobile formats`).",
+    type=click.Choice([f.key for f in FORMATS]),
+    help="Format key(s) for artefacts without nsfw-mobile metadata: one for all candidates "
+    "or one per candidate (see `nsfw-mobile formats`).",
 )
-@threads_option("TFLite threads.")
-@json_option("Print the report as JSON.")
+@threads_option("Threads LiteRT uses for each TFLite candidate (TFLite candidates only).")
+@json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown report to this file.")
 def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
     """Check that converted models agree with the reference model.
@@ -51,13 +55,16 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
       nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
     """
-    from ..errors import ModelFileError
+    from ..errors import UsageError
+    from ..formats import TFLITE, file_type_of, is_model_path
     from ..validate import render_json, render_markdown, render_table
     from ..validate import validate as run_validation
 
-    missing = [str(p) for p in candidates if not Path(p).exists()]
-    if missing:
-        raise ModelFileError(f"no such file: {', '.join(missing)}")
+    tflite = [c for c in candidates if is_model_path(c) and file_type_of(c) is TFLITE]
+    if threads is not None and not tflite:
+        raise UsageError(
+            "--threads sets LiteRT's threads and no candidate is a .tflite file: drop --threads"
+        )
 
     def progress(result):
         if not as_json:
@@ -81,7 +88,7 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=ExistingPath())
 @json_option("Print the description as JSON.")
 def inspect(path, as_json):
     """Describe a model file: format, inputs (shape, dtype, quantization,

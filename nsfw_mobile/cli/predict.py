@@ -11,23 +11,42 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .common import EXIT_FLAGGED, EXIT_UNREADABLE, echo_json, threads_option, unsafe_option
+from .common import (
+    EXIT_FLAGGED,
+    EXIT_UNREADABLE,
+    MODEL_PATH,
+    ExistingPath,
+    check_unsafe,
+    echo_json,
+    given,
+    renamed_option,
+    unsafe_option,
+)
+
+VIDEO_OPTIONS = {
+    "every": "--every",
+    "keyframes": "--keyframes",
+    "min_segment": "--min-segment",
+    "timeline_plot": "--timeline-plot",
+}
 
 
-def open_model(model_path: Path | None, *, threads: int | None, unsafe: bool):
-    """The runner for --model: a model file, a release folder (its fastest model), or by
-    default the pretrained model as the float32 TFLite file the package ships."""
+def model_file(model_path: Path | str | None) -> Path | str:
+    """The file --model names: a model file, a release folder's fastest validated model,
+    or by default the pretrained model as the float32 TFLite file the package ships."""
     from ..formats import PRETRAINED_TFLITE
-    from ..runtime import open_runner
 
     if model_path is None:
-        model_path = PRETRAINED_TFLITE
-    elif (model_path / "manifest.json").is_file():
-        from ..release import fastest_artifact
+        return PRETRAINED_TFLITE
+    if not Path(model_path).is_dir():
+        return model_path
+    from ..release import fastest_artifact, is_release_folder
 
-        model_path = fastest_artifact(model_path)
-        click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
-    return open_runner(model_path, num_threads=threads, allow_unsafe=unsafe)
+    if is_release_folder(model_path):
+        chosen = fastest_artifact(model_path)
+        click.echo(f"using {chosen.name}, the fastest validated model of the release", err=True)
+        return chosen
+    return model_path
 
 
 def _table_line(prediction, labels, flagged: bool) -> str:
@@ -90,8 +109,9 @@ class _Output:
                  prediction.error or "", prediction.kind or ""]
             )  # fmt: skip
 
-    def write_video(self, result, *, threshold: float) -> None:
-        """One line (or JSON object) per clip: its verdict, segments and, in JSON, timeline."""
+    def write_video(self, result, *, threshold: float, plot: Path | None = None) -> None:
+        """One line (or JSON object) per clip: its verdict, segments and, in JSON, timeline
+        (and where its plot went)."""
         verdict = result.verdict
         self.by_label[verdict["label"]] += 1
         flagged = verdict["flagged"]
@@ -99,7 +119,10 @@ class _Output:
         if self.only_flagged and not flagged:
             return
         if self.fmt == "json":
-            echo_json(result.to_dict())
+            document = result.to_dict()
+            if plot is not None:
+                document["timeline_plot"] = str(plot)
+            echo_json(document)
         elif self.fmt == "csv":
             self.csv.writerow([result.path, verdict["label"], *("" for _ in self.labels),
                                verdict["score"], int(flagged), "", ""])  # fmt: skip
@@ -118,6 +141,8 @@ class _Output:
             )
             for warning in result.warnings:
                 click.echo(f"warning: {result.path}: {warning}", err=True)
+            if plot is not None:
+                click.echo(f"plot: {plot}", err=True)
 
     def skip(self, path: Path) -> None:
         """Report a file of a folder that is not a type the toolkit reads (not an error)."""
@@ -143,11 +168,11 @@ class _Output:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=ExistingPath())
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(path_type=Path),
+    type=MODEL_PATH,
     default=None,
     help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage, a "
     "release folder, or 'pretrained' for the Keras reference. Default: the pretrained model as "
@@ -180,7 +205,8 @@ class _Output:
 @click.option(
     "--keyframes",
     is_flag=True,
-    help="Videos: classify keyframes only (much faster; samples where the encoder put them).",
+    help="Videos: classify keyframes only (much faster; samples where the encoder put them; "
+    "a clip with one keyframe is sampled every second instead, with a warning).",
 )
 @click.option(
     "--min-segment",
@@ -191,18 +217,33 @@ class _Output:
 )
 @click.option(
     "--timeline-plot",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Videos: write a PNG per clip to this folder (score over time, threshold, segments).",
+    help="Videos: a folder (a name without a suffix) for one PNG per clip (score over time, "
+    "threshold, segments), named after each clip's path; or a .png file name for a single "
+    "clip. Needs matplotlib.",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@threads_option(
-    "Parallel lanes, each decoding and classifying its own images (default: one per core)."
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Images per model call for engines that take batches (.keras, TF.js, Core ML); "
+    "a TFLite model takes one image per call in each lane.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Parallel lanes, each decoding and classifying its own images "
+    "(default: one per core, at most 8).",
+)
+@renamed_option("--threads", "--workers", "parallel lanes")
 @unsafe_option()
+@click.pass_context
 def predict(
-    paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
-    keyframes, min_segment, timeline_plot, batch_size, threads, unsafe,
+    ctx, paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
+    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
@@ -210,7 +251,9 @@ def predict(
     `video` extra) get a timeline, flagged segments and a verdict: the frame on
     screen every --every seconds, or --keyframes. Segments start above
     --threshold (default 0.5 for videos) and end below 0.8 x threshold. Images
-    are answered first, then videos, each in input order.
+    are answered first, then videos, each in input order. Video options with
+    files none of which is a video are refused; with folders that hold no video,
+    a note says so.
 
     --model also takes a release folder (from `nsfw-mobile release`): the
     fastest artefact that passed validation is used.
@@ -229,56 +272,71 @@ def predict(
       nsfw-mobile predict photos/ --threshold 0.5
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
-      nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite
+      nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite --workers 2
       nsfw-mobile predict photos/ --model models/
-      nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots/
-      nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --fail-on-flagged
+      nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots
+      nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --timeline-plot upload.png
     """
+    from ..formats import TFLITE, file_type_of
     from ..images import walk_inputs
     from ..predict import classify
+    from ..video import is_video
 
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
     if (fail_on_flagged or only_flagged) and threshold is None:
         raise UsageError("--fail-on-flagged and --only-flagged need --threshold")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if keyframes and given(ctx, "every"):
+        raise UsageError(
+            "--every and --keyframes: choose one way to sample videos (a clip with one "
+            "keyframe is sampled every second)"
+        )
     inputs = walk_inputs(paths)
     if not inputs.images and not inputs.unsupported:
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
-    runner = open_model(model_path, threads=threads, unsafe=unsafe)
-    if not runner.contract.nsfw_labels:
-        click.echo(
-            f"note: {runner.name} names no NSFW labels ({', '.join(runner.labels)}): "
-            "no nsfw_score" + (", so --threshold flags nothing" if threshold is not None else ""),
-            err=True,
-        )
-    output = _Output(
-        runner.labels,
-        fmt="json" if as_json else "csv" if as_csv else "table",
-        threshold=threshold,
-        only_flagged=only_flagged,
-    )
-    for path in inputs.unsupported:
-        output.skip(path)
-    from ..video import is_video
-
     videos = [p for p in inputs.images if is_video(p)]
-    video_set = set(videos)
-    images = [p for p in inputs.images if p not in video_set]
-    started = time.perf_counter()
-    show_progress = len(images) > 1 and output.fmt == "table" and sys.stderr.isatty()
-    with click.progressbar(
-        length=len(images), label="Classifying", file=sys.stderr, hidden=not show_progress
-    ) as bar:
-        for prediction in classify(runner, images, batch_size=batch_size, workers=threads):
-            bar.update(1)
-            output.write(prediction)
-    for path in videos:
-        _classify_clip(runner, path, output, every=every, keyframes=keyframes,
-                       threshold=0.5 if threshold is None else threshold,
-                       min_segment=min_segment, plots=timeline_plot)  # fmt: skip
+    plots = _check_video_options(ctx, paths, videos, timeline_plot)
+    chosen = model_file(model_path)
+    check_unsafe(chosen, unsafe)
+    if given(ctx, "batch_size") and file_type_of(chosen) is TFLITE:
+        raise UsageError(
+            f"--batch-size applies to engines that take batches (.keras, TF.js, Core ML); "
+            f"{Path(str(chosen)).name} is TFLite, one image per call in each lane "
+            "(--workers sets the lanes): drop --batch-size"
+        )
+    from ..runtime import open_runner
+
+    with open_runner(chosen, allow_unsafe=unsafe) as runner:
+        output = _Output(
+            runner.labels,
+            fmt="json" if as_json else "csv" if as_csv else "table",
+            threshold=threshold,
+            only_flagged=only_flagged,
+        )
+        if not runner.contract.nsfw_labels:
+            click.echo(
+                f"note: {runner.name} names no NSFW labels ({', '.join(runner.labels)}): "
+                "no nsfw_score"
+                + (", so --threshold flags nothing" if threshold is not None else ""),
+                err=True,
+            )
+        for path in inputs.unsupported:
+            output.skip(path)
+        video_set = set(videos)
+        images = [p for p in inputs.images if p not in video_set]
+        started = time.perf_counter()
+        show_progress = len(images) > 1 and output.fmt == "table" and sys.stderr.isatty()
+        with click.progressbar(
+            length=len(images), label="Classifying", file=sys.stderr, hidden=not show_progress
+        ) as bar:
+            for prediction in classify(runner, images, batch_size=batch_size, workers=workers):
+                bar.update(1)
+                output.write(prediction)
+        for path in videos:
+            _classify_clip(runner, path, output, every=every, keyframes=keyframes,
+                           threshold=0.5 if threshold is None else threshold,
+                           min_segment=min_segment, plot=plots.get(path),
+                           batch_size=batch_size)  # fmt: skip
     total = len(inputs.images)
     if output.errors:
         click.echo(f"{output.errors} of {total} files could not be read", err=True)
@@ -289,21 +347,41 @@ def predict(
         sys.exit(EXIT_UNREADABLE)
 
 
-def _classify_clip(runner, path, output, *, every, keyframes, threshold, min_segment, plots):
+def _check_video_options(ctx, paths, videos, timeline_plot) -> dict:
+    """Refuse video options that cannot apply, before any work; the plot of each clip."""
+    chosen = [flag for name, flag in VIDEO_OPTIONS.items() if given(ctx, name)]
+    if chosen and not videos:
+        if all(Path(p).is_file() for p in paths):
+            raise UsageError(f"{', '.join(chosen)}: options for videos, and no input is a video")
+        click.echo(f"note: {', '.join(chosen)}: no video among the inputs", err=True)
+        return {}
+    if timeline_plot is None or not videos:
+        return {}
+    from ..video_plot import plot_paths, require_matplotlib
+
+    plots = plot_paths(videos, timeline_plot)
+    require_matplotlib()
+    return plots
+
+
+def _classify_clip(runner, path, output, *, every, keyframes, threshold, min_segment, plot,
+                   batch_size):  # fmt: skip
     from ..predict import Prediction
     from ..video import SegmentRule, VideoError, classify_video
 
     rule = SegmentRule(threshold=threshold, min_segment_s=min_segment)
     try:
-        result = classify_video(runner, path, every=every, keyframes=keyframes, rule=rule)
+        result = classify_video(
+            runner, path, every=every, keyframes=keyframes, rule=rule, batch_size=batch_size
+        )
     except VideoError as exc:
         output.write(Prediction(path=str(path), error=exc.reason, kind=exc.kind))
         return
-    output.write_video(result, threshold=threshold)
-    if plots is not None:
+    if plot is not None:
         from ..video_plot import plot_timeline
 
-        plot_timeline(result, rule, plots / f"{Path(path).name}.png")
+        plot_timeline(result, rule, plot)
+    output.write_video(result, threshold=threshold, plot=plot)
 
 
 COMMANDS = (predict,)

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from .common import (
+    MODEL_PATH,
+    ExistingPath,
+    check_unsafe,
     contract_changes,
     contract_options,
     echo_json,
+    given,
     json_option,
     out_dir_option,
     unsafe_option,
@@ -44,7 +49,7 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("data_dir", type=ExistingPath(file_okay=False))
 @out_dir_option(
     "Run folder: best.keras, last.keras, metrics.csv, curves.png, tensorboard/.", required=True
 )
@@ -56,7 +61,13 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     "MobileNetV2), none (random), or a weights file.",
 )
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
-@click.option("--input-size", type=int, default=224, show_default=True)
+@click.option(
+    "--input-size",
+    type=int,
+    default=224,
+    show_default=True,
+    help="Side of the square input images, in pixels (a multiple of 32).",
+)
 @click.option(
     "--epochs",
     type=click.IntRange(1),
@@ -72,7 +83,13 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     help="Phase 2: unfreeze the top N backbone layers (BatchNorm stays frozen).",
 )
 @click.option("--fine-tune-epochs", type=click.IntRange(0), default=0, help="Epochs of phase 2.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Images per training step.",
+)
 @click.option(
     "--lr",
     "learning_rate",
@@ -130,9 +147,15 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
 )
 @contract_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes CPU runs repeatable.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --out with its saved settings (other training "
+    "options are refused).",
+)
 @json_option("Print a JSON summary at the end.")
-def train(data_dir, out_dir, resume, as_json, **options):
+@click.pass_context
+def train(ctx, data_dir, out_dir, resume, as_json, **options):
     """Train the seed architecture (MobileNetV2 + small head) on DATA_DIR.
 
     DATA_DIR holds one folder per class, either directly or under train/ with a
@@ -154,6 +177,19 @@ def train(data_dir, out_dir, resume, as_json, **options):
 
     from ..train import train as run_training
 
+    if resume:
+        flags = {param.name: param.opts[0] for param in ctx.command.params}
+        settings = [flags[name] for name in options if given(ctx, name)]
+        if settings:
+            raise UsageError(
+                f"--resume continues the run with the settings it was started with: drop "
+                f"{', '.join(settings)} (or start a new run in another --out)"
+            )
+    elif options["fine_tune_epochs"] and not options["fine_tune_layers"]:
+        raise UsageError(
+            "--fine-tune-epochs: phase 2 trains the backbone layers --fine-tune N unfreezes; "
+            "give --fine-tune N, or drop --fine-tune-epochs"
+        )
     config = _config(data_dir, out_dir, options)
     if not resume:
         config.check()
@@ -170,8 +206,8 @@ def train(data_dir, out_dir, resume, as_json, **options):
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.argument("model", type=MODEL_PATH)
+@click.argument("data_dir", type=ExistingPath(file_okay=False))
 @out_dir_option(
     "Write report.md, report.json, confusion.png, roc.png and pr.png here.", default=None
 )
@@ -200,6 +236,7 @@ def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
     from ..evaluate import evaluate as run_evaluation
     from ..evaluate import render_table, write_predictions, write_reports
 
+    check_unsafe(model, unsafe)
     report = run_evaluation(
         None if str(model) == "pretrained" else model, data_dir, allow_unsafe=unsafe
     )

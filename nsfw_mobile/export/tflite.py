@@ -10,7 +10,7 @@ import numpy as np
 from .._tf import import_tensorflow
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
-from ..formats import MIN_CALIBRATION_IMAGES, check_options, select
+from ..formats import IO_TYPE, MIN_CALIBRATION_IMAGES, check_options, select
 from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
@@ -63,15 +63,16 @@ def keras2tflite(
     *,
     quantization: str = "none",
     calibration: np.ndarray | None = None,
-    io_type: str = "uint8",
+    io_type: str | None = None,
 ) -> Artifact:
     """Convert ``source`` to a TFLite file at ``out`` (written atomically) with metadata.
 
     ``calibration``: uint8 images (N, H, W, 3), at least MIN_CALIBRATION_IMAGES,
-    required for ``quantization="int8"``. ``io_type`` applies to int8 only.
+    required for ``quantization="int8"``. ``io_type`` applies to int8 only (None: uint8).
     """
     fmt = select("tflite", quantization)
     check_options([fmt], io_type=io_type)
+    io_type = io_type or IO_TYPE.default
     if quantization == "int8" and (
         calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
     ):

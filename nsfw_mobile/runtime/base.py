@@ -10,7 +10,12 @@ from ..metadata import ModelContract
 
 
 class Runner(ABC):
-    """Runs one model on uint8 RGB batches and returns probabilities in label order."""
+    """Runs one model on uint8 RGB batches and returns probabilities in label order.
+
+    A runner may hold a process or a session (TF.js: a Node process): ``close()`` ends
+    it, and ``with open_runner(path) as runner:`` closes it on the way out, on error
+    too. Closing twice is harmless; runners that hold nothing close as a no-op.
+    """
 
     labels: tuple[str, ...]
     input_size: tuple[int, int]
@@ -43,6 +48,15 @@ class Runner(ABC):
         A runner whose engine is cheap to open again (LiteRT) returns copies, so
         each of ``count`` threads can decode and infer its own images with no
         hand-off and no thread oversubscription. Others return None and are fed
-        batches from a decoding pool instead.
+        batches from a decoding pool instead. The caller closes the copies.
         """
         return None
+
+    def close(self) -> None:  # noqa: B027 (a no-op unless the runner holds something)
+        """Release what the runner holds (a helper process); nothing by default."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
