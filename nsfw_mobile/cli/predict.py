@@ -11,7 +11,18 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from .cluster import INPUT_PATH, check_ray_options, ray_options
 from .common import EXIT_FLAGGED, EXIT_UNREADABLE, echo_json, threads_option, unsafe_option
+
+
+def chosen_model(model_path: Path | None) -> Path | None:
+    """The model --model names: a release folder stands for its fastest validated model."""
+    if model_path is not None and (model_path / "manifest.json").is_file():
+        from ..release import fastest_artifact
+
+        model_path = fastest_artifact(model_path)
+        click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
+    return model_path
 
 
 def open_model(model_path: Path | None, *, threads: int | None, unsafe: bool):
@@ -20,13 +31,9 @@ def open_model(model_path: Path | None, *, threads: int | None, unsafe: bool):
     from ..formats import PRETRAINED_TFLITE
     from ..runtime import open_runner
 
+    model_path = chosen_model(model_path)
     if model_path is None:
         model_path = PRETRAINED_TFLITE
-    elif (model_path / "manifest.json").is_file():
-        from ..release import fastest_artifact
-
-        model_path = fastest_artifact(model_path)
-        click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
     return open_runner(model_path, num_threads=threads, allow_unsafe=unsafe)
 
 
@@ -61,8 +68,7 @@ class _Output:
             click.echo(f"{'label':<8}  {header}  {'nsfw':>6}  path")
 
     def is_flagged(self, prediction) -> bool:
-        score = prediction.nsfw_score
-        return self.threshold is not None and score is not None and score > self.threshold
+        return prediction.is_flagged(self.threshold)
 
     def write(self, prediction) -> None:
         flagged = self.is_flagged(prediction)
@@ -121,8 +127,10 @@ class _Output:
 
     def skip(self, path: Path) -> None:
         """Report a file of a folder that is not a type the toolkit reads (not an error)."""
+        from ..images import unsupported_reason
+
         self.skipped += 1
-        reason = f"not a file type the toolkit reads ({path.suffix or 'no suffix'})"
+        reason = unsupported_reason(path)
         if self.fmt == "table":
             click.echo(f"{'SKIPPED':<8}  {reason}  {path}")
         elif self.fmt == "json":
@@ -143,7 +151,7 @@ class _Output:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
     "--model",
     "model_path",
@@ -200,9 +208,11 @@ class _Output:
     "Parallel lanes, each decoding and classifying its own images (default: one per core)."
 )
 @unsafe_option()
+@ray_options
 def predict(
     paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
-    keyframes, min_segment, timeline_plot, batch_size, threads, unsafe,
+    keyframes, min_segment, timeline_plot, batch_size, threads, unsafe, ray_address, out_dir,
+    actors,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
@@ -233,10 +243,21 @@ def predict(
       nsfw-mobile predict photos/ --model models/
       nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots/
       nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --fail-on-flagged
+      nsfw-mobile predict photos/ --ray --out results/
+      nsfw-mobile predict /mnt/uploads --ray auto --out /mnt/results/run-1 --threshold 0.8
     """
     from ..images import walk_inputs
     from ..predict import classify
 
+    check_ray_options(click.get_current_context())
+    if ray_address is not None:
+        from .cluster import predict_on_ray
+
+        return predict_on_ray(
+            paths, model_path=model_path, threshold=threshold, fail_on_flagged=fail_on_flagged,
+            batch_size=batch_size, unsafe=unsafe, ray_address=ray_address, out_dir=out_dir,
+            actors=actors,
+        )  # fmt: skip
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
     if (fail_on_flagged or only_flagged) and threshold is None:
