@@ -1,17 +1,23 @@
 """Ray Data against `nsfw-mobile predict` on the same photos, in the same run.
 
     python benchmarks/ray_throughput.py [--count 400] [--cpus 2] [--model models/nsfw_int8.tflite]
-                                        [--actors N] [--batch-size 32]
+                                        [--actors N] [--batch-size 32] [--readers N]
 
 Makes COUNT 1600x1200 JPEGs as benchmarks/predict_throughput.py does, then times:
 
 - predict: predict.classify on CPUS lanes, as `nsfw-mobile predict` runs it;
 - Ray: a local Ray of CPUS CPUs (`ray.init` timed apart), then distributed.run, as
   `nsfw-mobile predict --ray --out DIR` runs it: the whole run (actors start, open the
-  model, classify, write Parquet, the driver counts the rows) on a small set and on all
-  COUNT photos. The difference between the two runs, divided into the extra photos,
-  is the steady rate a long run reaches once the fixed costs are paid;
-- the engine's overhead: 1 - Ray's steady rate / predict's rate.
+  model, classify, write Parquet, the driver counts the rows), once on SMALL photos and
+  once on all COUNT.
+
+Wall-clock rates are what a user waits, but on a machine others use too they say more
+about the others than about Ray. So the CPU time of every process of a run (this one and
+all it started: Ray's raylet, GCS, readers, actors; sampled from /proc every 0.1 s, Linux
+only) is counted too. Ray's CPU per image is the long run's CPU minus the short run's,
+over the extra photos: what each more image costs once a run's fixed costs are paid.
+Against predict's CPU per image it gives the engine's overhead, and its inverse is what
+one fully used core classifies per second: the figure to size a cluster with.
 
 Everything is measured in the same run on the same files: compare figures within a run.
 """
@@ -20,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,12 +47,70 @@ SMALL = 40
 """Photos in the short Ray run whose time stands for the fixed costs."""
 
 
-def time_ray_run(files, out: Path, model, labels, **options) -> float:
-    started = time.perf_counter()
-    summary = distributed.run(files, out, model=model, labels=labels, **options)
-    seconds = time.perf_counter() - started
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+NAMES: dict[int, str] = {}
+"""Process names (``comm``, as Ray sets them: ``ray::MapWorker(``, ``raylet``...) by pid."""
+
+
+def _descendants_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of every process started by this one, by pid."""
+    parents, times = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, rest = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        fields = rest.split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICK
+        NAMES[int(entry.name)] = name
+    ours, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in ours} - ours
+        ours |= found
+        grew = bool(found)
+    return {pid: times[pid] for pid in ours - {os.getpid()}}
+
+
+class CpuMeter:
+    """CPU seconds used by this process and its descendants while it runs; a process that
+    ends between two samples (0.1 s apart) loses at most that much."""
+
+    def __enter__(self):
+        self.first = _descendants_cpu()
+        self.last = dict(self.first)
+        self.own = time.process_time()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.done.wait(0.1):
+            self.last.update(_descendants_cpu())
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.last.update(_descendants_cpu())
+        self.by_name = Counter({"driver": time.process_time() - self.own})
+        for pid, seconds in self.last.items():
+            self.by_name[NAMES.get(pid, "?")] += seconds - self.first.get(pid, 0.0)
+        self.seconds = sum(self.by_name.values())
+
+
+def time_ray_run(files, out: Path, model, labels, **options) -> tuple[float, CpuMeter]:
+    """(wall seconds, CPU used) of distributed.run."""
+    with CpuMeter() as cpu:
+        started = time.perf_counter()
+        summary = distributed.run(files, out, model=model, labels=labels, **options)
+        seconds = time.perf_counter() - started
     assert summary.rows == len(files) and summary.errors == 0, summary
-    return seconds
+    return seconds, cpu
 
 
 def measure(model, count: int, cpus: int, **options) -> dict:
@@ -55,9 +122,11 @@ def measure(model, count: int, cpus: int, **options) -> dict:
         files = make_photos(tmp / "photos", count)
         runner = open_runner(model or PRETRAINED_TFLITE, num_threads=cpus)
         labels = list(runner.labels)
-        started = time.perf_counter()
-        results = list(classify(runner, files, workers=cpus))
-        predict_rate = count / (time.perf_counter() - started)
+        with CpuMeter() as cpu:
+            started = time.perf_counter()
+            results = list(classify(runner, files, workers=cpus))
+            predict_rate = count / (time.perf_counter() - started)
+        predict_cpu = cpu.seconds / count
         assert len(results) == count and all(r.error is None for r in results)
 
         started = time.perf_counter()
@@ -67,11 +136,16 @@ def measure(model, count: int, cpus: int, **options) -> dict:
         try:
             plans = []
             options["on_plan"] = plans.append
-            small = time_ray_run(files[:SMALL], tmp / "small", model, labels, **options)
-            whole = time_ray_run(files, tmp / "whole", model, labels, **options)
+            small, small_cpu = time_ray_run(files[:SMALL], tmp / "small", model, labels, **options)
+            whole, whole_cpu = time_ray_run(files, tmp / "whole", model, labels, **options)
         finally:
             ray.shutdown()
-    steady = (count - SMALL) / (whole - small)
+    ray_cpu = (whole_cpu.seconds - small_cpu.seconds) / (count - SMALL)
+    extra = whole_cpu.by_name.copy()
+    extra.subtract(small_cpu.by_name)
+    breakdown = ", ".join(
+        f"{name} {seconds / (count - SMALL) * 1e3:.1f}" for name, seconds in extra.most_common(6)
+    )
     return {
         "model": runner.name,
         "images": count,
@@ -82,9 +156,13 @@ def measure(model, count: int, cpus: int, **options) -> dict:
         "ray_small_run_seconds": small,
         "ray_run_seconds": whole,
         "ray_images_per_second": count / whole,
-        "ray_steady_images_per_second": steady,
-        "ray_steady_per_cpu": steady / cpus,
-        "engine_overhead": 1 - steady / predict_rate,
+        "predict_cpu_ms_per_image": predict_cpu * 1e3,
+        "ray_cpu_ms_per_image": ray_cpu * 1e3,
+        "ray_fixed_cpu_seconds": small_cpu.seconds - SMALL * ray_cpu,
+        "ray_run_cpu_ms_per_image": whole_cpu.seconds / count * 1e3,
+        "ray_cpu_ms_per_image_by_process": breakdown,
+        "engine_cpu_overhead": ray_cpu / predict_cpu - 1,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -102,18 +180,26 @@ def main() -> None:
     f = measure(args.model, args.count, args.cpus, actors=args.actors,
                 batch_size=args.batch_size, readers=args.readers)  # fmt: skip
     print(f"model: {f['model']}; {f['images']} JPEGs of 1600x1200; {f['cpus']} CPUs")
-    print(f"predict ({f['cpus']} lanes): {f['predict_images_per_second']:.1f} images/s")
-    print(f"ray.init (local, {f['cpus']} CPUs): {f['ray_init_seconds']:.1f} s")
+    print(
+        f"predict ({f['cpus']} lanes): {f['predict_images_per_second']:.1f} images/s, "
+        f"{f['predict_cpu_ms_per_image']:.1f} ms CPU per image"
+    )
     print(f["plan"])
     print(
-        f"Ray: {SMALL} photos in {f['ray_small_run_seconds']:.1f} s, {f['images']} in "
-        f"{f['ray_run_seconds']:.1f} s ({f['ray_images_per_second']:.1f} images/s end to end)"
+        f"Ray: ray.init {f['ray_init_seconds']:.1f} s; {SMALL} photos in "
+        f"{f['ray_small_run_seconds']:.1f} s, {f['images']} in {f['ray_run_seconds']:.1f} s "
+        f"({f['ray_images_per_second']:.1f} images/s end to end); "
+        f"{f['ray_run_cpu_ms_per_image']:.1f} ms CPU per image over the long run, "
+        f"{f['ray_cpu_ms_per_image']:.1f} per further image and "
+        f"{f['ray_fixed_cpu_seconds']:.1f} CPU s fixed per run"
     )
     print(
-        f"Ray steady rate: {f['ray_steady_images_per_second']:.1f} images/s, "
-        f"{f['ray_steady_per_cpu']:.1f} per CPU; engine overhead against predict: "
-        f"{f['engine_overhead']:.0%}"
+        f"engine CPU overhead per image: {f['engine_cpu_overhead']:+.0%}; one fully used core "
+        f"classifies {1e3 / f['ray_cpu_ms_per_image']:.0f} images/s on Ray, "
+        f"{1e3 / f['predict_cpu_ms_per_image']:.0f} with predict"
     )
+    print(f"Ray's CPU ms per further image, by process: {f['ray_cpu_ms_per_image_by_process']}")
+    print(f"load average (1 min) at the end: {f['load_average']:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
