@@ -160,18 +160,18 @@ def _ray_lines_hidden(verbose: bool):
 
 
 def predict_on_ray(
-    paths, *, model_path, threshold, fail_on_flagged, batch_size, unsafe, ray_address,
-    out_dir, actors,
+    paths, *, model, open_model, output_class, threshold, fail_on_flagged, batch_size, unsafe,
+    ray_address, out_dir, actors,
 ):  # fmt: skip
+    """predict's run on Ray. ``model``: the file --model chose; ``open_model`` and
+    ``output_class`` are predict's own (passed in: predict imports this module)."""
     from .. import distributed
     from ..quiet import verbose
-    from .predict import _Output, chosen_model, open_model
 
     missing = [str(p) for p in paths if not distributed.is_uri(p) and not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     distributed.check_out(out_dir)
-    model = chosen_model(model_path)
     runner = open_model(model, threads=1, unsafe=unsafe)  # checks the model before Ray starts
     labels = list(runner.labels)
     if hasattr(runner, "close"):
@@ -203,7 +203,7 @@ def predict_on_ray(
                 seconds = time.perf_counter() - started
             finally:
                 ray.shutdown()
-    output = _Output(labels, fmt="json", threshold=threshold, only_flagged=False)
+    output = output_class(labels, fmt="json", threshold=threshold, only_flagged=False)
     output.by_label, output.flagged = summary.by_label, summary.flagged
     output.errors, output.skipped = summary.errors, summary.skipped
     click.echo(f"wrote {summary.rows} rows to {out_dir} (Parquet)", err=True)

@@ -254,9 +254,9 @@ def predict(
         from .cluster import predict_on_ray
 
         return predict_on_ray(
-            paths, model_path=model_path, threshold=threshold, fail_on_flagged=fail_on_flagged,
-            batch_size=batch_size, unsafe=unsafe, ray_address=ray_address, out_dir=out_dir,
-            actors=actors,
+            paths, model=chosen_model(model_path), open_model=open_model, output_class=_Output,
+            threshold=threshold, fail_on_flagged=fail_on_flagged, batch_size=batch_size,
+            unsafe=unsafe, ray_address=ray_address, out_dir=out_dir, actors=actors,
         )  # fmt: skip
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
