@@ -266,7 +266,7 @@ def pool_size(cluster_cpus: float, actors: int | None = None) -> int:
     Each actor reserves one CPU, and Ray's read and write tasks reserve none (see
     ``run``), so a pool as large as the cluster never starves the readers: with
     ``num_cpus=1`` readers, a pool of 2 on 2 CPUs left no CPU to schedule a read and
-    waited forever (measured, Ray 2.60).
+    hung for over 10 minutes (an earlier trial on the development machine, Ray 2.60).
     """
     available = max(1, int(cluster_cpus))
     if actors is None:
@@ -359,13 +359,14 @@ def run(
     classifier: type[Classifier] | None = None,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> RunSummary:
-    """Classify ``paths`` on the connected Ray cluster (``ray.init`` first; Ray starts a
-    local one otherwise) and write Parquet files under ``out``, one row per file.
+    """Classify ``paths`` on the Ray cluster this process is connected to (call
+    ``ray.init`` first) and write Parquet files under ``out``, one row per file.
 
     ``labels``: the model's, as the caller's runner reports them (the columns).
     A local ``out`` appears only when complete (written beside it, then renamed).
     """
     ray = require_ray()
+    paths = list(paths)
     check_out(out)
     images, skipped, remote = split_inputs(paths)
     if not images and not skipped and not remote:
