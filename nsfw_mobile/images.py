@@ -74,6 +74,11 @@ class InputFiles:
     """Files found in folders whose suffix the toolkit does not read."""
 
 
+def unsupported_reason(path: Path) -> str:
+    """Why a file of a folder is skipped: its suffix is not an image or video type."""
+    return f"not a file type the toolkit reads ({path.suffix or 'no suffix'})"
+
+
 def walk_inputs(paths: Iterable[str | os.PathLike]) -> InputFiles:
     """Expand files and folders (recursively) into the files to classify.
 

@@ -36,6 +36,11 @@ class Prediction:
     kind: str | None = None
     """The error's machine-readable kind (see ``errors.ImageError``)."""
 
+    def is_flagged(self, threshold: float | None) -> bool:
+        """Above ``threshold`` (None: nothing is flagged; nor is a model without a score)."""
+        score = self.nsfw_score
+        return threshold is not None and score is not None and score > threshold
+
     def to_dict(self) -> dict:
         if self.error is not None:
             return {"path": self.path, "error": self.error, "kind": self.kind}

@@ -61,6 +61,11 @@ def cli_output(verbose: bool) -> Iterator[None]:
                     os.environ[key] = value
 
 
+def verbose() -> bool:
+    """Whether the command line runs with --verbose (False in library use)."""
+    return _mode == SHOW
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):

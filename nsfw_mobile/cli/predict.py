@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from .cluster import INPUT_PATH, check_ray_options, ray_options
 from .common import (
     EXIT_FLAGGED,
     EXIT_UNREADABLE,
     MODEL_PATH,
-    ExistingPath,
     check_unsafe,
     echo_json,
     given,
@@ -168,7 +168,7 @@ class _Output:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=ExistingPath())
+@click.argument("paths", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
     "--model",
     "model_path",
@@ -240,10 +240,12 @@ class _Output:
 )
 @renamed_option("--threads", "--workers", "parallel lanes")
 @unsafe_option()
+@ray_options
 @click.pass_context
 def predict(
     ctx, paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
-    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe,
+    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe, ray_address, out_dir,
+    actors,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
@@ -276,12 +278,25 @@ def predict(
       nsfw-mobile predict photos/ --model models/
       nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots
       nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --timeline-plot upload.png
+      nsfw-mobile predict photos/ --ray --out results/
+      nsfw-mobile predict /mnt/uploads --ray auto --out /mnt/results/run-1 --threshold 0.8
     """
     from ..formats import TFLITE, file_type_of
     from ..images import walk_inputs
     from ..predict import classify
     from ..video import is_video
 
+    check_ray_options(ctx)
+    if ray_address is not None:
+        from .cluster import predict_on_ray
+
+        chosen = model_file(model_path)
+        check_unsafe(chosen, unsafe)
+        return predict_on_ray(
+            paths, model=chosen, output_class=_Output, threshold=threshold,
+            fail_on_flagged=fail_on_flagged, batch_size=batch_size, unsafe=unsafe,
+            ray_address=ray_address, out_dir=out_dir, actors=actors,
+        )  # fmt: skip
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
     if (fail_on_flagged or only_flagged) and threshold is None:
