@@ -11,12 +11,16 @@ import click
 from ..errors import UsageError
 from .common import (
     EXIT_VALIDATION_FAILED,
+    MODEL_NAMES_HELP,
     calibration_option,
     contract_changes,
     contract_options,
     echo_json,
+    fetch_named_model,
     images_option,
     json_option,
+    model_option,
+    one_model,
     out_dir_option,
     report_option,
     thread_counts,
@@ -56,8 +60,9 @@ def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
-    interleaved in rounds. ARTIFACTS are .tflite and .keras files (Core ML on
-    macOS only), a folder (every model file in it), or 'pretrained'.
+    interleaved in rounds. ARTIFACTS are .tflite, .keras and TF.js files (Core ML
+    on macOS only), a folder (every model file in it), or a zoo model's name
+    ('pretrained', nsfwjs-mobilenet-v2-mid, ...: its Keras reference).
 
     \b
     Examples:
@@ -68,6 +73,8 @@ def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
     from ..formats import expand_model_paths
 
     counts = thread_counts(threads)
+    for artifact in artifacts:
+        fetch_named_model(artifact)
 
     def progress(result):
         if not as_json:
@@ -106,6 +113,7 @@ def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
 
 @click.command("release")
 @click.argument("model", required=False, default=None)
+@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @out_dir_option("Release folder to write.", default=None)
 @click.option(
     "--check",
@@ -116,10 +124,9 @@ def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
 )
 @click.option(
     "--reference",
-    type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="With --check: the model the release was made from (default: the pretrained model, "
-    "when the manifest names it).",
+    help="With --check: the model the release was made from, a file or a zoo name (default: "
+    "the zoo model the manifest names).",
 )
 @calibration_option("Folder of representative images for full-integer TFLite.")
 @images_option("Validation images (default: the shipped sample images).")
@@ -128,12 +135,13 @@ def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
 @contract_options
 @json_option("Print the manifest (or the check) as JSON.")
 def release_command(
-    model, out_dir, check_dir, reference, calibration, image_paths, threads, runs, seconds,
-    name, model_version, author, license_, description, as_json,
+    model, model_option, out_dir, check_dir, reference, calibration, image_paths, threads, runs,
+    seconds, name, model_version, author, license_, description, as_json,
 ):  # fmt: skip
-    """Convert MODEL (default: the pretrained model) to every format, validate
-    each against it, benchmark each, and write the artefacts with labels.txt,
-    manifest.json, MODEL_CARD.md and REPORT.md.
+    """Convert MODEL (default: the pretrained model; a zoo model's name, see
+    `nsfw-mobile models`; a .keras file or a TF.js model.json) to every format,
+    validate each against it, benchmark each, and write the artefacts with
+    labels.txt, manifest.json, MODEL_CARD.md and REPORT.md.
 
     Exit code 4 when an artefact fails to convert or validate (the manifest is
     written all the same and marks it not releasable). --check DIR re-verifies
@@ -143,6 +151,7 @@ def release_command(
     \b
     Examples:
       nsfw-mobile release --out dist/
+      nsfw-mobile release --model nsfwjs-mobilenet-v2-mid --out dist/mid
       nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
       nsfw-mobile release runs/acme/best.keras --out dist/ --name acme --model-version 2.1
       nsfw-mobile release --check models/
@@ -151,6 +160,7 @@ def release_command(
     from .. import release as releases
 
     images = list(image_paths) or None
+    model = one_model(model, model_option)
     if (out_dir is None) == (check_dir is None):
         raise UsageError("give either --out DIR (make a release) or --check DIR (verify one)")
     changes = contract_changes(name, model_version, author, license_, description)
@@ -161,6 +171,7 @@ def release_command(
         return
     if reference is not None:
         raise UsageError("--reference applies to --check; a new release's reference is MODEL")
+    fetch_named_model(model)
     manifest = releases.release(
         model,
         out_dir,

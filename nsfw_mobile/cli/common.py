@@ -180,3 +180,32 @@ def write_text_atomically(path: Path, text: str) -> None:
 
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+# ------------------------------------------------------------------ models by name
+
+MODEL_NAMES_HELP = "a zoo model's name (see `nsfw-mobile models`)"
+
+
+def model_option(help_text: str):
+    """--model NAME|FILE, for commands that also take the model as their MODEL argument."""
+    return click.option("--model", "model_option", default=None, metavar="MODEL", help=help_text)
+
+
+def one_model(argument, option):
+    """The model given as MODEL or as --model (not both)."""
+    if argument is not None and option is not None:
+        raise UsageError(f"give the model once: MODEL ({argument}) or --model ({option})")
+    return option if option is not None else argument
+
+
+def fetch_named_model(model) -> None:
+    """A zoo model whose weights are not fetched yet: fetch them now, saying so on stderr.
+
+    The library fetches silently on first use; the command line shows what takes the time.
+    """
+    from ..zoo import find, is_zoo_name
+
+    named = find(model) if is_zoo_name(model) else None
+    if named is not None and named.status == "not fetched":
+        named.model_json(log=lambda line: click.echo(line, err=True))

@@ -11,11 +11,15 @@ import click
 from ..errors import UsageError
 from ..formats import FORMATS, IO_TYPE, TARGETS
 from .common import (
+    MODEL_NAMES_HELP,
     calibration_option,
     contract_changes,
     contract_options,
     echo_json,
+    fetch_named_model,
     json_option,
+    model_option,
+    one_model,
     out_dir_option,
     unsafe_option,
 )
@@ -50,6 +54,7 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 
 @click.command()
 @click.argument("model", required=False, default=None)
+@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @click.option(
     "--to",
     "targets",
@@ -87,11 +92,12 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 @json_option("Print a JSON summary on stdout.")
 @unsafe_option()
 def convert(
-    model, targets, quantize, precision, out_dir, calibration, io_type, as_json, unsafe,
-    name, model_version, author, license_, description,
+    model, model_option, targets, quantize, precision, out_dir, calibration, io_type, as_json,
+    unsafe, name, model_version, author, license_, description,
 ):  # fmt: skip
-    """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
-    model.json) to Core ML, TFLite and TF.js.
+    """Convert MODEL (default: the pretrained model; or a zoo model's name, see
+    `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
+    to Core ML, TFLite and TF.js.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
     nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/ ...; --name acme makes acme.mlmodel,
@@ -109,17 +115,20 @@ def convert(
       nsfw-mobile convert --to tfjs --quantize uint8 --out web/
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
       nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
+      nsfw-mobile convert --model nsfwjs-mobilenet-v2-mid --to tflite --out dist/mid
     """
     from ..convert import convert_all
     from ..formats import check_options
     from ..models import load_source
 
+    model = one_model(model, model_option)
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
     for fmt in chosen:
         fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
     changes = contract_changes(name, model_version, author, license_, description)
+    fetch_named_model(model)
     source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
 
     def on_start(index, fmt, out):
@@ -196,13 +205,16 @@ def list_formats(as_json, markdown):
 @click.argument("model_json", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 def import_tfjs(model_json, out):
-    """Convert a TF.js layers model (model.json + shards, or their folder) to a .keras
-    file. The model contract in its userDefinedMetadata, if any, comes along.
+    """Convert a TF.js model (model.json + shards, or their folder) to a .keras file:
+    a layers model, or a graph model (a frozen TensorFlow graph; the ops of NSFWJS's
+    MobileNetV2Mid are supported, any other is refused by name before anything is
+    written). The model contract in its userDefinedMetadata, if any, comes along.
 
     \b
     Examples:
       nsfw-mobile import-tfjs web_model/model.json model.keras
       nsfw-mobile import-tfjs dist/nsfw_tfjs_uint8 back.keras
+      nsfw-mobile import-tfjs mobilenet_v2_mid/model.json mid.keras
     """
     from ..atomic import atomic_path
     from ..metadata import write_keras_contract

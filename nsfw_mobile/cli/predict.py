@@ -11,23 +11,54 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .common import EXIT_FLAGGED, EXIT_UNREADABLE, echo_json, threads_option, unsafe_option
+from .common import (
+    EXIT_FLAGGED,
+    EXIT_UNREADABLE,
+    MODEL_NAMES_HELP,
+    echo_json,
+    fetch_named_model,
+    threads_option,
+    unsafe_option,
+)
 
 
-def open_model(model_path: Path | None, *, threads: int | None, unsafe: bool):
-    """The runner for --model: a model file, a release folder (its fastest model), or by
-    default the pretrained model as the float32 TFLite file the package ships."""
-    from ..formats import PRETRAINED_TFLITE
+def open_model(model: str | None, *, threads: int | None, unsafe: bool):
+    """The runner for --model: a model file, a release folder (its fastest model), a zoo
+    model's name (its Keras reference), or by default the pretrained model as the float32
+    TFLite file the package ships."""
+    from ..formats import PRETRAINED_TFLITE, is_named_model
     from ..runtime import open_runner
 
-    if model_path is None:
-        model_path = PRETRAINED_TFLITE
-    elif (model_path / "manifest.json").is_file():
+    if model is None:
+        return open_runner(PRETRAINED_TFLITE, num_threads=threads)
+    if is_named_model(model):
+        _need_tensorflow_for(model)
+        fetch_named_model(model)
+        return open_runner(model, num_threads=threads)
+    model_path = Path(model)
+    if (model_path / "manifest.json").is_file():
         from ..release import fastest_artifact
 
         model_path = fastest_artifact(model_path)
         click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
     return open_runner(model_path, num_threads=threads, allow_unsafe=unsafe)
+
+
+def _need_tensorflow_for(name: str) -> None:
+    """A zoo model by name runs as its Keras reference: say so when TensorFlow is missing."""
+    import importlib.util
+
+    from ..errors import NsfwMobileError
+    from ..zoo import lookup
+
+    if importlib.util.find_spec("tensorflow") is None:
+        key = lookup(name).key
+        raise NsfwMobileError(
+            f"--model {name} runs {key} as its Keras reference, which needs TensorFlow (not "
+            "installed here): pip install 'nsfw-mobile[full]'; or, where TensorFlow is "
+            f"installed, make a release (nsfw-mobile release {key} --out DIR) and pass "
+            "--model DIR (its TFLite files run without TensorFlow)"
+        )
 
 
 def _table_line(prediction, labels, flagged: bool) -> str:
@@ -147,10 +178,10 @@ class _Output:
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(path_type=Path),
     default=None,
-    help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage, a "
-    "release folder, or 'pretrained' for the Keras reference. Default: the pretrained model as "
+    help="Model file: .keras, TF.js model.json (layers or graph), .tflite, .mlmodel or "
+    f".mlpackage, a release folder, or {MODEL_NAMES_HELP}, run as its Keras reference "
+    "(needs TensorFlow; 'pretrained' is the default model's). Default: the pretrained model as "
     "the float32 TFLite file the package ships (same answers with or without TensorFlow).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -231,6 +262,7 @@ def predict(
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
       nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite
       nsfw-mobile predict photos/ --model models/
+      nsfw-mobile predict photos/ --model nsfwjs-mobilenet-v2-mid --json
       nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots/
       nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --fail-on-flagged
     """
