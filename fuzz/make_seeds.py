@@ -156,6 +156,9 @@ def micro_tfjs_graph(folder: Path, size: int = 16, seed: int = 3) -> None:
          "attr": {"dtype": {"type": "DT_FLOAT"}}}
         for name in constants
     ] + [{"name": name, **node} for name, node in graph.items()]  # fmt: skip
+    for entry in nodes[len(constants) :]:  # tfjs-converter writes every op's dtype
+        if entry["op"] != "Placeholder":
+            entry.setdefault("attr", {}).setdefault("T", {"type": "DT_FLOAT"})
     specs, blob = [], b""
     for name, value in constants.items():
         value = np.asarray(value, np.float32)

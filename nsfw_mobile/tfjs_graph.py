@@ -346,6 +346,12 @@ def _parse_nodes(topology, source: Path) -> dict[str, _Node]:
             f"{', '.join(SUPPORTED_OPS)})"
         )
     for node in nodes.values():
+        dtype = (node.attr.get("T") or node.attr.get("dtype") or {}).get("type", "DT_FLOAT")
+        if dtype != "DT_FLOAT":
+            raise UnsupportedOpError(
+                f"graph node {node.name!r} ({node.op}) computes in {dtype}; only DT_FLOAT "
+                "graphs are supported"
+            )
         for producer in node.inputs:
             if producer not in nodes:
                 raise ModelFileError(
