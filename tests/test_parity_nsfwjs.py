@@ -34,7 +34,10 @@ DROP_IN = 1e-5
 """The issue's bound: the uint8 export reproduces NSFWJS's bundled model."""
 ZOO_PARITY = 1e-5
 """The issue's bound on the float32 path, for each zoo model against NSFWJS itself.
-Measured on the 21 shipped samples: mid 3.6e-7, InceptionV3 (see docs/models.md)."""
+Measured on the 21 shipped samples: mid 3.6e-7, InceptionV3 3.9e-7."""
+EVERY_SAMPLE = os.environ.get("NSFW_MOBILE_PARITY_ALL") == "1"
+"""InceptionV3 in tfjs's pure-JavaScript backend takes about 30 s of CPU per image, so its
+test runs every third sample (7) unless NSFW_MOBILE_PARITY_ALL=1 asks for all 21."""
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +123,17 @@ def _run_bundled(modules, pixels, size, folder, name, options) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "key, bundled, options",
+    "key, bundled, options, step",
     [
-        ("nsfwjs-mobilenet-v2-mid", "MobileNetV2Mid", {"type": "graph"}),
-        ("nsfwjs-inception-v3", "InceptionV3", {"size": 299}),
+        ("nsfwjs-mobilenet-v2-mid", "MobileNetV2Mid", {"type": "graph"}, 1),
+        ("nsfwjs-inception-v3", "InceptionV3", {"size": 299}, 1 if EVERY_SAMPLE else 3),
     ],
 )
-def test_zoo_model_matches_nsfwjs(key, bundled, options, nsfwjs_modules, samples, tmp_path):
+def test_zoo_model_matches_nsfwjs(key, bundled, options, step, nsfwjs_modules, samples, tmp_path):
     """nsfwjs.load(NAME, options) and infer() (classify(image, 5) for the graph model, which
     has no infer) on the same uint8 pixels as pretrained(name=key, classes=5)."""
     model = zoo.lookup(key)
+    samples = samples[::step]
     batch = load_images(samples, model.input_size)
     ours = pretrained(classes=5, name=key).predict(batch.pixels / np.float32(255), verbose=0)
     size = model.input_size
