@@ -228,7 +228,11 @@ def test_predict_by_name_without_tensorflow_says_what_to_do(monkeypatch):
 
 
 def test_releases_name_their_zoo_model_and_check_against_it():
-    from nsfw_mobile.release import _reference_for
+    from nsfw_mobile.release import _origin_lines, _reference_for
+
+    card = "\n".join(_origin_lines(MID.contract(3).to_properties()))
+    assert MID.source_url in card and "about 93% (NSFWJS README" in card
+    assert _origin_lines({"name": "acme"}) == []
 
     assert _reference_for({"source": {"sha256": MID.sha256}}, None) == MID.key
     assert _reference_for({"source": {"sha256": MID.sha256}}, "mid") == "mid"
