@@ -255,13 +255,15 @@ class _Builder:
             if x.offset == 0.0 and x.scale == 1.0:
                 return _Tensor(x.tensor, c, 0.0, name)
             return _Tensor(x.materialize(keras), c, 0.0, name)
+        # x * scale + offset, then +c, -c or c - (...): one layer while the offset is still 0
+        # (the sums are the ones the two ops would compute); a new one after that.
         if op == "Sub" and x is b:  # c - x
             if x.offset == 0.0:
-                return _Tensor(x.tensor, -x.scale, c, x.name or name)
+                return _Tensor(x.tensor, -x.scale, c, name)
             return _Tensor(x.materialize(keras), -1.0, c, name)
         sign = -1.0 if op == "Sub" else 1.0  # x - c, x + c
         if x.offset == 0.0:
-            return _Tensor(x.tensor, x.scale, sign * c, x.name or name)
+            return _Tensor(x.tensor, x.scale, sign * c, name)
         return _Tensor(x.materialize(keras), 1.0, sign * c, name)
 
     def convolution(self, node: _Node, x, kernel, bias):

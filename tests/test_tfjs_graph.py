@@ -67,7 +67,7 @@ def test_graph_becomes_standard_keras_layers(graph, micro_pixels):
         "InputLayer", "Rescaling", "Conv2D", "ReLU", "DepthwiseConv2D", "ReLU", "Conv2D", "Add",
         "AveragePooling2D", "Flatten", "Dense", "Softmax",
     ]  # fmt: skip
-    rescaling = model.get_layer("scale")
+    rescaling = model.get_layer("shift")
     assert (rescaling.scale, rescaling.offset) == (2.0, -1.0)  # Mul and Sub folded into one
     assert [layer.max_value for layer in model.layers if type(layer).__name__ == "ReLU"] == [6, 6]
     assert model.input.name == "image" and tuple(model.input.shape) == (None, SIZE, SIZE, 3)
@@ -219,6 +219,24 @@ def _drop_weight(name):
 def test_malformed_graphs_are_model_file_errors(graph, change, message):
     with pytest.raises(ModelFileError, match=message):
         tfjs2keras(edit(graph, change))
+
+
+def test_an_affine_output_read_twice_is_built_once_per_reader(graph, micro_pixels):
+    """x * 2 feeds both x * 2 - 1 and a sum with it: two Rescaling layers, the right values."""
+    import keras
+
+    def fan_out(document):
+        document["modelTopology"]["node"].append(
+            {"name": "both", "op": "AddV2", "input": ["scale", "shift"], "attr": {}}
+        )
+        node(document, "conv/Relu6")["input"][0] = "both"
+
+    model = tfjs2keras(edit(graph, fan_out))
+    scalings = sorted((x.scale, x.offset) for x in model.layers if type(x).__name__ == "Rescaling")
+    assert scalings == [(2.0, -1.0), (2.0, 0.0)]
+    pixels = micro_pixels[:4] / np.float32(255)
+    both = keras.Model(model.input, model.get_layer("both").output).predict(pixels, verbose=0)
+    np.testing.assert_allclose(both, 4 * pixels - 1, atol=1e-6)
 
 
 def test_manifest_and_constants_must_agree(graph, tmp_path):
