@@ -3,13 +3,14 @@
     python fuzz/make_seeds.py
 
 Writes fuzz/models/ (a micro Keras classifier converted by the toolkit to .tflite,
-.mlmodel and .mlpackage, a hand-written TF.js layers model, a release folder) and
+.mlmodel and .mlpackage, hand-written TF.js layers and graph models, a release folder) and
 fuzz/corpus/<target>/ (valid inputs, some with the target's selector byte in front).
 Run it again only when the file formats change; the outputs are committed.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -77,6 +78,107 @@ def micro_tfjs(folder: Path) -> None:
                 ],
             }
         ],
+    }
+    (folder / "model.json").write_text(json.dumps(document))
+
+
+def _attr_list(key: str, values) -> dict:
+    return {key: {"list": {"i": [str(v) for v in values]}}}
+
+
+def _text(value: str) -> dict:
+    return {"s": base64.b64encode(value.encode()).decode()}
+
+
+def _fused(op: str, inputs: list[str], strides: int, activation: str | None, **extra) -> dict:
+    attr = {
+        **_attr_list("strides", [1, strides, strides, 1]),
+        **_attr_list("dilations", [1, 1, 1, 1]),
+        "padding": _text("SAME"),
+        "data_format": _text("NHWC"),
+        "num_args": {"i": "1"},
+        "fused_ops": {"list": {"s": [_text(o)["s"] for o in ("BiasAdd", activation) if o]}},
+        "T": {"type": "DT_FLOAT"},
+        **extra,
+    }
+    return {"op": op, "input": inputs, "attr": attr}
+
+
+def micro_tfjs_graph(folder: Path, size: int = 16, seed: int = 3) -> None:
+    """A TF.js graph model with every op the graph importer supports, as tfjs-converter writes
+    them (names, attributes, a control input, uint8 and float32 weights): x * 2 - 1, a strided
+    3x3 convolution with Relu6, a depthwise convolution, a 1x1 projection added back (a
+    MobileNetV2 block), average pooling, squeeze, a dense layer and softmax over 3 classes."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    constants = {
+        "scale/y": np.float32(2.0),
+        "shift/y": np.float32(1.0),
+        "conv/weights": rng.normal(0, 0.6, (3, 3, 3, 4)),
+        "conv/bias": rng.normal(0, 0.3, 4),
+        "block/depthwise_weights": rng.normal(0, 0.6, (3, 3, 4, 1)),
+        "block/depthwise_bias": rng.normal(0, 0.3, 4),
+        "block/project_weights": rng.normal(0, 0.6, (1, 1, 4, 4)),
+        "block/project_bias": rng.normal(0, 0.3, 4),
+        "dense/kernel": rng.normal(0, 2.0, (4, 3)),
+        "dense/bias": rng.normal(0, 0.3, 3),
+    }
+    quantized = {"conv/weights", "block/depthwise_weights", "scale/y", "shift/y"}
+    graph = {
+        "input": {"op": "Placeholder", "attr": {
+            "shape": {"shape": {"dim": [{"size": str(d)} for d in (-1, size, size, 3)]}},
+            "dtype": {"type": "DT_FLOAT"}}},
+        "scale": {"op": "Mul", "input": ["scale/y", "input"]},
+        "shift": {"op": "Sub", "input": ["scale", "shift/y"]},
+        "conv/Relu6": _fused("_FusedConv2D", ["shift", "conv/weights", "conv/bias"], 2, "Relu6"),
+        "block/depthwise": _fused(
+            "FusedDepthwiseConv2dNative",
+            ["conv/Relu6", "block/depthwise_weights", "block/depthwise_bias"], 1, "Relu6"),
+        "block/project": _fused(
+            "_FusedConv2D", ["block/depthwise", "block/project_weights", "block/project_bias"],
+            1, None),
+        "block/add": {"op": "AddV2", "input": ["conv/Relu6", "block/project"]},
+        "pool": {"op": "AvgPool", "input": ["block/add"], "attr": {
+            **_attr_list("ksize", [1, size // 2, size // 2, 1]),
+            **_attr_list("strides", [1, 1, 1, 1]),
+            "padding": _text("VALID"), "data_format": _text("NHWC")}},
+        "squeeze": {"op": "Squeeze", "input": ["pool"],
+                    "attr": _attr_list("squeeze_dims", [1, 2])},
+        "dense/BiasAdd": {"op": "_FusedMatMul", "input": ["squeeze", "dense/kernel", "dense/bias"],
+                          "attr": {"transpose_a": {"b": False}, "transpose_b": {"b": False},
+                                   "num_args": {"i": "1"},
+                                   "fused_ops": {"list": {"s": [_text("BiasAdd")["s"]]}}}},
+        "softmax": {"op": "Softmax", "input": ["dense/BiasAdd"]},
+        "Identity": {"op": "Identity", "input": ["softmax"]},
+    }  # fmt: skip
+    nodes = [
+        {"name": name, "op": "Const", "input": ["^input"] if name.endswith("/y") else [],
+         "attr": {"dtype": {"type": "DT_FLOAT"}}}
+        for name in constants
+    ] + [{"name": name, **node} for name, node in graph.items()]  # fmt: skip
+    for entry in nodes[len(constants) :]:  # tfjs-converter writes every op's dtype
+        if entry["op"] != "Placeholder":
+            entry.setdefault("attr", {}).setdefault("T", {"type": "DT_FLOAT"})
+    specs, blob = [], b""
+    for name, value in constants.items():
+        value = np.asarray(value, np.float32)
+        spec = {"name": name, "shape": list(value.shape), "dtype": "float32"}
+        if name in quantized:
+            low, high = min(float(value.min()), 0.0), max(float(value.max()), 0.0)
+            scale = (high - low) / 255 or 1.0
+            spec["quantization"] = {"dtype": "uint8", "min": low, "scale": scale}
+            blob += np.round((value - low) / scale).astype(np.uint8).tobytes()
+        else:
+            blob += value.astype("<f4").tobytes()
+        specs.append(spec)
+    (folder / "group1-shard1of1.bin").write_bytes(blob)
+    document = {
+        "format": "graph-model",
+        "generatedBy": "2.2.0",
+        "convertedBy": "nsfw-mobile fuzz/make_seeds.py (tfjs-converter 1.7 layout)",
+        "modelTopology": {"node": nodes, "versions": {"producer": 175}},
+        "userDefinedMetadata": {"signature": {"outputs": {"Identity:0": {"name": "Identity:0"}}}},
+        "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": specs}],
     }
     (folder / "model.json").write_text(json.dumps(document))
 
@@ -151,6 +253,7 @@ def main() -> None:
     video_seeds = clips()
     shutil.rmtree(work)
     micro_tfjs(MODELS / "tfjs")
+    micro_tfjs_graph(MODELS / "tfjs_graph")
     (MODELS / "release").mkdir()
     shutil.copy(ROOT / "models" / "labels.txt", MODELS / "release" / "labels.txt")
     shutil.copy(ROOT / "models" / "manifest.json", MODELS / "release_manifest.json")
@@ -162,6 +265,11 @@ def main() -> None:
         "tfjs": {
             "model_json": b"\x00" + (MODELS / "tfjs" / "model.json").read_bytes(),
             "shard": b"\x01" + (MODELS / "tfjs" / "group1-shard1of1.bin").read_bytes(),
+            "structured": b"\x02" + bytes(range(64)),
+        },
+        "tfjs_graph": {
+            "model_json": b"\x00" + (MODELS / "tfjs_graph" / "model.json").read_bytes(),
+            "shard": b"\x01" + (MODELS / "tfjs_graph" / "group1-shard1of1.bin").read_bytes(),
             "structured": b"\x02" + bytes(range(64)),
         },
         "coreml": {

@@ -27,7 +27,16 @@ with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
         WebPImagePlugin,
     )  # fmt: skip
 
-    from nsfw_mobile import images, metadata, release, tfjs, tflite_metadata, video  # noqa: F401
+    from nsfw_mobile import (  # noqa: F401
+        images,
+        inspect_model,
+        metadata,
+        release,
+        tfjs,
+        tfjs_graph,
+        tflite_metadata,
+        video,
+    )
     from nsfw_mobile.runtime import (  # noqa: F401
         coreml_mil,
         coreml_nn,
@@ -38,10 +47,19 @@ with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
     )
 
 
+KERAS_TARGETS = ("tfjs", "tfjs_graph")
+"""Targets that build Keras models: Keras is imported before the first input, so that its
+import (over 10 s on a busy machine) is not timed as that input's run."""
+
+
 def main() -> None:
     name = sys.argv[1]
     if name not in targets.TARGETS:
         raise SystemExit(f"unknown target {name!r}; targets: {', '.join(targets.TARGETS)}")
+    if name in KERAS_TARGETS:
+        from nsfw_mobile._tf import import_keras
+
+        import_keras()
     atheris.Setup([sys.argv[0], *sys.argv[2:]], lambda data: targets.run_one(name, data))
     atheris.Fuzz()
 

@@ -150,6 +150,24 @@ def fuzz_tfjs(data: bytes) -> None:
 
 
 @target
+def fuzz_tfjs_graph(data: bytes) -> None:
+    """A TF.js graph model with model.json (mode 0) or its weight shard (mode 1) replaced, or
+    its model.json mutated as JSON (mode 2: nodes, attributes and manifest of the wrong shape);
+    then imported as Keras (tfjs_graph) and the inspector's reading of it."""
+    from nsfw_mobile.inspect_model import inspect_tfjs
+    from nsfw_mobile.tfjs import tfjs2keras
+
+    mode, payload = _split(data, 3)
+    folder = _fresh("tfjs_graph")
+    if mode == 2:
+        document = json.loads((folder / "model.json").read_text())
+        payload = json.dumps(mutate_json(document, payload)).encode()
+    (folder / ("group1-shard1of1.bin" if mode == 1 else "model.json")).write_bytes(payload)
+    inspect_tfjs(folder)
+    tfjs2keras(folder / "model.json")
+
+
+@target
 def fuzz_coreml(data: bytes) -> None:
     """Core ML: a .mlmodel (mode 0), an .mlpackage's spec (1) or its weight blob (2) replaced;
     then the runner opens it (spec, labels, executor with decoded weights) and predicts."""

@@ -11,11 +11,12 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "pretrained", "build_classifier", "tfjs2keras", "open_runner"]
 
 
-def pretrained(classes: int = 3):
-    """The shipped NSFWJS MobileNetV2 model as Keras (see ``models.pretrained``)."""
+def pretrained(classes: int = 3, *, name: str = "nsfwjs-mobilenet-v2"):
+    """A zoo model as Keras, by default the shipped NSFWJS MobileNetV2 (see ``models.pretrained``
+    and ``nsfw-mobile models``)."""
     from .models import pretrained as _pretrained
 
-    return _pretrained(classes=classes)
+    return _pretrained(classes=classes, name=name)
 
 
 def build_classifier(**kwargs):

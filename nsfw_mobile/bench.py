@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import BenchmarkError, UsageError
 from .files import size_bytes
-from .formats import PRETRAINED, file_type_of
+from .formats import file_type_of, is_named_model
 
 SYSTEM_NAMES = {"Darwin": "macOS"}
 ISA_FLAGS = (
@@ -256,7 +256,7 @@ def bench(
     )
     runnable = []
     for path in map(str, paths):
-        if path != PRETRAINED and not Path(path).exists():
+        if not is_named_model(path) and not Path(path).exists():
             raise UsageError(f"{path}: no such file")
         file_type = file_type_of(path)
         if not file_type.runs_at_speed_here:
@@ -299,7 +299,7 @@ def bench(
                     path=child.path,
                     engine=file_type_of(child.path).engine,
                     threads=child.threads,
-                    size_bytes=0 if child.path == PRETRAINED else size_bytes(child.path),
+                    size_bytes=0 if is_named_model(child.path) else size_bytes(child.path),
                     load_seconds=round(child.load_seconds, 3),
                     runs=len(values),
                     median_ms=round(float(np.median(values)), 3),

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, ModelFileError, NsfwMobileError, UsageError
-from .formats import PRETRAINED, PRETRAINED_TFLITE, TFJS_LAYERS, file_type_of
+from .formats import PRETRAINED_TFLITE, TFJS_LAYERS, file_type_of, is_named_model
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, walk_inputs
 from .predict import Prediction, _predictions
 
@@ -66,15 +66,17 @@ class ModelFiles:
     """A model file or folder as bytes, to open on machines that do not have it."""
 
     entry: str | None
-    """The file or folder to open, relative to where ``unpack`` writes; None: the
-    pretrained Keras model of the worker's own install (``--model pretrained``)."""
+    """The file or folder to open, relative to where ``unpack`` writes; None: the zoo model
+    ``name`` as the worker's own install has it (``--model pretrained``, ``--model mid``: its
+    Keras reference; a fetched zoo model is fetched on each worker on first use)."""
     files: dict[str, bytes] = field(default_factory=dict)
+    name: str | None = None
 
     @classmethod
     def read(cls, path: str | os.PathLike | None) -> ModelFiles:
         """The files of a model (None: predict's default, the shipped float32 TFLite)."""
-        if path is not None and str(path) == PRETRAINED:
-            return cls(None)
+        if is_named_model(path):
+            return cls(None, name=str(path))
         path = Path(PRETRAINED_TFLITE if path is None else path)
         if path.is_dir():  # a .mlpackage or a TF.js model folder
             members = [p for p in sorted(path.rglob("*")) if p.is_file()]
@@ -92,7 +94,7 @@ class ModelFiles:
     def unpack(self, folder: Path) -> Path | str:
         """Write the files under ``folder``; the path to open."""
         if self.entry is None:
-            return PRETRAINED
+            return self.name
         for relative, data in self.files.items():
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ from pathlib import Path
 from .errors import ModelFileError, UsageError
 
 PRETRAINED = "pretrained"
-"""The name that stands for the shipped model wherever a model path is taken."""
+"""The name that stands for the shipped model wherever a model path is taken; the zoo's
+other names (``nsfw-mobile models``) are taken in the same places (``is_named_model``)."""
 
 PRETRAINED_TFLITE = Path(__file__).parent / "pretrained" / "nsfw_float32.tflite"
 """The pretrained model as float32 TFLite: predict's default, runs without TensorFlow.
@@ -42,6 +43,16 @@ PRETRAINED_TFLITE = Path(__file__).parent / "pretrained" / "nsfw_float32.tflite"
 A copy of ``models/nsfw_float32.tflite`` (the release of the pretrained model), so
 its answers equal the Keras reference within the float32 tolerance.
 """
+
+
+def is_named_model(path) -> bool:
+    """Whether ``path`` names a zoo model ('pretrained', 'nsfwjs-mobilenet-v2-mid', ...) rather
+    than a file; names win over files of the same name (write ./NAME for the file)."""
+    if path is None:
+        return False
+    from .zoo import is_zoo_name
+
+    return is_zoo_name(str(path))
 
 
 def resolve(reference: str):
@@ -106,7 +117,7 @@ TFJS_LAYERS = FileType(
     "nsfw_mobile.runtime.tfjs_runner:TFJSRunner",
     "nsfw_mobile.inspect_model:inspect_tfjs",
     "TF.js CPU (Node)",
-    "TF.js layers model (model.json and weight shards), run in TensorFlow.js under Node",
+    "TF.js layers or graph model (model.json and weight shards), run in TensorFlow.js under Node",
     metadata_reader="nsfw_mobile.metadata:read_tfjs",
     folder_marker="model.json",
     threaded=False,
@@ -146,8 +157,8 @@ FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKA
 
 
 def file_type_of(path: str | os.PathLike | None) -> FileType:
-    """The file type of a model path (None or 'pretrained': the shipped Keras model)."""
-    if path is None or str(path) == PRETRAINED:
+    """The file type of a model path (None or a zoo model's name: its Keras model)."""
+    if path is None or is_named_model(path):
         return KERAS
     path = Path(path)
     for file_type in FILE_TYPES:
@@ -203,7 +214,7 @@ def expand_model_paths(items: Iterable[str]) -> list[str]:
     paths: list[str] = []
     for item in items:
         path = Path(item)
-        if item != PRETRAINED and path.is_dir() and not is_model_path(path):
+        if not is_named_model(item) and path.is_dir() and not is_model_path(path):
             paths += [str(p) for p in model_files_in(path)]
         else:
             paths.append(item)

@@ -205,14 +205,17 @@ def render(report: dict) -> str:
 
 
 def inspect_tfjs(path: Path) -> dict:
-    """A TF.js layers model from its model.json and shards alone (no TensorFlow, no Node)."""
+    """A TF.js layers or graph model from its model.json and shards alone (no TensorFlow,
+    no Node)."""
     from .metadata import read_tfjs
-    from .tfjs import model_json_of, read_json, read_weights
+    from .tfjs import GRAPH_MODEL, model_format, model_json_of, read_model
 
     model_json = model_json_of(path)
-    topology, weights = read_weights(model_json)
-    document = read_json(model_json)
+    document, weights = read_model(model_json)
+    topology = document["modelTopology"]
     metadata = read_tfjs(model_json)
+    if model_format(document) == GRAPH_MODEL:
+        return _inspect_tfjs_graph(path, document, weights, metadata)
     layers = topology.get("model_config", topology).get("config", {}).get("layers", [])
     storage = Counter(
         (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
@@ -246,6 +249,48 @@ def inspect_tfjs(path: Path) -> dict:
         "metadata": metadata.properties,
         "parameters": int(sum(w.values.size for w in weights.values())),
         "ops": dict(sorted(Counter(layer.get("class_name") for layer in layers).items())),
+        "weight_storage": dict(sorted(storage.items())),
+        "shards": sum(len(g.get("paths", [])) for g in document.get("weightsManifest", [])),
+        "converted_by": document.get("convertedBy"),
+    }
+
+
+def _inspect_tfjs_graph(path: Path, document: dict, weights: dict, metadata) -> dict:
+    """``inspect_tfjs`` for a graph model: ops are its nodes' ops (Const: its weights)."""
+    from .labels import default_labels
+    from .tfjs import model_json_of
+
+    nodes = document["modelTopology"].get("node") or []
+    ops = Counter(str(node.get("op")) for node in nodes if isinstance(node, dict))
+    storage = Counter(
+        (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
+        for group in document.get("weightsManifest", [])
+        for spec in group.get("weights", [])
+    )
+    matrices = [w for w in weights.values() if w.values.ndim == 2]  # the last MatMul's kernel
+    labels = metadata.labels
+    if not labels and matrices:
+        try:
+            labels = default_labels(int(matrices[-1].shape[-1]), model_json_of(path))
+        except ModelFileError:
+            labels = ()
+    height, width = metadata.input_size or (None, None)
+    return {
+        "format": file_type_of(path).key,
+        "kind": "graph model",
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [None, height, width, 3],
+                "dtype": "float32",
+                "preprocessing": "float RGB in [0, 1] (pixels / 255)",
+            }
+        ],
+        "outputs": [{"name": "probabilities", "shape": [None, len(labels) or None]}],
+        "labels": list(labels),
+        "metadata": metadata.properties,
+        "parameters": int(sum(w.values.size for w in weights.values())),
+        "ops": dict(sorted(ops.items())),
         "weight_storage": dict(sorted(storage.items())),
         "shards": sum(len(g.get("paths", [])) for g in document.get("weightsManifest", [])),
         "converted_by": document.get("convertedBy"),

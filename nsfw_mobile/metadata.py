@@ -42,6 +42,13 @@ NSFW_NAMES = frozenset({"porn", "sexy", "hentai", "nsfw", "unsafe", "explicit", 
 CONTRACT_FIELDS = ("name", "version", "author", "license", "description", "limits")
 """Provenance a user sets (convert/release/train options override the model's)."""
 
+ORIGIN_FIELDS = ("source_url", "published_accuracy")
+"""Where a zoo model was published and the accuracy its authors state (with their source);
+written only when set, so a user model's artefacts do not gain empty entries."""
+
+
+_RECORDED = ("source_sha256", "preprocessing", "toolkit")
+
 
 def nsfw_labels_by_name(labels) -> tuple[str, ...]:
     return tuple(label for label in labels if label.lower() in NSFW_NAMES)
@@ -62,6 +69,8 @@ class ModelContract:
     description: str = ""
     limits: str = ""
     source_sha256: str = ""
+    source_url: str = ""
+    published_accuracy: str = ""
     preprocessing: str = PREPROCESSING
     toolkit: str = TOOLKIT
 
@@ -95,6 +104,7 @@ class ModelContract:
             "input_size": f"{width}x{height}",
             "preprocessing": self.preprocessing,
             **{name: getattr(self, name) for name in CONTRACT_FIELDS},
+            **{name: getattr(self, name) for name in ORIGIN_FIELDS if getattr(self, name)},
             "source_sha256": self.source_sha256,
             "toolkit": self.toolkit,
         }
@@ -127,7 +137,7 @@ class ModelContract:
                 input_size=tuple(input_size),
                 **{
                     name: str(properties[name])
-                    for name in (*CONTRACT_FIELDS, "source_sha256", "preprocessing", "toolkit")
+                    for name in (*CONTRACT_FIELDS, *ORIGIN_FIELDS, *_RECORDED)
                     if name in properties
                 },
             )

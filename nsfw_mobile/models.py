@@ -1,61 +1,41 @@
-"""Model sources: the seed architecture, the pretrained default and model files.
+"""Model sources: the seed architecture, the zoo of pretrained models and model files.
 
 Every model the toolkit works with is a Keras model with one input named
 ``image`` that takes float RGB in [0, 1], shape (N, H, W, 3), and one softmax
 output in label order. :class:`SourceModel` carries such a model together with
 its labels and provenance (file and SHA-256), which every export records.
+The pretrained models are the zoo's (``zoo.py``), each with its own contract.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import zoo
 from ._tf import import_keras
 from .errors import ModelFileError, UsageError
 from .files import sha256_file
-from .labels import LABELS, NSFWJS_LABELS, default_labels, merge_matrix
-from .metadata import ModelContract, nsfw_labels_by_name, read_keras_contract
+from .labels import default_labels, merge_matrix
+from .metadata import ModelContract, read_keras_contract
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "mobilenet_v2"
+PRETRAINED_DIR = zoo.DEFAULT.folder
 PRETRAINED_JSON = PRETRAINED_DIR / "model.json"
-PRETRAINED_NAME = "nsfwjs-mobilenet_v2"
+PRETRAINED_NAME = zoo.DEFAULT.contract_name
+"""The default model's name in its artefacts' contracts (``nsfwjs-mobilenet_v2``)."""
 INPUT_NAME = "image"
 
-PRETRAINED_LIMITS = (
-    "Drawings can be confused with hentai; male nudity and non-typical bodies were "
-    "under-represented in the training data; skin-coloured textures, babies at the beach and "
-    "medical images cause false positives. See nsfw_mobile/pretrained/MODEL_CARD.md."
-)
+PRETRAINED_LIMITS = zoo.NSFWJS_LIMITS
 
 
-def pretrained_contract(classes: int = 3) -> ModelContract:
-    """The shipped model's own contract: NSFWJS's author, MIT licence and known limits."""
-    labels = LABELS if classes == 3 else NSFWJS_LABELS
-    return ModelContract(
-        labels=labels,
-        nsfw_labels=nsfw_labels_by_name(labels),
-        input_size=(224, 224),
-        name=PRETRAINED_NAME,
-        version="nsfwjs 4.3.0",
-        author="GantMan (model); NSFWJS by Infinite Red, Inc.",
-        license="MIT (Copyright (c) 2019 Infinite Red, Inc.)",
-        description=(
-            f"GantMan's MobileNetV2 NSFW classifier as NSFWJS 4.3.0 ships it, "
-            f"{classes} classes ({', '.join(labels)})."
-        ),
-        limits=PRETRAINED_LIMITS,
-        source_sha256=pretrained_sha256(),
-    )
+def pretrained_contract(classes: int = 3, name: str = zoo.DEFAULT.key) -> ModelContract:
+    """A zoo model's own contract (default: the shipped model): author, licence, limits."""
+    return zoo.lookup(name).contract(classes)
 
 
-def pretrained_sha256() -> str:
-    """Checksum of the shipped TF.js model (model.json followed by its shard)."""
-    digest = hashlib.sha256()
-    for name in ("model.json", "group1-shard1of1.bin"):
-        digest.update((PRETRAINED_DIR / name).read_bytes())
-    return digest.hexdigest()
+def pretrained_sha256(name: str = zoo.DEFAULT.key) -> str:
+    """Checksum of a zoo model's TF.js files (model.json followed by its shards)."""
+    return zoo.model_digest(zoo.lookup(name).model_json())
 
 
 def build_classifier(
@@ -67,6 +47,7 @@ def build_classifier(
     dense_units: int = 32,
     dropout: float = 0.5,
     name: str = "nsfw_classifier",
+    backbone_input: tuple[float, float] = (1.0, 0.0),
 ):
     """The seed architecture: MobileNetV2 plus a small head.
 
@@ -74,7 +55,9 @@ def build_classifier(
     Dense(32, relu), BatchNormalization, Dropout(0.5), Dense(classes, softmax).
     The input is float RGB in [0, 1] as the seed fed it. ``weights`` is the
     backbone's initialisation: None, "imagenet" (Keras downloads it) or a
-    local weights file.
+    local weights file. ``backbone_input`` (scale, offset) maps the pixels
+    before the backbone, for backbones trained on another range (a Rescaling
+    layer; the default leaves them in [0, 1]).
     """
     keras = import_keras()
     if input_size % 32 or input_size < 32:
@@ -88,7 +71,11 @@ def build_classifier(
         include_top=False,
         weights=None if weights is None else str(weights),
     )
-    features = backbone(inputs)
+    scale, offset = backbone_input
+    scaled = inputs
+    if (scale, offset) != (1.0, 0.0):
+        scaled = keras.layers.Rescaling(scale, offset, name="backbone_input")(inputs)
+    features = backbone(scaled)
     grid = input_size // 32
     x = keras.layers.AveragePooling2D(pool_size=grid, name="head_pool")(features)
     x = keras.layers.Flatten(name="head_flatten")(x)
@@ -102,25 +89,28 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=name)
 
 
-def pretrained(classes: int = 3):
-    """GantMan's MobileNetV2 NSFW model as NSFWJS 4.3.0 ships it, as a Keras model.
+def pretrained(classes: int = 3, *, name: str = zoo.DEFAULT.key):
+    """A zoo model as Keras (default: GantMan's MobileNetV2 as NSFWJS 4.3.0 ships it).
 
-    ``classes=3`` appends the five-to-three merge (Neutral = Drawing + Neutral,
-    Porn = Hentai + Porn, Sexy) as a fixed linear layer, so every export of it
-    carries the merge. ``classes=5`` keeps NSFWJS's five outputs.
+    ``name`` is a zoo key or alias (``nsfw-mobile models`` lists them); a model
+    that does not ship in the package is fetched into the cache first (see
+    ``zoo_fetch``). ``classes=3`` appends the five-to-three merge (Neutral =
+    Drawing + Neutral, Porn = Hentai + Porn, Sexy) as a fixed linear layer, so
+    every export carries it. ``classes=5`` keeps NSFWJS's five outputs.
     """
+    model = zoo.lookup(name)
     if classes not in (3, 5):
         raise UsageError(f"pretrained(classes={classes}): choose 3 or 5")
     keras = import_keras()
     from .tfjs import tfjs2keras
 
-    five = tfjs2keras(PRETRAINED_JSON, input_name=INPUT_NAME)
+    five = tfjs2keras(model.model_json(), input_name=INPUT_NAME)
     if classes == 5:
         return five
     merge = keras.layers.Dense(3, use_bias=False, trainable=False, name="merge_to_3")
     outputs = merge(five.output)
     merge.set_weights([merge_matrix()])
-    return keras.Model(five.input, outputs, name="nsfw_mobilenet_v2")
+    return keras.Model(five.input, outputs, name="nsfw_" + model.contract_name.split("-", 1)[1])
 
 
 def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
@@ -200,15 +190,16 @@ class SourceModel:
 
 
 def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -> SourceModel:
-    """Open a model source: None (the pretrained model), a ``.keras`` file or a TF.js model.json."""
-    if spec is None or str(spec) == "pretrained":
-        model = pretrained(classes=3)
+    """Open a model source: None (the default pretrained model), a zoo model's name (see
+    ``nsfw-mobile models``), a ``.keras`` file or a TF.js model.json (layers or graph)."""
+    if spec is None or zoo.is_zoo_name(spec):
+        named = zoo.lookup(spec) if spec is not None else zoo.DEFAULT
         return SourceModel(
-            model,
-            pretrained_contract(3),
-            PRETRAINED_NAME,
-            "pretrained:" + PRETRAINED_NAME,
-            pretrained_sha256(),
+            pretrained(classes=3, name=named.key),
+            named.contract(3),
+            named.contract_name,
+            "pretrained:" + named.contract_name,
+            named.sha256,
         )
     path = Path(spec)
     if path.is_dir() and (path / "model.json").is_file():

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, zoo
 from .atomic import atomic_path
 from .bench import bench, render_markdown, versions
 from .convert import convert_all
@@ -34,7 +34,7 @@ from .formats import (
     file_type_of,
 )
 from .images import SAMPLES_DIR, find_images, sample_images
-from .models import load_source, pretrained_sha256
+from .models import load_source
 from .validate import render_markdown as validation_markdown
 from .validate import validate
 
@@ -224,7 +224,8 @@ def build_manifest(source, artifacts, failed, report, benchmark, out_dir: Path, 
         "source": {
             "file": Path(source.path).name,
             "sha256": source.sha256,
-            "pretrained": source.sha256 == pretrained_sha256(),
+            "pretrained": zoo.by_sha256(source.sha256) is not None,
+            "zoo_model": getattr(zoo.by_sha256(source.sha256), "key", None),
             "labels": list(source.labels),
             "input_size": list(source.input_size),
         },
@@ -304,6 +305,7 @@ def _model_card(manifest) -> str:
             "",
             f"**Source:** `{source['file']}` (SHA-256 `{source['sha256']}`).",
             "",
+            *_origin_lines(model),
             f"## Measured fidelity and latency ({manifest['validation_images']['count']} images; "
             f"{manifest['machine']['cpu']})",
             "",
@@ -320,6 +322,19 @@ def _model_card(manifest) -> str:
             "",
         ]
     )
+
+
+def _origin_lines(model: dict) -> list[str]:
+    """Where a zoo model was published and the accuracy its authors state; none for others."""
+    lines = []
+    if model.get("source_url"):
+        lines += [f"**Published at:** {model['source_url']}.", ""]
+    if model.get("published_accuracy"):
+        lines += [
+            f"**Published accuracy:** {model['published_accuracy']} (not measured by nsfw-mobile).",
+            "",
+        ]
+    return lines
 
 
 def read_manifest(release_dir: str | Path) -> dict:
@@ -443,17 +458,19 @@ def expand_model_arguments(items, on_excluded=None) -> list[str]:
 
 
 def _reference_for(manifest: dict, reference) -> str | None:
-    """The reference model to check against: given (and matching) or the pretrained one."""
+    """The reference model to check against: given (and matching) or the zoo model it names."""
     source = manifest["source"]
     recorded = source["sha256"]
     if reference is None:
-        if recorded == pretrained_sha256():
-            return None
+        named = zoo.by_sha256(recorded)
+        if named is not None:
+            return named.key
         raise UsageError(
             f"the release was made from {source.get('file', '?')} (SHA-256 {recorded}): "
             "pass it with --reference MODEL"
         )
-    actual = load_source(reference).sha256
+    named = zoo.find(reference)
+    actual = named.sha256 if named else load_source(reference).sha256
     if actual != recorded:
         raise ReferenceMismatch(
             f"--reference {reference} has SHA-256 {actual}, but the release was made from "

@@ -1,10 +1,12 @@
-"""Import TF.js *layers* models (model.json + binary shards) as Keras 3 models.
+"""Import TF.js models (model.json + binary shards) as Keras 3 models.
 
-The manifest is checked against the shards before anything is trusted: shard
+Layers models are rebuilt here, layer by layer; graph models (frozen TensorFlow
+graphs) in ``tfjs_graph``. Both read their weights through ``read_model``: the
+manifest is checked against the shards before anything is trusted: shard
 paths stay inside the model's folder, byte counts match, and every weight is
-used exactly once with the shape its layer expects. Quantized weights are
-dequantized as tfjs does (``q * scale + min`` in double precision, stored as
-float32; float16 widened exactly).
+used exactly once with the shape its layer (or graph constant) expects.
+Quantized weights are dequantized as tfjs does (``q * scale + min`` in double
+precision, stored as float32; float16 widened exactly).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ BYTES_PER_ELEMENT = {"float32": 4, "int32": 4, "uint16": 2, "float16": 2, "uint8
 SUPPORTED_LAYERS = (
     "InputLayer Conv2D DepthwiseConv2D SeparableConv2D BatchNormalization ReLU Activation "
     "Add Multiply Concatenate ZeroPadding2D AveragePooling2D MaxPooling2D "
-    "GlobalAveragePooling2D GlobalMaxPooling2D Flatten Dense Dropout Reshape Softmax"
+    "GlobalAveragePooling2D GlobalMaxPooling2D Flatten Dense Dropout Reshape Softmax Rescaling"
 ).split()
 
 # Options that only matter for training from scratch; weights come from the shards.
@@ -69,13 +71,18 @@ def model_json_of(path: Path) -> Path:
 
 
 def input_shape_of(topology) -> list | None:
-    """The batch input shape the topology's input layer declares, if it is readable."""
+    """The batch input shape the topology's input layer (a graph's Placeholder) declares, if it
+    is readable; a graph's unknown batch size (-1) reads as None."""
     try:
+        if isinstance(topology, dict) and "node" in topology:
+            node = next(n for n in topology["node"] if n.get("op") == "Placeholder")
+            dims = [int(d.get("size", -1)) for d in node["attr"]["shape"]["shape"]["dim"]]
+            return [None if d < 0 else d for d in dims]
         config = topology.get("model_config", topology)["config"]
         layers = config["layers"] if isinstance(config, dict) else config
         first = layers[0]["config"]
         return list(first.get("batch_input_shape") or first.get("batch_shape"))
-    except (*MALFORMED, IndexError):
+    except (*MALFORMED, IndexError, StopIteration):
         return None
 
 
@@ -110,23 +117,40 @@ def _dequantize(raw: bytes, spec: dict, where: str) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
-    """Read and check a TF.js model folder: returns (topology, weights by name)."""
+LAYERS_MODEL, GRAPH_MODEL = "layers-model", "graph-model"
+"""The two kinds of TF.js model, as model.json's ``format`` names them (absent: layers)."""
+
+
+def model_format(document) -> str:
+    """A parsed model.json's kind: ``LAYERS_MODEL`` or ``GRAPH_MODEL``."""
+    if not isinstance(document, dict):
+        return LAYERS_MODEL
+    return document.get("format") or LAYERS_MODEL
+
+
+def read_model(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
+    """Read and check a TF.js model folder, layers or graph: returns (model.json, weights)."""
     model_json = Path(model_json)
     document = read_json(model_json)
-    if not isinstance(document, dict) or "modelTopology" not in document:
-        raise ModelFileError(f"{model_json}: no modelTopology: not a TF.js layers model")
-    if document.get("format", "layers-model") != "layers-model":
+    if not isinstance(document, dict) or not isinstance(document.get("modelTopology"), dict):
+        raise ModelFileError(f"{model_json}: no modelTopology: not a TF.js model")
+    kind = model_format(document)
+    if kind not in (LAYERS_MODEL, GRAPH_MODEL):
         raise ModelFileError(
-            f"{model_json}: format {document.get('format')!r} is a TF.js graph model; "
-            "only layers models can be imported"
+            f"{model_json}: format {kind!r}; expected {LAYERS_MODEL!r} or {GRAPH_MODEL!r}"
         )
     try:
-        return document["modelTopology"], _read_weight_groups(model_json, document)
+        return document, _read_weight_groups(model_json, document)
     except MALFORMED as exc:
         raise ModelFileError(
             f"{model_json}: malformed weightsManifest ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def read_weights(model_json: str | Path) -> tuple[dict, dict[str, _WeightSpec]]:
+    """``read_model`` for callers that want the topology: returns (topology, weights by name)."""
+    document, weights = read_model(model_json)
+    return document["modelTopology"], weights
 
 
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
@@ -290,15 +314,19 @@ def _assign_weights(model, weights: dict[str, _WeightSpec], source: Path) -> Non
 
 
 def tfjs2keras(model_json: str | Path, *, input_name: str = "image"):
-    """Build a Keras 3 model from a TF.js layers model folder.
+    """Build a Keras 3 model from a TF.js model folder, layers or graph model.
 
-    The model's (single) input layer is renamed ``input_name`` so that every
-    export has an input called ``image``.
+    The model's (single) input is named ``input_name`` so that every export has
+    an input called ``image``.
     """
     model_json = Path(model_json)
-    topology, weights = read_weights(model_json)
+    document, weights = read_model(model_json)
     try:
-        return _build_model(model_json, topology, weights, input_name)
+        if model_format(document) == GRAPH_MODEL:
+            from .tfjs_graph import graph2keras
+
+            return graph2keras(document, weights, model_json, input_name=input_name)
+        return _build_model(model_json, document["modelTopology"], weights, input_name)
     except (*MALFORMED, RecursionError) as exc:  # Keras's own errors on a bad config
         raise ModelFileError(
             f"{model_json}: the topology does not build a model ({type(exc).__name__}: {exc})"

@@ -33,17 +33,20 @@ from .errors import UsageError
 from .labels import LABELS
 from .metadata import ModelContract, nsfw_labels_by_name, write_keras_contract
 
-BACKBONES = ("imagenet", "nsfw", "none")
+BACKBONES = ("imagenet", "nsfw", "mid", "none")
+"""Named backbone starts; ``nsfw`` and ``mid`` (and the zoo names of those models) are the
+MobileNetV2 features of the zoo's nsfwjs-mobilenet-v2 and nsfwjs-mobilenet-v2-mid."""
 
 
 @dataclass
 class TrainConfig:
     data_dir: str
     out: str
-    alpha: float = 1.0
+    alpha: float | None = None
+    """MobileNetV2 width; None: the backbone's (1.4 for mid, else 1.0)."""
     input_size: int = 224
     backbone: str = "imagenet"
-    """imagenet | nsfw | none | path to a weights file"""
+    """imagenet | nsfw | mid | a zoo name | none | path to a weights file"""
     epochs: int = 100
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 0
@@ -68,16 +71,41 @@ class TrainConfig:
     license: str = ""
     description: str = ""
 
+    def zoo_backbone(self):
+        """The zoo model whose MobileNetV2 the backbone starts from, or None."""
+        from . import zoo
+
+        if self.backbone in ("nsfw", "mid"):
+            return zoo.DEFAULT if self.backbone == "nsfw" else zoo.MOBILENET_V2_MID
+        named = zoo.find(self.backbone) if zoo.is_zoo_name(self.backbone) else None
+        if named is not None and named.backbone_alpha is None:
+            usable = [m.key for m in zoo.ZOO if m.backbone_alpha is not None]
+            raise UsageError(
+                f"--backbone {self.backbone}: {named.key} is not a MobileNetV2, which train "
+                f"builds; choose {', '.join(usable)}"
+            )
+        return named
+
+    @property
+    def width(self) -> float:
+        """The MobileNetV2 width to build: --alpha, else the backbone's."""
+        if self.alpha is not None:
+            return self.alpha
+        named = self.zoo_backbone()
+        return named.backbone_alpha if named else 1.0
+
     def check(self) -> None:
         check_augmentations(self.augment)
-        if self.backbone not in BACKBONES and not Path(self.backbone).is_file():
+        named = self.zoo_backbone()
+        if self.backbone not in BACKBONES and not named and not Path(self.backbone).is_file():
             raise UsageError(
-                f"--backbone {self.backbone!r}: choose {', '.join(BACKBONES)} or a weights file"
+                f"--backbone {self.backbone!r}: choose {', '.join(BACKBONES)}, a zoo model's "
+                "name (nsfw-mobile models) or a weights file"
             )
-        if self.backbone == "nsfw" and self.alpha != 1.0:
+        if named and self.alpha not in (None, named.backbone_alpha):
             raise UsageError(
-                "--backbone nsfw is a MobileNetV2 with alpha 1.0: "
-                "drop --alpha or choose another backbone"
+                f"--backbone {self.backbone} is a MobileNetV2 with alpha "
+                f"{named.backbone_alpha}: drop --alpha or choose another backbone"
             )
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"--optimizer {self.optimizer!r}: choose sgd or adam")
@@ -135,15 +163,27 @@ def _backbone(model):
     raise UsageError("the model has no nested backbone")
 
 
-def load_nsfw_backbone(backbone) -> int:
-    """Copy the pretrained NSFW model's MobileNetV2 weights into ``backbone`` by layer name."""
+def load_nsfw_backbone(backbone, name: str = "nsfwjs-mobilenet-v2") -> int:
+    """Copy a zoo model's MobileNetV2 weights into ``backbone`` (a Keras MobileNetV2 of the
+    same width); returns the number of layers set.
+
+    A layers model (the default) carries Keras's own MobileNetV2: weights are copied by
+    layer name. A graph model (mid) has its BatchNorms folded into convolution biases:
+    its convolutions are matched in order, and each Keras BatchNorm after them is set to
+    pass the bias through (mean 0, variance 1 - epsilon, scale 1, offset the bias).
+    """
+    from . import zoo
     from .models import pretrained
 
-    source = {layer.name: layer for layer in pretrained(classes=5).layers}
+    named = zoo.lookup(name)
+    source = pretrained(classes=5, name=named.key)
+    if named.format == "graph":
+        return _copy_folded_backbone(source, backbone, named)
+    by_name = {layer.name: layer for layer in source.layers}
     copied = 0
     for layer in backbone.layers:
-        if layer.weights and layer.name in source:
-            layer.set_weights(source[layer.name].get_weights())
+        if layer.weights and layer.name in by_name:
+            layer.set_weights(by_name[layer.name].get_weights())
             copied += 1
     if copied < 50:
         raise UsageError(
@@ -152,25 +192,71 @@ def load_nsfw_backbone(backbone) -> int:
     return copied
 
 
+_CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D")
+
+
+def _copy_folded_backbone(source, backbone, named) -> int:
+    import keras
+
+    scaling = [
+        (float(layer.scale), float(layer.offset))
+        for layer in source.layers
+        if isinstance(layer, keras.layers.Rescaling)
+    ]
+    if scaling != [named.backbone_input]:
+        raise UsageError(
+            f"{named.key}: its graph scales the input by {scaling}, the zoo expects "
+            f"{named.backbone_input}"
+        )
+    sources = [layer for layer in source.layers if type(layer).__name__ in _CONVOLUTIONS]
+    layers = backbone.layers
+    targets = [i for i, layer in enumerate(layers) if type(layer).__name__ in _CONVOLUTIONS]
+    if len(sources) != len(targets):
+        raise UsageError(
+            f"{named.key} has {len(sources)} convolutions, the MobileNetV2 built has "
+            f"{len(targets)}: expected MobileNetV2 {named.backbone_alpha:g}"
+        )
+    for layer, index in zip(sources, targets):
+        kernel, bias = layer.get_weights()
+        target, norm = layers[index], layers[index + 1]
+        if type(target) is not type(layer) or tuple(target.kernel.shape) != kernel.shape:
+            raise UsageError(
+                f"{named.key}: {layer.name} {kernel.shape} does not fit {target.name} "
+                f"{tuple(target.kernel.shape)}: expected MobileNetV2 {named.backbone_alpha:g}"
+            )
+        if not isinstance(norm, keras.layers.BatchNormalization):
+            raise UsageError(f"{target.name} is not followed by a BatchNormalization")
+        target.set_weights([kernel])
+        ones = np.ones_like(bias)
+        norm.set_weights([ones, bias, np.zeros_like(bias), ones - np.float32(norm.epsilon)])
+    return 2 * len(targets)
+
+
 def build_model(config: TrainConfig):
     from .models import build_classifier
 
-    weights = {"imagenet": "imagenet", "none": None, "nsfw": None}.get(
-        config.backbone, config.backbone
+    named = config.zoo_backbone()
+    weights = (
+        None
+        if named or config.backbone == "none"
+        else "imagenet"
+        if config.backbone == "imagenet"
+        else config.backbone
     )
     try:
         model = build_classifier(
             classes=len(config.labels),
-            alpha=config.alpha,
+            alpha=config.width,
             input_size=config.input_size,
             weights=weights,
+            backbone_input=named.backbone_input if named else (1.0, 0.0),
         )
     except (ValueError, OSError) as exc:  # Keras's errors for a weights file that does not fit
         if weights in (None, "imagenet"):
             raise
         raise UsageError(f"--backbone {weights}: cannot load these weights ({exc})") from None
-    if config.backbone == "nsfw":
-        load_nsfw_backbone(_backbone(model))
+    if named:
+        load_nsfw_backbone(_backbone(model), named.key)
     return model
 
 

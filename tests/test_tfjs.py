@@ -190,9 +190,12 @@ def test_unsupported_layer_is_named(tmp_path):
         )
 
 
-def test_graph_model_and_garbage_are_refused(tmp_path):
+def test_unknown_formats_empty_graphs_and_garbage_are_refused(tmp_path):
+    (tmp_path / "model.json").write_text('{"format": "saved-model", "modelTopology": {}}')
+    with pytest.raises(ModelFileError, match="format 'saved-model'; expected 'layers-model'"):
+        tfjs2keras(tmp_path / "model.json")
     (tmp_path / "model.json").write_text('{"format": "graph-model", "modelTopology": {}}')
-    with pytest.raises(ModelFileError, match="graph model"):
+    with pytest.raises(ModelFileError, match="the graph model has no nodes"):
         tfjs2keras(tmp_path / "model.json")
     (tmp_path / "model.json").write_text("not json")
     with pytest.raises(ModelFileError, match="not a JSON file"):

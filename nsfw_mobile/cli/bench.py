@@ -12,6 +12,7 @@ from ..errors import UsageError
 from .common import (
     CONTRACT_FLAGS,
     EXIT_VALIDATION_FAILED,
+    MODEL_NAMES_HELP,
     MODEL_PATH,
     ExistingPath,
     Progress,
@@ -19,8 +20,11 @@ from .common import (
     contract_changes,
     contract_options,
     echo_json,
+    fetch_named_model,
     images_option,
     json_option,
+    model_option,
+    one_model,
     out_dir_option,
     refuse_given,
     report_option,
@@ -87,8 +91,9 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
 
     Each artefact runs in its own process; runs of different artefacts are
     interleaved in rounds. ARTIFACTS are model files (.tflite, .keras, TF.js
-    folders; Core ML on macOS only), 'pretrained', a folder (every model file in
-    it), or a release folder (the files its manifest marks releasable).
+    folders; Core ML on macOS only), a zoo model's name ('pretrained',
+    nsfwjs-mobilenet-v2-mid, ...: its Keras reference), a folder (every model file
+    in it), or a release folder (the files its manifest marks releasable).
 
     \b
     Examples:
@@ -101,6 +106,8 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
 
     counts = chosen_thread_counts(threads, thread_counts_text)
     progress = Progress(quiet=as_json)
+    for artifact in artifacts:
+        fetch_named_model(artifact)
 
     def excluded(folder, names):
         progress.line(f"note: {folder}: not benchmarked, not releasable: {', '.join(names)}")
@@ -166,6 +173,7 @@ MAKING_OPTIONS = {
 
 @click.command("release")
 @click.argument("model", required=False, default=None, type=MODEL_PATH)
+@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @out_dir_option("Release folder to write.", default=None)
 @click.option(
     "--check",
@@ -178,8 +186,8 @@ MAKING_OPTIONS = {
     "--reference",
     type=MODEL_PATH,
     default=None,
-    help="With --check: the model the release was made from (default: the pretrained model, "
-    "when the manifest names it).",
+    help="With --check: the model the release was made from, a file or a zoo name (default: "
+    "the zoo model the manifest names).",
 )
 @format_options(required=False, all_help="Default: every format.")
 @calibration_option("Folder of representative images for full-integer TFLite.")
@@ -190,11 +198,12 @@ MAKING_OPTIONS = {
 @json_option("Print the manifest (or the check) as JSON (and no progress lines on stderr).")
 @click.pass_context
 def release_command(
-    ctx, model, out_dir, check_dir, reference, targets, quantize, precision, io_type,
+    ctx, model, model_option, out_dir, check_dir, reference, targets, quantize, precision, io_type,
     calibration, image_paths, threads, thread_counts_text, runs, seconds,
     name, model_version, author, license_, description, as_json,
 ):  # fmt: skip
-    """Convert MODEL (default: the pretrained model) to every format (or those of
+    """Convert MODEL (default: the pretrained model; a zoo model's name, see
+    `nsfw-mobile models`; a .keras file or a TF.js model.json) to every format (or those of
     --to), validate each against it, benchmark each, and write the artefacts with
     labels.txt, manifest.json, MODEL_CARD.md and REPORT.md. Each stage and each
     file is reported on stderr as it completes.
@@ -208,6 +217,7 @@ def release_command(
     Examples:
       nsfw-mobile release --out dist/
       nsfw-mobile release --out web/ --to tfjs-float16 --to tfjs-uint8
+      nsfw-mobile release --model nsfwjs-mobilenet-v2-mid --out dist/mid
       nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
       nsfw-mobile release runs/acme/best.keras --out dist/ --name acme --model-version 2.1
       nsfw-mobile release --check models/
@@ -217,6 +227,7 @@ def release_command(
     from ..formats import check_options
 
     images = list(image_paths) or None
+    model = one_model(model, model_option)
     if (out_dir is None) == (check_dir is None):
         raise UsageError("give either --out DIR (make a release) or --check DIR (verify one)")
     if check_dir is not None:
@@ -227,6 +238,7 @@ def release_command(
         return
     if reference is not None:
         raise UsageError("--reference applies to --check; a new release's reference is MODEL")
+    fetch_named_model(model)
     chosen = choose_formats(targets or ("all",), quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
     changes = contract_changes(name, model_version, author, license_, description)

@@ -109,11 +109,11 @@ def refuse_given(ctx: click.Context, names: dict[str, str], reason: str) -> None
 
 def check_unsafe(model, unsafe: bool) -> None:
     """--unsafe applies to .keras model files only (Lambda layers run Python code)."""
-    from ..formats import KERAS, file_type_of
+    from ..formats import KERAS, file_type_of, is_named_model
 
     if not unsafe:
         return
-    if model is None or str(model) == PRETRAINED or file_type_of(model) is not KERAS:
+    if model is None or is_named_model(model) or file_type_of(model) is not KERAS:
         raise UsageError(
             f"--unsafe applies to .keras model files only (their Lambda layers run code); "
             f"{model or PRETRAINED} is not one: drop --unsafe"
@@ -137,19 +137,23 @@ def thread_counts(text: str) -> tuple[int, ...]:
 
 
 class ExistingPath(click.ParamType):
-    """A path that must exist, or one of ``words`` (such as 'pretrained'), returned as is.
+    """A path that must exist, or (with ``model_names``) a zoo model's name such as
+    'pretrained' or 'mid', returned as text: a name wins over a file of the same name.
 
     A missing path is a usage error (exit 2) in every command, with the same message.
     """
 
     name = "path"
 
-    def __init__(self, *, words: tuple[str, ...] = (), file_okay=True, dir_okay=True):
-        self.words, self.file_okay, self.dir_okay = words, file_okay, dir_okay
+    def __init__(self, *, model_names: bool = False, file_okay=True, dir_okay=True):
+        self.model_names, self.file_okay, self.dir_okay = model_names, file_okay, dir_okay
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and value in self.words:
-            return value
+        if isinstance(value, str) and self.model_names:
+            from ..formats import is_named_model
+
+            if is_named_model(value):
+                return value
         path = Path(value)
         if not path.exists():
             self.fail(f"{value}: no such file or folder", param, ctx)
@@ -160,8 +164,8 @@ class ExistingPath(click.ParamType):
         return path
 
 
-MODEL_PATH = ExistingPath(words=(PRETRAINED,))
-"""A model file or folder that exists, or 'pretrained'."""
+MODEL_PATH = ExistingPath(model_names=True)
+"""A model file or folder that exists, or a zoo model's name ('pretrained', 'mid', ...)."""
 
 
 class EngineThreads(click.IntRange):
@@ -325,3 +329,32 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar, self.stage = None, None
+
+
+# ------------------------------------------------------------------ models by name
+
+MODEL_NAMES_HELP = "a zoo model's name (see `nsfw-mobile models`)"
+
+
+def model_option(help_text: str):
+    """--model NAME|FILE, for commands that also take the model as their MODEL argument."""
+    return click.option("--model", "model_option", default=None, metavar="MODEL", help=help_text)
+
+
+def one_model(argument, option):
+    """The model given as MODEL or as --model (not both)."""
+    if argument is not None and option is not None:
+        raise UsageError(f"give the model once: MODEL ({argument}) or --model ({option})")
+    return option if option is not None else argument
+
+
+def fetch_named_model(model) -> None:
+    """A zoo model whose weights are not fetched yet: fetch them now, saying so on stderr.
+
+    The library fetches silently on first use; the command line shows what takes the time.
+    """
+    from ..zoo import find, is_zoo_name
+
+    named = find(model) if is_zoo_name(model) else None
+    if named is not None and named.status == "not fetched":
+        named.model_json(log=lambda line: click.echo(line, err=True))

@@ -11,6 +11,7 @@ import click
 from ..errors import UsageError
 from ..formats import FORMATS, IO_TYPE, PRECISIONS, QUANTIZATIONS, TARGETS, quantizations
 from .common import (
+    MODEL_NAMES_HELP,
     MODEL_PATH,
     ExistingPath,
     Progress,
@@ -19,7 +20,10 @@ from .common import (
     contract_changes,
     contract_options,
     echo_json,
+    fetch_named_model,
     json_option,
+    model_option,
+    one_model,
     out_dir_option,
     unsafe_option,
 )
@@ -113,6 +117,7 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 
 @click.command()
 @click.argument("model", required=False, default=None, type=MODEL_PATH)
+@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @format_options(required=True, all_help="'all': every format.")
 @out_dir_option("Output folder.", default=Path("dist"), show_default=True)
 @calibration_option()
@@ -120,11 +125,12 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 @json_option("Print a JSON summary on stdout (and no progress lines on stderr).")
 @unsafe_option()
 def convert(
-    model, targets, quantize, precision, io_type, out_dir, calibration, as_json, unsafe,
-    name, model_version, author, license_, description,
+    model, model_option, targets, quantize, precision, io_type, out_dir, calibration, as_json,
+    unsafe, name, model_version, author, license_, description,
 ):  # fmt: skip
-    """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
-    model.json) to Core ML, TFLite and TF.js.
+    """Convert MODEL (default: the pretrained model; or a zoo model's name, see
+    `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
+    to Core ML, TFLite and TF.js.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
     nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/ ...; --name acme makes acme.mlmodel,
@@ -144,11 +150,13 @@ def convert(
       nsfw-mobile convert --to tfjs --quantize uint8 --out web/
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
       nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
+      nsfw-mobile convert --model nsfwjs-mobilenet-v2-mid --to tflite --out dist/mid
     """
     from ..convert import convert_all
     from ..formats import check_options
     from ..models import load_source
 
+    model = one_model(model, model_option)
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
     check_unsafe(model, unsafe)
@@ -156,6 +164,7 @@ def convert(
         fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
     changes = contract_changes(name, model_version, author, license_, description)
+    fetch_named_model(model)
     source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
     progress = Progress(quiet=as_json)
 
@@ -239,13 +248,16 @@ def list_formats(as_json, markdown):
 @click.argument("model_json", type=ExistingPath())
 @click.argument("out", type=click.Path(path_type=Path))
 def import_tfjs(model_json, out):
-    """Convert a TF.js layers model (model.json + shards, or their folder) to a .keras
-    file. The model contract in its userDefinedMetadata, if any, comes along.
+    """Convert a TF.js model (model.json + shards, or their folder) to a .keras file:
+    a layers model, or a graph model (a frozen TensorFlow graph; the ops of NSFWJS's
+    MobileNetV2Mid are supported, any other is refused by name before anything is
+    written). The model contract in its userDefinedMetadata, if any, comes along.
 
     \b
     Examples:
       nsfw-mobile import-tfjs web_model/model.json model.keras
       nsfw-mobile import-tfjs dist/nsfw_tfjs_uint8 back.keras
+      nsfw-mobile import-tfjs mobilenet_v2_mid/model.json mid.keras
     """
     from ..atomic import atomic_path
     from ..metadata import write_keras_contract

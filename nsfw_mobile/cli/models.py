@@ -12,6 +12,8 @@ from .common import (
     EXIT_VALIDATION_FAILED,
     MODEL_PATH,
     ExistingPath,
+    echo_json,
+    fetch_named_model,
     images_option,
     json_option,
     report_option,
@@ -26,7 +28,8 @@ from .common import (
     "--reference",
     type=MODEL_PATH,
     default=None,
-    help="Reference model (.keras or TF.js model.json; default: the pretrained model).",
+    help="Reference model: .keras, TF.js model.json or a zoo model's name (see "
+    "`nsfw-mobile models`); default: the pretrained model.",
 )
 @images_option()
 @click.option(
@@ -65,6 +68,7 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         raise UsageError(
             "--threads sets LiteRT's threads and no candidate is a .tflite file: drop --threads"
         )
+    fetch_named_model(reference)
 
     def progress(result):
         if not as_json:
@@ -107,4 +111,77 @@ def inspect(path, as_json):
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
 
-COMMANDS = (validate, inspect)
+@click.command("models")
+@click.option(
+    "--fetch",
+    "fetch_names",
+    multiple=True,
+    metavar="NAME",
+    help="Fetch a zoo model's weights into the cache now (repeat, or 'all'); otherwise they "
+    "are fetched on first use.",
+)
+@click.option(
+    "--from",
+    "tarball",
+    type=ExistingPath(dir_okay=False),
+    default=None,
+    help="With --fetch: the npm package's tarball, fetched by hand (`npm pack nsfwjs@4.3.0`); "
+    "its SHA-512 must be the pinned one.",
+)
+@json_option("Print the zoo as JSON.")
+def models_command(fetch_names, tarball, as_json):
+    """List the pretrained models (the zoo) that --model takes by name everywhere:
+    input size, parameters, size, published accuracy and where the weights are
+    (shipped in the package, cached, or not fetched yet).
+
+    The default model ships in the package. The others come from the npm
+    package nsfwjs 4.3.0 (MIT), fetched on first use with `npm pack` into the
+    cache (NSFW_MOBILE_CACHE, else ~/.cache/nsfw-mobile) and checked against a
+    pinned SHA-512. Without the npm registry, fetch the tarball elsewhere and
+    give it with --from.
+
+    \b
+    Examples:
+      nsfw-mobile models
+      nsfw-mobile models --json
+      nsfw-mobile models --fetch nsfwjs-mobilenet-v2-mid
+      nsfw-mobile models --fetch all --from nsfwjs-4.3.0.tgz
+    """
+    from .. import zoo
+    from ..errors import UsageError
+    from ..zoo_fetch import fetch
+
+    if tarball is not None and not fetch_names:
+        raise UsageError("--from goes with --fetch NAME: name the model to extract from it")
+    wanted = list(zoo.ZOO) if "all" in fetch_names else [zoo.lookup(n) for n in fetch_names]
+    for model in dict.fromkeys(wanted):
+        if model.npm is None:
+            click.echo(f"{model.key}: ships in the package, nothing to fetch", err=True)
+            continue
+        path = fetch(model, tarball=tarball, log=lambda line: click.echo(line, err=True))
+        model.model_json()  # checks the cached files against the zoo's checksum
+        click.echo(f"{model.key}: {path.parent}", err=True)
+    if as_json:
+        echo_json([model.to_dict() for model in zoo.ZOO])
+        return
+    click.echo(
+        f"{'name':<24} {'aliases':<28} {'input':>5} {'params':>7} {'size':>8}  "
+        f"{'accuracy*':<10} weights"
+    )
+    for m in zoo.ZOO:
+        where = m.status
+        if m.status == "not fetched":
+            where += f" (npm {m.npm.spec}, {m.download_mb:.0f} MB download on first use)"
+        elif m.status == "cached":
+            where += f" ({m.folder})"
+        click.echo(
+            f"{m.key:<24} {', '.join(m.short_aliases):<28} {m.input_size:>5} "
+            f"{m.parameters / 1e6:>6.1f}M {m.weights_bytes / 1e6:>6.1f}MB  {m.accuracy:<10} "
+            f"{where}"
+        )
+    click.echo("* as published: " + "; ".join(
+        dict.fromkeys(f"{m.accuracy_source}" for m in zoo.ZOO)
+    ))  # fmt: skip
+
+
+COMMANDS = (validate, inspect, models_command)

@@ -15,9 +15,11 @@ from .cluster import INPUT_PATH, check_ray_options, ray_options
 from .common import (
     EXIT_FLAGGED,
     EXIT_UNREADABLE,
+    MODEL_NAMES_HELP,
     MODEL_PATH,
     check_unsafe,
     echo_json,
+    fetch_named_model,
     given,
     renamed_option,
     unsafe_option,
@@ -33,11 +35,16 @@ VIDEO_OPTIONS = {
 
 def model_file(model_path: Path | str | None) -> Path | str:
     """The file --model names: a model file, a release folder's fastest validated model,
-    or by default the pretrained model as the float32 TFLite file the package ships."""
-    from ..formats import PRETRAINED_TFLITE
+    a zoo model's name (its Keras reference), or by default the pretrained model as the
+    float32 TFLite file the package ships."""
+    from ..formats import PRETRAINED_TFLITE, is_named_model
 
     if model_path is None:
         return PRETRAINED_TFLITE
+    if is_named_model(model_path):
+        _need_tensorflow_for(str(model_path))
+        fetch_named_model(model_path)
+        return str(model_path)
     if not Path(model_path).is_dir():
         return model_path
     from ..release import fastest_artifact, is_release_folder
@@ -47,6 +54,23 @@ def model_file(model_path: Path | str | None) -> Path | str:
         click.echo(f"using {chosen.name}, the fastest validated model of the release", err=True)
         return chosen
     return model_path
+
+
+def _need_tensorflow_for(name: str) -> None:
+    """A zoo model by name runs as its Keras reference: say so when TensorFlow is missing."""
+    import importlib.util
+
+    from ..errors import NsfwMobileError
+    from ..zoo import lookup
+
+    if importlib.util.find_spec("tensorflow") is None:
+        key = lookup(name).key
+        raise NsfwMobileError(
+            f"--model {name} runs {key} as its Keras reference, which needs TensorFlow (not "
+            "installed here): pip install 'nsfw-mobile[full]'; or, where TensorFlow is "
+            f"installed, make a release (nsfw-mobile release {key} --out DIR) and pass "
+            "--model DIR (its TFLite files run without TensorFlow)"
+        )
 
 
 def _table_line(prediction, labels, flagged: bool) -> str:
@@ -174,8 +198,9 @@ class _Output:
     "model_path",
     type=MODEL_PATH,
     default=None,
-    help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage, a "
-    "release folder, or 'pretrained' for the Keras reference. Default: the pretrained model as "
+    help="Model file: .keras, TF.js model.json (layers or graph), .tflite, .mlmodel or "
+    f".mlpackage, a release folder, or {MODEL_NAMES_HELP}, run as its Keras reference "
+    "(needs TensorFlow; 'pretrained' is the default model's). Default: the pretrained model as "
     "the float32 TFLite file the package ships (same answers with or without TensorFlow).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -276,6 +301,7 @@ def predict(
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
       nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite --workers 2
       nsfw-mobile predict photos/ --model models/
+      nsfw-mobile predict photos/ --model nsfwjs-mobilenet-v2-mid --json
       nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots
       nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --timeline-plot upload.png
       nsfw-mobile predict photos/ --ray --out results/

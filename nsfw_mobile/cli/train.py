@@ -15,6 +15,7 @@ from .common import (
     contract_changes,
     contract_options,
     echo_json,
+    fetch_named_model,
     given,
     json_option,
     out_dir_option,
@@ -58,9 +59,16 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     default="imagenet",
     show_default=True,
     help="Backbone start: imagenet (downloaded by Keras), nsfw (the pretrained model's "
-    "MobileNetV2), none (random), or a weights file.",
+    "MobileNetV2 1.0), mid (nsfwjs-mobilenet-v2-mid's MobileNetV2 1.4, fetched on first use), "
+    "none (random weights: the whole network trains from the first epoch, BatchNorm "
+    "included, and --fine-tune does not apply), or a weights file.",
 )
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
+@click.option(
+    "--alpha",
+    type=float,
+    default=None,
+    help="MobileNetV2 width (default: the backbone's, 1.4 for mid, else 1.0).",
+)
 @click.option(
     "--input-size",
     type=int,
@@ -167,6 +175,7 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     \b
     Examples:
       nsfw-mobile train data/ --out runs/first --backbone nsfw --epochs 20
+      nsfw-mobile train data/ --out runs/wide --backbone mid --epochs 20
       nsfw-mobile train scraped/ --out runs/3 --merge drawings=neutral,hentai=porn
       nsfw-mobile train data/ --out runs/acme --name acme --author "Acme Inc." --license MIT
       nsfw-mobile train data/ --out runs/ft --epochs 10 --fine-tune 30 --fine-tune-epochs 10
@@ -193,6 +202,7 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     config = _config(data_dir, out_dir, options)
     if not resume:
         config.check()
+        fetch_named_model(config.backbone)
     result = run_training(config, resume=resume, log=lambda line: click.echo(line, err=True))
     if as_json:
         echo_json(
@@ -222,8 +232,9 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
 @json_option("Print the report as JSON.")
 @unsafe_option()
 def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
-    """Evaluate MODEL (any format: .keras, .tflite, .mlmodel, .mlpackage, or
-    'pretrained') on a labelled DATA_DIR: its test/ or val/ folder when it has
+    """Evaluate MODEL (any format: .keras, .tflite, .mlmodel, .mlpackage, TF.js, or a
+    zoo model's name such as 'pretrained' or nsfwjs-mobilenet-v2-mid, see
+    `nsfw-mobile models`) on a labelled DATA_DIR: its test/ or val/ folder when it has
     one (as train finds it), else its class folders. Images of the model's NSFW
     labels are the positives of the NSFW-versus-safe view.
 
@@ -235,10 +246,12 @@ def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
     """
     from ..evaluate import evaluate as run_evaluation
     from ..evaluate import render_table, write_predictions, write_reports
+    from ..formats import is_named_model
 
     check_unsafe(model, unsafe)
+    fetch_named_model(model)
     report = run_evaluation(
-        None if str(model) == "pretrained" else model, data_dir, allow_unsafe=unsafe
+        model if is_named_model(model) else Path(model), data_dir, allow_unsafe=unsafe
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
     if out_dir is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelFileError
-from ..formats import PRETRAINED, file_type_of
+from ..formats import file_type_of, is_named_model
 from .base import Runner
 
 __all__ = ["Runner", "open_runner"]
@@ -26,14 +26,14 @@ def open_runner(
     allow_unsafe: bool = False,
     **options,
 ) -> Runner:
-    """Open any model file the toolkit knows (None or 'pretrained': the pretrained model).
+    """Open any model file the toolkit knows, or a zoo model by name (None: the default one).
 
     ``num_threads`` applies to engines with a thread setting (LiteRT);
     ``allow_unsafe`` to Keras files with Lambda layers; other ``options`` go to
     the file type's runner as they are.
     """
     file_type = file_type_of(path)
-    if path is not None and str(path) != PRETRAINED and not Path(path).exists():
+    if path is not None and not is_named_model(path) and not Path(path).exists():
         raise ModelFileError(f"{path}: no such file")
     return file_type.open_runner(
         path, num_threads=num_threads, allow_unsafe=allow_unsafe, **options

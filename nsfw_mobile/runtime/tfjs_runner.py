@@ -1,8 +1,9 @@
 """TF.js runner: the model in real TensorFlow.js under Node (pure-JavaScript CPU backend).
 
 One long-lived ``node`` process per model (``js/tfjs_server.cjs``) loads the
-model with ``tf.loadLayersModel`` and answers uint8 batches with
-probabilities; the pixels are divided by 255 in JavaScript, as a web page does.
+model with ``tf.loadLayersModel`` (a graph model: ``tf.loadGraphModel``) and
+answers uint8 batches with probabilities; the pixels are divided by 255 in
+JavaScript, as a web page does.
 The model folder is checked by the toolkit's own reader first (shard paths,
 sizes, weight names), so a broken folder gets the importer's message rather
 than a JavaScript stack. The pinned npm packages come from ``node_packages``.
@@ -22,7 +23,7 @@ from ..errors import ModelFileError
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of, read_tfjs
 from ..node_packages import TFJS, node_executable, node_modules
-from ..tfjs import model_json_of, read_weights
+from ..tfjs import model_json_of, read_model
 from .base import Runner
 
 SERVER = Path(__file__).parent / "js" / "tfjs_server.cjs"
@@ -55,7 +56,7 @@ class TFJSRunner(Runner):
         self.model_json = model_json_of(Path(path))
         self.path = self.model_json.parent
         self.name = f"tfjs:{self.path.name}"
-        read_weights(self.model_json)  # names a broken folder in our words
+        read_model(self.model_json)  # names a broken folder in our words
         modules = modules or node_modules(TFJS)
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by the finalizer)
         self._process = subprocess.Popen(

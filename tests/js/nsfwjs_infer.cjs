@@ -1,37 +1,61 @@
 // Runs the real NSFWJS (tfjs pure-JS CPU backend) on pre-decoded images and writes
-// JSON: the bundled MobileNetV2 model's five probabilities per image (infer), and,
+// JSON: one of NSFWJS's bundled models' five probabilities per image (infer, or for a
+// graph model, which has no infer, classify(image, 5) in NSFWJS's class order), and,
 // when EXPORT_MODEL_JSON is given, what nsfwjs.load() + classify() return for the
 // toolkit's TF.js export of a five-class model.
 //
-//   node nsfwjs_infer.cjs NODE_MODULES PIXELS.bin COUNT HEIGHT WIDTH OUT.json [EXPORT_MODEL_JSON]
+//   node nsfwjs_infer.cjs NODE_MODULES PIXELS.bin COUNT HEIGHT WIDTH OUT.json \
+//        [EXPORT_MODEL_JSON] [--bundled NAME] [--options JSON]
 //
+// NAME is a bundled model (default MobileNetV2; MobileNetV2Mid, InceptionV3) and JSON
+// the options nsfwjs.load() gets for it ({"type": "graph"}, {"size": 299}).
 // PIXELS.bin holds COUNT uint8 RGB images of HEIGHT x WIDTH, back to back,
 // exactly as nsfw_mobile.images decodes them, so every model sees the same pixels.
 const fs = require("fs");
 const path = require("path");
 const { modelFiles } = require("../../nsfw_mobile/runtime/js/model_files.cjs");
 
-const [modulesDir, pixelsPath, count, height, width, outPath, exportJson] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const flag = (name, fallback) => {
+  const at = args.indexOf(name);
+  return at < 0 ? fallback : args.splice(at, 2)[1];
+};
+const bundledName = flag("--bundled", "MobileNetV2");
+const options = JSON.parse(flag("--options", "{}"));
+const [modulesDir, pixelsPath, count, height, width, outPath, exportJson] = args;
 const load = (name) => require(path.join(modulesDir, name));
 const tf = load("@tensorflow/tfjs");
 const nsfwjs = load("nsfwjs");
+const CLASSES = ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"];
+
+async function probabilities(model, image) {
+  if (options.type === "graph") {
+    const classes = await model.classify(image, CLASSES.length);
+    const byName = Object.fromEntries(classes.map((c) => [c.className, c.probability]));
+    return CLASSES.map((name) => byName[name]);
+  }
+  const output = model.infer(image);
+  const values = Array.from(await output.data());
+  output.dispose();
+  return values;
+}
 
 async function main() {
   await tf.setBackend("cpu");
-  const bundled = await nsfwjs.load("MobileNetV2");
+  const bundled = await nsfwjs.load(bundledName, options);
   const exported = exportJson ? await nsfwjs.load(modelFiles(exportJson), { size: 224 }) : null;
   const pixels = fs.readFileSync(pixelsPath);
   const size = Number(height) * Number(width) * 3;
-  const result = { backend: tf.getBackend(), tfjs: tf.version.tfjs, probabilities: [], classified: [] };
+  const result = {
+    backend: tf.getBackend(), tfjs: tf.version.tfjs, model: bundledName, probabilities: [], classified: [],
+  };
   for (let i = 0; i < Number(count); i++) {
     const image = tf.tensor3d(
       new Int32Array(pixels.subarray(i * size, (i + 1) * size)),
       [Number(height), Number(width), 3],
       "int32",
     );
-    const output = bundled.infer(image);
-    result.probabilities.push(Array.from(await output.data()));
-    output.dispose();
+    result.probabilities.push(await probabilities(bundled, image));
     if (exported) {
       const classes = await exported.classify(image);
       result.classified.push(Object.fromEntries(classes.map((c) => [c.className, c.probability])));

@@ -1,6 +1,6 @@
-// A tfjs IOHandler that reads a layers model (model.json and its shards) from disk.
+// A tfjs IOHandler that reads a model (model.json and its shards, layers or graph) from disk.
 // Node has no file:// loader without the tfjs-node binary, so the model is handed
-// to tf.loadLayersModel (or nsfwjs.load) in memory.
+// to tf.loadLayersModel, tf.loadGraphModel or nsfwjs.load in memory.
 "use strict";
 const fs = require("fs");
 const path = require("path");

@@ -1,4 +1,4 @@
-// Runs one TF.js layers model in TensorFlow.js (pure-JavaScript CPU backend)
+// Runs one TF.js model (layers or graph) in TensorFlow.js (pure-JavaScript CPU backend)
 // for nsfw_mobile.runtime.tfjs_runner, as a long-lived child process.
 //
 //   node tfjs_server.cjs NODE_MODULES MODEL_JSON
@@ -9,6 +9,7 @@
 // input_shape, output_shape} or {error}), then one JSON line per request
 // ({probabilities} or {error}). Everything else tfjs prints goes to stderr.
 "use strict";
+const fs = require("fs");
 const path = require("path");
 const { modelFiles } = require("./model_files.cjs");
 
@@ -30,13 +31,23 @@ function predict(model, pixels, count, height, width) {
   });
 }
 
+// A graph model's outputs declare no shape: run one blank image to learn it.
+function outputShape(model) {
+  return tf.tidy(() => {
+    const shape = model.inputs[0].shape.map((d) => (d > 0 ? d : 1));
+    return [-1, ...model.predict(tf.zeros(shape)).shape.slice(1)];
+  });
+}
+
 async function main() {
   await tf.setBackend("cpu");
   let model;
+  const graph = JSON.parse(fs.readFileSync(modelJson, "utf8")).format === "graph-model";
+  const loader = graph ? "loadGraphModel" : "loadLayersModel";
   try {
-    model = await tf.loadLayersModel(modelFiles(modelJson));
+    model = await tf[loader](modelFiles(modelJson));
   } catch (error) {
-    reply({ error: `tf.loadLayersModel: ${error.message}` });
+    reply({ error: `tf.${loader}: ${error.message}` });
     process.exit(3);
   }
   reply({
@@ -44,7 +55,7 @@ async function main() {
     tfjs: tf.version.tfjs,
     backend: tf.getBackend(),
     input_shape: model.inputs[0].shape,
-    output_shape: model.outputs[0].shape,
+    output_shape: model.outputs[0].shape || outputShape(model),
   });
   let pending = Buffer.alloc(0);
   process.stdin.on("data", (chunk) => {
