@@ -33,6 +33,15 @@ class Runner(ABC):
             )
         return pixels
 
+    def close(self) -> None:  # noqa: B027 (most engines hold nothing to release)
+        """Release what the runner holds (a helper process); closing twice is harmless."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def helper_peak_rss_mb(self) -> float:
         """Peak memory of a helper process the engine runs in (TF.js: Node), else 0."""
         return 0.0
