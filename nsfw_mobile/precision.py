@@ -63,6 +63,9 @@ class Precision:
     """Weight tensors with fewer values stay as they are (the converter skips them)."""
     output_step: float | None = None
     """Probabilities come out quantized in steps of this size (full-integer outputs)."""
+    dynamic_inputs: bool = False
+    """Layers with int8 weights quantize their input to int8 per image as they run (TFLite's
+    dynamic-range kernels)."""
 
 
 PRECISIONS: dict[str, Precision] = {
@@ -87,9 +90,11 @@ PRECISIONS: dict[str, Precision] = {
         ),
         Precision(
             "int8-dynamic-range",
-            "int8 weights per output channel (tensors of 1024 values or more)",
+            "int8 weights per output channel (tensors of 1024 values or more), their layers' "
+            "inputs quantized per image as they run",
             "int8-per-channel",
             min_quantized_elements=1024,
+            dynamic_inputs=True,
         ),
         Precision(
             "uint8-weights-per-tensor",
@@ -244,8 +249,8 @@ def stored_weights(keras, model, spec: Precision) -> Iterator[None]:
 
 
 def _quantization_point(keras, layer) -> bool:
-    """Whether a full-integer model quantizes this layer's output: not where the converter
-    fuses it with the BatchNormalization or activation that alone consumes it."""
+    """Whether a reduced-precision model rounds or quantizes this layer's output: not where
+    the converter fuses it with the BatchNormalization or activation that alone consumes it."""
     if not isinstance(
         layer,
         (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense,
@@ -267,9 +272,32 @@ def _uint8(values: np.ndarray) -> np.ndarray:
     return ((np.clip(np.round(values / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
 
 
+def _uint8_per_image(values: np.ndarray) -> np.ndarray:
+    return np.stack([_uint8(image) for image in np.asarray(values, np.float32)])
+
+
+def _input_rule(keras, spec: Precision) -> Callable | None:
+    """Dynamic-range kernels quantize the input of each layer whose weights are int8."""
+    if not spec.dynamic_inputs:
+        return None
+    hybrid = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+    def quantized(layer) -> bool:
+        return isinstance(layer, hybrid) and any(
+            _short(v) == "kernel" and np.prod(v.shape) >= spec.min_quantized_elements
+            for v in layer.weights
+        )
+
+    return lambda layer, values: _uint8_per_image(values) if quantized(layer) else values
+
+
 def _activation_rule(keras, spec: Precision) -> Callable | None:
     if spec.activations == "float16":
-        return lambda layer, values: values.astype(np.float16).astype(np.float32)
+        return lambda layer, values: (
+            values.astype(np.float16).astype(np.float32)
+            if _quantization_point(keras, layer)
+            else values
+        )
     if spec.activations == "uint8":
         return lambda layer, values: _uint8(values) if _quantization_point(keras, layer) else values
     return None
@@ -278,9 +306,10 @@ def _activation_rule(keras, spec: Precision) -> Callable | None:
 # ------------------------------------------------------------------ running the graph
 
 
-def run_layers(keras, model, inputs: list, after: Callable | None):
+def run_layers(keras, model, inputs: list, after: Callable | None, before: Callable | None = None):
     """Run a functional model layer by layer (nested models included), passing each layer's
-    output through ``after(layer, numpy_values)``; returns the model's outputs."""
+    single input through ``before(layer, numpy_values)`` and each output through
+    ``after(layer, numpy_values)``; returns the model's outputs."""
     functional = getattr(model, "_functional", None) or model
     values = {id(tensor): value for tensor, value in zip(functional.inputs, inputs, strict=True)}
     for depth in sorted(functional._nodes_by_depth, reverse=True):
@@ -290,8 +319,10 @@ def run_layers(keras, model, inputs: list, after: Callable | None):
                 continue
             args, kwargs = node.arguments.fill_in(values)
             if isinstance(layer, keras.Model):
-                outputs = run_layers(keras, layer, keras.tree.flatten(args), after)
+                outputs = run_layers(keras, layer, keras.tree.flatten(args), after, before)
             else:
+                if before is not None and len(args) == 1 and not isinstance(args[0], list | tuple):
+                    args = (before(layer, np.asarray(args[0])),)
                 if "training" in layer._call_signature.parameters:
                     kwargs = {**kwargs, "training": False}
                 outputs = keras.tree.flatten(layer(*args, **kwargs))
@@ -317,15 +348,17 @@ def emulate(model, pixels: np.ndarray, key: str, *, batch_size: int = 64) -> np.
             f"{model.name}: a subclassed Keras model cannot be run layer by layer; "
             "validate quantized formats against a functional or Sequential model"
         )
-    after = _activation_rule(keras, spec)
+    after, before = _activation_rule(keras, spec), _input_rule(keras, spec)
     x = pixels.astype(np.float32) / np.float32(255)
+    if spec.activations == "float16":  # the scaled image is a float16 tensor too
+        x = x.astype(np.float16).astype(np.float32)
     with stored_weights(keras, model, spec):
         if spec.activations == "uint8":  # ranges over the whole set: one pass
-            (outputs,) = run_layers(keras, model, [x], after)
+            (outputs,) = run_layers(keras, model, [x], after, before)
         else:
             outputs = np.concatenate(
                 [
-                    run_layers(keras, model, [x[start : start + batch_size]], after)[0]
+                    run_layers(keras, model, [x[start : start + batch_size]], after, before)[0]
                     for start in range(0, max(len(x), 1), batch_size)
                 ]
             )

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,57 +99,77 @@ ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("tensorflow-cpu", "keras", "coremltools", "ai-edge-litert", "numpy", "pillow")
 
 
-def code_key() -> str:
-    """A digest of everything a shared fixture's files depend on: the package's code, this
-    file and the libraries' versions. Any change makes every shared fixture again."""
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _code_in_use() -> dict[str, str]:
+    """What a shared fixture's files depend on: this file, every module of the package that
+    is loaded (a superset of those the build used), and the libraries' versions."""
     from importlib import metadata
 
-    digest = hashlib.sha256()
-    for path in sorted(
-        [
-            *(ROOT / "nsfw_mobile").rglob("*.py"),
-            *(ROOT / "nsfw_mobile").rglob("*.cjs"),
-            Path(__file__),
-        ]
-    ):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    files = {Path(__file__)}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "nsfw_mobile" and getattr(module, "__file__", None):
+            files.add(Path(module.__file__))
+    record = {str(path.relative_to(ROOT)): _digest(path) for path in sorted(files)}
     for name in LIBRARIES:
         with contextlib.suppress(metadata.PackageNotFoundError):
-            digest.update(f"{name}={metadata.version(name)}".encode())
-    return digest.hexdigest()[:16]
+            record[name] = metadata.version(name)
+    return record
+
+
+def _still_valid(record: dict[str, str]) -> bool:
+    from importlib import metadata
+
+    for key, expected in record.items():
+        path = ROOT / key
+        if path.suffix == ".py":
+            if not path.is_file() or _digest(path) != expected:
+                return False
+        else:
+            try:
+                if metadata.version(key) != expected:
+                    return False
+            except metadata.PackageNotFoundError:
+                return False
+    return True
 
 
 def _lock(handle) -> None:
     try:
         import fcntl
-    except ImportError:  # Windows: one worker at a time is not enforced; each builds its own
+    except ImportError:  # Windows: workers are not made to wait; each may build its own
         return
     fcntl.flock(handle, fcntl.LOCK_EX)
 
 
 def built_once(config, name: str, build) -> Path:
     """The folder ``build(folder)`` fills, made once for all xdist workers of a run and kept
-    in the pytest cache until the code changes (``code_key``); a worker that finds another
-    building it waits on a file lock. Tests must not change these files: copy them first."""
+    in the pytest cache for later runs while the code that made it is unchanged: the build
+    records the digest of every package module loaded when it ends (and of this file), and
+    a change to any of them makes it again. A worker that finds another building waits on a
+    file lock. Tests must not change these files: copy them first."""
     cache = getattr(config, "cache", None)
     root = (
         Path(cache.mkdir("nsfw-mobile-fixtures"))
         if cache
-        else Path(config.rootpath / ".pytest_cache" / "nsfw-mobile-fixtures")
+        else Path(config.rootpath) / ".pytest_cache" / "nsfw-mobile-fixtures"
     )
     root.mkdir(parents=True, exist_ok=True)
-    key = code_key()
-    folder = root / f"{name}-{key}"
+    folder = root / name
     with open(root / f"{name}.lock", "w") as handle:
         _lock(handle)
-        if not (folder / ".complete").is_file():
-            for stale in root.glob(f"{name}-*"):  # other code versions, or an interrupted build
-                shutil.rmtree(stale, ignore_errors=True)
-            building = root / f"{name}-{key}.building"
-            building.mkdir()
-            build(building)
-            (building / ".complete").touch()
-            os.replace(building, folder)
+        record = folder / "code.json"
+        if record.is_file() and _still_valid(json.loads(record.read_text())):
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        building = root / f"{name}.building"
+        shutil.rmtree(building, ignore_errors=True)  # an interrupted build
+        building.mkdir()
+        build(building)
+        (building / "code.json").write_text(json.dumps(_code_in_use(), indent=1))
+        os.replace(building, folder)
     return folder
 
 

@@ -53,7 +53,8 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     default="imagenet",
     show_default=True,
     help="Backbone start: imagenet (downloaded by Keras), nsfw (the pretrained model's "
-    "MobileNetV2), none (random), or a weights file.",
+    "MobileNetV2), none (random weights: the whole network trains from the first epoch, "
+    "BatchNorm included, and --fine-tune does not apply), or a weights file.",
 )
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
 @click.option("--input-size", type=int, default=224, show_default=True)
