@@ -5,26 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import atomic_path
 from .errors import ConversionError, UnsupportedOpError, UsageError
 from .export import Artifact
 from .files import sha256_file
 from .formats import IO_TYPE, MIN_CALIBRATION_IMAGES, Format, check_options
-from .images import load_images, sample_images
+from .images import CALIBRATION_DIR, ImageBatch, calibration_samples, load_images
 from .models import SourceModel
 
 
 def load_calibration(
     folder: str | Path | None, size: tuple[int, int]
-) -> tuple[np.ndarray, list[str]]:
-    """Calibration images for full-integer quantization, and notes for the user."""
+) -> tuple[ImageBatch, list[str]]:
+    """Calibration images for full-integer quantization (decoded, with their files), and notes
+    for the user. Default: the shipped calibration samples, which validation then leaves out."""
     if folder is None:
-        batch = load_images(sample_images(), size)
-        return batch.pixels, [
-            f"calibrated on the {len(batch.paths)} sample images shipped with the package; "
-            "real data calibrates better: pass --calibration DIR"
+        batch = load_images(calibration_samples(), size)
+        return batch, [
+            f"calibrated on the {len(batch.paths)} shipped calibration images "
+            f"({CALIBRATION_DIR.name}/ of the samples); real data calibrates better: "
+            "pass --calibration DIR"
         ]
     folder = Path(folder)
     if not folder.is_dir():
@@ -36,7 +36,7 @@ def load_calibration(
             f"--calibration {folder}: {len(batch.paths)} readable images, at least "
             f"{MIN_CALIBRATION_IMAGES} are needed (a few hundred representative photos is better)"
         )
-    return batch.pixels, notes
+    return batch, notes
 
 
 def write_labels(source: SourceModel, out_dir: Path) -> Path:

@@ -23,6 +23,7 @@ scale, BGR, a perturbed weight, bad calibration: differences of 0.2 to 1).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import platform
@@ -226,26 +227,67 @@ def expand_model_paths(items: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass when every bound that is set holds."""
+    """How far a faithful artefact's probabilities may be from the reference's.
 
-    max_abs: float | None
-    mean_abs: float | None
+    Float32 formats get fixed bounds. A reduced-precision format names the
+    ``precision`` it computes in (``precision.PRECISIONS``); the validator runs
+    the reference itself at that precision on the same images, and the
+    artefact may differ from the reference by ``multiplier`` times what that
+    emulation differs (its *sensitivity*), but never less than the floors. A
+    model that a format's rounding moves a lot gets room in proportion; a
+    well-conditioned one is held tight; a broken conversion (wrong scale, BGR,
+    a changed weight, bad calibration) differs by far more than either.
+
+    Top-1 agreement counts only images whose reference margin between its two
+    best classes is more than twice the difference allowed on that image: a
+    flip inside that margin is a tie a faithful artefact may show, and is
+    reported as such.
+    """
+
+    max_floor: float
+    mean_floor: float | None
     min_agreement: float
-    """Share of images whose top-1 label equals the reference's."""
-    measured: str
+    """Share of non-tie images whose top-1 label must equal the reference's."""
+    precision: str | None = None
+    """Emulated by ``precision.emulate``; None: float32, the floors are the bounds."""
+    multiplier: float = 1.0
+    measured: str = ""
     """What we measured on the pretrained model (docs only)."""
 
     @property
     def mode(self) -> str:
-        return "strict" if self.max_abs is not None and self.max_abs <= 1e-3 else "statistical"
+        return "strict" if self.precision is None else "relative"
+
+    def bounds(self, sensitivity_max: float = 0.0, sensitivity_mean: float = 0.0):
+        """(max, mean) bounds for a reference with this emulated sensitivity."""
+        if self.precision is None:
+            return self.max_floor, self.mean_floor
+        mean = (
+            None
+            if self.mean_floor is None
+            else max(self.mean_floor, self.multiplier * sensitivity_mean)
+        )
+        return max(self.max_floor, self.multiplier * sensitivity_max), mean
+
+    def allowance(self, per_image_sensitivity):
+        """The difference allowed on each image (for the tie rule)."""
+        import numpy as np
+
+        per_image = np.asarray(per_image_sensitivity, np.float64)
+        if self.precision is None:
+            return np.full(per_image.shape, self.max_floor)
+        return np.maximum(self.max_floor, self.multiplier * per_image)
 
     def describe(self) -> str:
-        parts = [
-            f"max <= {self.max_abs:g}" if self.max_abs is not None else "",
-            f"mean <= {self.mean_abs:g}" if self.mean_abs is not None else "",
-            f"top-1 >= {self.min_agreement:.0%}",
-        ]
-        return ", ".join(part for part in parts if part)
+        if self.precision is None:
+            return f"max <= {self.max_floor:g}, top-1 {self.min_agreement:.0%}"
+        mean = (
+            f", mean <= max({self.mean_floor:g}, {self.multiplier:g}x)" if self.mean_floor else ""
+        )
+        return (
+            f"max <= max({self.max_floor:g}, {self.multiplier:g}x {self.precision}){mean}, "
+            f"top-1 {self.min_agreement:.0%} of non-ties"
+        )
 
 
 @dataclass(frozen=True)
@@ -263,7 +305,8 @@ class Option:
 CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite")
 IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
 OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
-MIN_CALIBRATION_IMAGES = 20
+MIN_CALIBRATION_IMAGES = 10
+"""Fewest calibration images taken (the shipped default set has 10; real data: hundreds)."""
 DEFAULT_STEMS = ("NSFW", "nsfw")
 """File name stems of the defaults (NSFW.mlmodel, nsfw_int8.tflite); --name replaces them."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -316,20 +359,23 @@ class Format:
 
 
 def _t(base: Tolerance, measured: str) -> Tolerance:
-    return Tolerance(base.max_abs, base.mean_abs, base.min_agreement, measured)
+    return dataclasses.replace(base, measured=measured)
 
 
-STRICT = Tolerance(1e-4, None, 1.0, "")
-FLOAT16 = Tolerance(3e-2, 3e-3, 1.0, "")
-DYNAMIC = Tolerance(0.15, 0.01, 0.97, "")
-INT8_WEIGHTS = Tolerance(0.1, 0.01, 0.97, "")
-FULL_INT8 = Tolerance(None, 0.03, 0.97, "")
-# Per-tensor uint8 weights (TF.js) are coarser than TFLite's per-channel int8. On models
-# trained in float: the tiny test model (40 images like its training data) max 0.171,
-# mean 7.7e-3; the user-trained "acme" release (tests/test_own_model.py, 46 images) max
-# 0.257, mean 9.0e-3, top-1 100% (0.353 with its vectors quantized too). The pretrained
-# model's weights came as uint8 and re-encode almost exactly, so it cannot be the measure.
-UINT8_WEIGHTS = Tolerance(0.4, 0.03, 0.97, "")
+# Bounds, floors and multipliers. The emulation reproduces a faithful artefact's
+# difference within 0.8-1.05x on the pretrained model (see precision.py), so twice the
+# emulated sensitivity leaves a margin; full-integer artefacts get three times it, as
+# their activation ranges come from calibration images other than the validation ones.
+# Floors hold where a model barely moves at the format's precision: below them the
+# engines' own arithmetic (summation order, float16 kernels) is what shows.
+STRICT = Tolerance(1e-4, None, 1.0)
+FLOAT16 = Tolerance(2e-3, 2e-4, 1.0, "float16-weights", 2.0)
+FLOAT16_UNFOLDED = dataclasses.replace(FLOAT16, precision="float16-weights-unfolded")
+FLOAT16_COMPUTE = dataclasses.replace(FLOAT16, precision="float16-compute")
+INT8_WEIGHTS = Tolerance(5e-3, 5e-4, 1.0, "int8-weights-float16-compute", 2.0)
+DYNAMIC = Tolerance(5e-3, 5e-4, 1.0, "int8-dynamic-range", 2.0)
+FULL_INT8 = Tolerance(2e-2, 2e-3, 1.0, "int8-full", 3.0)
+UINT8_WEIGHTS = Tolerance(5e-3, 5e-4, 1.0, "uint8-weights-per-tensor", 2.0)
 
 COREML_CONVERTER = "nsfw_mobile.export.coreml:keras2coreml"
 TFJS_CONVERTER = "nsfw_mobile.export.tfjs:keras2tfjs"
@@ -359,7 +405,7 @@ FORMATS: tuple[Format, ...] = (
         MLPACKAGE,
         "none",
         "NSFW.mlpackage",
-        _t(FLOAT16, "max 9.5e-3, mean 6.7e-4, top-1 100% (float16 emulated)"),
+        _t(FLOAT16_COMPUTE, "max 9.5e-3, mean 6.7e-4, top-1 100% (float16 emulated)"),
         "Core ML ML Program, iOS 15+, float16 compute",
         COREML_CONVERTER,
         precision="float16",
@@ -435,7 +481,7 @@ FORMATS: tuple[Format, ...] = (
         TFJS_LAYERS,
         "float16",
         "nsfw_tfjs_float16",
-        _t(FLOAT16, "max 4.4e-3, mean 2.4e-4, top-1 100% (tfjs 4.22 CPU backend, Node)"),
+        _t(FLOAT16_UNFOLDED, "max 4.4e-3, mean 2.4e-4, top-1 100% (tfjs 4.22 CPU backend, Node)"),
         "TF.js layers model folder, float16 weights (float32 compute)",
         TFJS_CONVERTER,
     ),

@@ -55,6 +55,8 @@ DEFAULT_MAX_PIXELS = 64_000_000
 """Largest decoded image accepted (64 megapixels, after JPEG draft scaling)."""
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+CALIBRATION_DIR = SAMPLES_DIR / "calibration"
+"""The shipped samples that calibrate full-integer models by default (10 of the 21)."""
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
@@ -62,6 +64,11 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 def sample_images() -> list[Path]:
     """The safe, redistributable images shipped with the package (see samples/SOURCES.md)."""
     return find_images([SAMPLES_DIR])
+
+
+def calibration_samples() -> list[Path]:
+    """The shipped samples that calibrate full-integer models when no images are given."""
+    return find_images([CALIBRATION_DIR])
 
 
 @dataclass

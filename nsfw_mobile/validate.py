@@ -1,9 +1,16 @@
-"""Compare converted models with their reference on the same decoded images.
+"""Compare converted models with their Keras reference on the same decoded images.
 
 Structure is checked first (input size, label set, label order): a mismatch
 there is reported as ``mismatch``, never as a tolerance miss. Then the
 candidate's probabilities are compared with the reference's against the
-tolerance of its format in the registry (``formats.py``).
+tolerance of its format in the registry (``formats.Tolerance``): fixed bounds
+for float32 formats; for reduced-precision formats, bounds in proportion to
+the reference's own sensitivity to that precision, measured by running the
+reference at it (``precision.emulate``), and reported beside the difference.
+
+Images a full-integer artefact was calibrated on (its metadata lists their
+SHA-256) are left out of its validation: a model measured on its own
+calibration images looks better than it is.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LabelMismatchError, NsfwMobileError, UsageError
-from .formats import TARGETS, Format, Tolerance, by_key, select
+from .files import sha256_file
+from .formats import KERAS, TARGETS, TFJS_LAYERS, Format, Tolerance, by_key, file_type_of, select
 from .images import load_images, sample_images
 from .metadata import read_metadata
 from .runtime import open_runner
 from .runtime.base import Runner
 
 WORST_COUNT = 3
+MIN_IMAGES = 5
+"""Fewest images a candidate is judged on once its calibration images are left out."""
 
 
 @dataclass
@@ -39,10 +49,20 @@ class CandidateResult:
     format: str
     status: str
     """pass | fail | mismatch | error (the candidate could not be run: see failures)"""
+    images: int = 0
+    """Images it was judged on (the batch less its calibration images)."""
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     top1_agreement: float | None = None
+    """Share of non-tie images whose top-1 label is the reference's."""
+    ties: int = 0
+    """Images whose reference margin is within the allowed difference (left out of top-1)."""
+    sensitivity: dict = field(default_factory=dict)
+    """The reference's own difference at the format's precision: precision, max_abs, mean_abs."""
+    bounds: dict = field(default_factory=dict)
+    """The bounds applied: max_abs, mean_abs, min_agreement."""
     tolerance: dict = field(default_factory=dict)
+    calibration_images_excluded: int = 0
     failures: list[str] = field(default_factory=list)
     worst: list[WorstImage] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,6 +106,16 @@ def format_of(path: str | Path) -> Format:
     )
 
 
+def calibration_checksums(path: str | Path) -> set[str]:
+    """SHA-256 of the images an artefact was calibrated on, as its metadata lists them."""
+    listed = read_metadata(path).properties.get("calibration_sha256", "[]")
+    try:
+        checksums = json.loads(listed)
+    except ValueError:
+        return set()
+    return {c for c in checksums if isinstance(c, str)} if isinstance(checksums, list) else set()
+
+
 def check_structure(reference: Runner, candidate: Runner) -> None:
     if candidate.input_size != reference.input_size:
         raise LabelMismatchError(
@@ -102,31 +132,109 @@ def check_structure(reference: Runner, candidate: Runner) -> None:
         )
 
 
+@dataclass
+class Sensitivity:
+    """How far the reference itself moves at a precision, per image and overall."""
+
+    precision: str | None
+    per_image: np.ndarray
+    """Largest absolute probability change on each image."""
+    mean: float
+
+    @property
+    def max(self) -> float:
+        return float(self.per_image.max()) if self.per_image.size else 0.0
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "max_abs": self.max, "mean_abs": self.mean}
+
+
+def sensitivity_of(reference_probs: np.ndarray, emulated: np.ndarray | None, key: str | None):
+    if emulated is None:
+        return Sensitivity(key, np.zeros(len(reference_probs)), 0.0)
+    difference = np.abs(emulated.astype(np.float64) - reference_probs.astype(np.float64))
+    return Sensitivity(key, difference.max(axis=1), float(difference.mean()))
+
+
 def compare(
     reference_probs: np.ndarray,
     candidate_probs: np.ndarray,
     tolerance: Tolerance,
+    sensitivity: Sensitivity | None = None,
 ) -> tuple[dict, list[str]]:
     """Figures and the list of broken bounds (empty when the candidate passes)."""
-    difference = np.abs(candidate_probs.astype(np.float64) - reference_probs.astype(np.float64))
+    reference_probs = reference_probs.astype(np.float64)
+    difference = np.abs(candidate_probs.astype(np.float64) - reference_probs)
+    sensitivity = sensitivity or sensitivity_of(reference_probs, None, tolerance.precision)
+    max_bound, mean_bound = tolerance.bounds(sensitivity.max, sensitivity.mean)
+    top_two = np.sort(reference_probs, axis=1)[:, -2:] if reference_probs.shape[1] > 1 else None
+    margin = top_two[:, 1] - top_two[:, 0] if top_two is not None else np.ones(len(difference))
+    ties = margin <= 2 * tolerance.allowance(sensitivity.per_image)
+    agree = candidate_probs.argmax(1) == reference_probs.argmax(1)
+    decisive = ~ties
     figures = {
         "max_abs_diff": float(difference.max()),
         "mean_abs_diff": float(difference.mean()),
-        "top1_agreement": float((candidate_probs.argmax(1) == reference_probs.argmax(1)).mean()),
+        "top1_agreement": float(agree[decisive].mean()) if decisive.any() else 1.0,
+        "ties": int(ties.sum()),
+        "bounds": {
+            "max_abs": max_bound,
+            "mean_abs": mean_bound,
+            "min_agreement": tolerance.min_agreement,
+        },
     }
+    relative = (
+        ""
+        if tolerance.precision is None
+        else f" ({tolerance.multiplier:g}x the reference's own difference at {tolerance.precision}"
+    )
     failures = []
-    if tolerance.max_abs is not None and figures["max_abs_diff"] > tolerance.max_abs:
-        failures.append(f"max abs diff {figures['max_abs_diff']:.3g} > {tolerance.max_abs:g}")
-    if tolerance.mean_abs is not None and figures["mean_abs_diff"] > tolerance.mean_abs:
-        failures.append(f"mean abs diff {figures['mean_abs_diff']:.3g} > {tolerance.mean_abs:g}")
+    if figures["max_abs_diff"] > max_bound:
+        own = (
+            f"{relative}: {sensitivity.max:.3g}, floor {tolerance.max_floor:g})" if relative else ""
+        )
+        failures.append(f"max abs diff {figures['max_abs_diff']:.3g} > {max_bound:.3g}{own}")
+    if mean_bound is not None and figures["mean_abs_diff"] > mean_bound:
+        own = (
+            f"{relative}: {sensitivity.mean:.3g}, floor {tolerance.mean_floor:g})"
+            if relative
+            else ""
+        )
+        failures.append(f"mean abs diff {figures['mean_abs_diff']:.3g} > {mean_bound:.3g}{own}")
     if figures["top1_agreement"] < tolerance.min_agreement:
         failures.append(
-            f"top-1 agreement {figures['top1_agreement']:.1%} < {tolerance.min_agreement:.0%}"
+            f"top-1 agreement {figures['top1_agreement']:.1%} < {tolerance.min_agreement:.0%} "
+            f"on {int(decisive.sum())} images whose margin is beyond a tie ({figures['ties']} ties)"
         )
     return figures, failures
 
 
-def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> CandidateResult:
+class _Reference:
+    """The Keras reference's probabilities on the batch, and its emulated ones per precision."""
+
+    def __init__(self, runner, batch):
+        self.runner, self.batch = runner, batch
+        self.probabilities = runner.predict(batch.pixels)
+        self._emulated: dict[str, np.ndarray] = {}
+        self._checksums: list[str] | None = None
+
+    def emulated(self, key: str) -> np.ndarray:
+        if key not in self._emulated:
+            from .precision import emulate
+
+            self._emulated[key] = emulate(self.runner.model, self.batch.pixels, key)
+        return self._emulated[key]
+
+    def rows_without(self, checksums: set[str]) -> np.ndarray:
+        """A mask of the batch's images whose SHA-256 is not in ``checksums``."""
+        if not checksums:
+            return np.ones(len(self.batch.paths), bool)
+        if self._checksums is None:
+            self._checksums = [sha256_file(p) for p in self.batch.paths]
+        return np.array([c not in checksums for c in self._checksums], bool)
+
+
+def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
     """One candidate's result; a candidate that raises is an ``error``, never the end of the run."""
     result = CandidateResult(path=str(path), format=fmt.key if fmt else "unknown", status="pass")
     try:
@@ -134,9 +242,16 @@ def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> 
             fmt = fmt or format_of(path)
             result.format = fmt.key
             result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
-            check_structure(reference_runner, runner)
-            probabilities = runner.predict(batch.pixels)
-            labels = runner.labels
+            check_structure(reference.runner, runner)
+            rows = reference.rows_without(calibration_checksums(path))
+            result.calibration_images_excluded = int((~rows).sum())
+            if rows.sum() < MIN_IMAGES:
+                raise UsageError(
+                    f"{path}: {int((~rows).sum())} of the {len(rows)} validation images "
+                    "calibrated it, which leaves too few to judge it on: give other images "
+                    "with --images"
+                )
+            probabilities = runner.predict(reference.batch.pixels[rows])
     except LabelMismatchError as exc:
         result.status, result.failures = "mismatch", [str(exc)]
         return result
@@ -146,22 +261,50 @@ def _judge(path, fmt, reference_runner, reference_probs, batch, num_threads) -> 
         message = str(exc) if isinstance(exc, NsfwMobileError) else f"{type(exc).__name__}: {exc}"
         result.status, result.failures = "error", [message.splitlines()[0] if message else ""]
         return result
-    figures, result.failures = compare(reference_probs, probabilities, fmt.tolerance)
+    expected = reference.probabilities[rows]
+    key = fmt.tolerance.precision
+    emulated = reference.emulated(key)[rows] if key else None
+    sensitivity = sensitivity_of(expected, emulated, key)
+    figures, result.failures = compare(expected, probabilities, fmt.tolerance, sensitivity)
+    result.images = int(rows.sum())
     result.max_abs_diff = figures["max_abs_diff"]
     result.mean_abs_diff = figures["mean_abs_diff"]
     result.top1_agreement = figures["top1_agreement"]
+    result.ties = figures["ties"]
+    result.bounds = figures["bounds"]
+    result.sensitivity = sensitivity.to_dict() if key else {}
     result.status = "fail" if result.failures else "pass"
-    per_image = np.abs(probabilities - reference_probs).max(axis=1)
+    per_image = np.abs(probabilities - expected).max(axis=1)
+    paths = [p for p, keep in zip(reference.batch.paths, rows) if keep]
     for index in np.argsort(-per_image)[:WORST_COUNT]:
         result.worst.append(
             WorstImage(
-                str(batch.paths[index]),
+                str(paths[index]),
                 float(per_image[index]),
-                reference_runner.labels[int(reference_probs[index].argmax())],
-                labels[int(probabilities[index].argmax())],
+                reference.runner.labels[int(expected[index].argmax())],
+                reference.runner.labels[int(probabilities[index].argmax())],
             )
         )
     return result
+
+
+def reference_runner(reference, *, allow_unsafe: bool = False):
+    """The Keras reference: a runner given by the caller, or one opened from a model source
+    (None or 'pretrained', a .keras file, a TF.js model). Other files are refused: quantized
+    formats are judged by running the reference itself at their precision, in Keras."""
+    from .runtime.keras_runner import KerasRunner
+
+    if isinstance(reference, KerasRunner):
+        return reference
+    if isinstance(reference, Runner):
+        raise UsageError(f"the reference must be a Keras model, not {reference.name}")
+    is_file = reference is not None and Path(reference).exists()
+    if is_file and file_type_of(reference) not in (KERAS, TFJS_LAYERS):
+        raise UsageError(
+            f"--reference {reference}: give the Keras model the artefacts were made from "
+            "(.keras or a TF.js model.json); the validator runs it in Keras"
+        )
+    return KerasRunner.open(reference, allow_unsafe=allow_unsafe)
 
 
 def validate(
@@ -182,37 +325,26 @@ def validate(
     if len(keys) == 1:
         keys = keys * len(candidates)
     formats = [by_key(k) for k in keys]  # a mistyped --format is a usage error, at once
-    # A Runner may be passed in by callers that already loaded the reference (release);
-    # they close it. One opened here is closed here.
-    if isinstance(reference, Runner):
-        return _validate(candidates, reference, images, formats, num_threads, on_candidate)
-    with open_runner(reference) as reference_runner:
-        return _validate(candidates, reference_runner, images, formats, num_threads, on_candidate)
-
-
-def _validate(candidates, reference_runner, images, formats, num_threads, on_candidate):
-    source = images or sample_images()
-    batch = load_images(source, reference_runner.input_size)
-    if len(batch.paths) == 0:
-        raise UsageError(f"no readable images in {', '.join(map(str, source))}")
-    reference_probs = reference_runner.predict(batch.pixels)
-    results = []
-    for index, path in enumerate(candidates):
-        started = time.perf_counter()
-        result = _judge(
-            path,
-            formats[index] if formats else None,
-            reference_runner,
-            reference_probs,
-            batch,
-            num_threads,
-        )
-        result.seconds = round(time.perf_counter() - started, 2)
-        results.append(result)
-        if on_candidate:
-            on_candidate(result)
+    runner = reference_runner(reference)
+    try:
+        source = images or sample_images()
+        batch = load_images(source, runner.input_size)
+        if len(batch.paths) == 0:
+            raise UsageError(f"no readable images in {', '.join(map(str, source))}")
+        judged = _Reference(runner, batch)
+        results = []
+        for index, path in enumerate(candidates):
+            started = time.perf_counter()
+            result = _judge(path, formats[index] if formats else None, judged, num_threads)
+            result.seconds = round(time.perf_counter() - started, 2)
+            results.append(result)
+            if on_candidate:
+                on_candidate(result)
+    finally:
+        if runner is not reference:
+            runner.close()
     return ValidationReport(
-        reference=reference_runner.name,
+        reference=runner.name,
         images=len(batch.paths),
         image_source=", ".join(map(str, source)) if images else "shipped sample images",
         unreadable=[str(e) for e in batch.errors],
@@ -224,19 +356,37 @@ def _figure(value, spec=".2e"):
     return "-" if value is None else format(value, spec)
 
 
+def _bound(c: CandidateResult) -> str:
+    return _figure(c.bounds.get("max_abs"))
+
+
+def _own(c: CandidateResult) -> str:
+    return _figure(c.sensitivity.get("max_abs")) if c.sensitivity else "-"
+
+
 def render_table(report: ValidationReport) -> str:
     lines = [
         f"reference {report.reference} on {report.images} images ({report.image_source})",
-        f"{'status':<9} {'format':<18} {'max diff':>9} {'mean diff':>9} {'top-1':>7}  file",
+        f"{'status':<9} {'format':<18} {'max diff':>9} {'bound':>9} {'own':>9} {'mean diff':>9} "
+        f"{'top-1':>7} {'ties':>4}  file",
     ]
     for c in report.candidates:
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
         lines.append(
-            f"{c.status.upper():<9} {c.format:<18} {_figure(c.max_abs_diff):>9} "
-            f"{_figure(c.mean_abs_diff):>9} {agreement:>7}  {c.path}"
+            f"{c.status.upper():<9} {c.format:<18} {_figure(c.max_abs_diff):>9} {_bound(c):>9} "
+            f"{_own(c):>9} {_figure(c.mean_abs_diff):>9} {agreement:>7} {c.ties:>4}  {c.path}"
         )
+        if c.calibration_images_excluded:
+            lines.append(
+                f"          judged on {c.images} images: {c.calibration_images_excluded} "
+                "calibrated it"
+            )
         for failure in c.failures:
             lines.append(f"          {failure}")
+    lines.append(
+        "own: the reference's own max difference at the format's precision; "
+        "bound: what the candidate may differ; ties: images left out of top-1"
+    )
     verdict = "all candidates pass" if report.passed else "VALIDATION FAILED"
     lines.append(verdict)
     return "\n".join(lines)
@@ -248,16 +398,24 @@ def render_markdown(report: ValidationReport) -> str:
         "",
         f"Reference: `{report.reference}`, {report.images} images ({report.image_source}).",
         "",
-        "| file | format | status | max abs diff | mean abs diff | top-1 agreement | tolerance |",
-        "|---|---|---|---|---|---|---|",
+        "| file | format | status | images | max abs diff | bound | reference's own "
+        "| mean abs diff | top-1 agreement | ties |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.candidates:
-        tolerance = ", ".join(f"{k} {v}" for k, v in c.tolerance.items() if v is not None)
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
         lines.append(
-            f"| `{Path(c.path).name}` | {c.format} | {c.status} | {_figure(c.max_abs_diff)} | "
-            f"{_figure(c.mean_abs_diff)} | {agreement} | {tolerance} |"
+            f"| `{Path(c.path).name}` | {c.format} | {c.status} | {c.images} | "
+            f"{_figure(c.max_abs_diff)} | {_bound(c)} | {_own(c)} | "
+            f"{_figure(c.mean_abs_diff)} | {agreement} | {c.ties} |"
         )
+    lines += [
+        "",
+        "*Bound*: the largest difference a faithful artefact may show; for reduced-precision "
+        "formats a multiple of the *reference's own* difference when it is run at the format's "
+        "precision. *Ties*: images whose top two classes are closer than the allowed "
+        "difference, left out of the top-1 agreement.",
+    ]
     for c in report.candidates:
         if c.failures or c.worst:
             lines += ["", f"## {Path(c.path).name}", ""]

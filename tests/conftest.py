@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,11 +92,93 @@ def train_tiny_model(size: int = TINY_SIZE, epochs: int = 15, seed: int = 0):
     return model
 
 
+# ------------------------------------------------------------------ built once per run
+
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("tensorflow-cpu", "keras", "coremltools", "ai-edge-litert", "numpy", "pillow")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _code_in_use() -> dict[str, str]:
+    """What a shared fixture's files depend on: this file, every module of the package that
+    is loaded (a superset of those the build used), and the libraries' versions."""
+    from importlib import metadata
+
+    files = {Path(__file__)}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "nsfw_mobile" and getattr(module, "__file__", None):
+            files.add(Path(module.__file__))
+    record = {str(path.relative_to(ROOT)): _digest(path) for path in sorted(files)}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            record[name] = metadata.version(name)
+    return record
+
+
+def _still_valid(record: dict[str, str]) -> bool:
+    from importlib import metadata
+
+    for key, expected in record.items():
+        path = ROOT / key
+        if path.suffix == ".py":
+            if not path.is_file() or _digest(path) != expected:
+                return False
+        else:
+            try:
+                if metadata.version(key) != expected:
+                    return False
+            except metadata.PackageNotFoundError:
+                return False
+    return True
+
+
+def _lock(handle) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: workers are not made to wait; each may build its own
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)
+
+
+def built_once(config, name: str, build) -> Path:
+    """The folder ``build(folder)`` fills, made once for all xdist workers of a run and kept
+    in the pytest cache for later runs while the code that made it is unchanged: the build
+    records the digest of every package module loaded when it ends (and of this file), and
+    a change to any of them makes it again. A worker that finds another building waits on a
+    file lock. Tests must not change these files: copy them first."""
+    cache = getattr(config, "cache", None)
+    root = (
+        Path(cache.mkdir("nsfw-mobile-fixtures"))
+        if cache
+        else Path(config.rootpath) / ".pytest_cache" / "nsfw-mobile-fixtures"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as handle:
+        _lock(handle)
+        record = folder / "code.json"
+        if record.is_file() and _still_valid(json.loads(record.read_text())):
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        building = root / f"{name}.building"
+        shutil.rmtree(building, ignore_errors=True)  # an interrupted build
+        building.mkdir()
+        build(building)
+        (building / "code.json").write_text(json.dumps(_code_in_use(), indent=1))
+        os.replace(building, folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
-    train_tiny_model().save(path)
-    return path
+def tiny_model_path(pytestconfig):
+    folder = built_once(
+        pytestconfig, "tiny-model", lambda f: train_tiny_model().save(f / "tiny.keras")
+    )
+    return folder / "tiny.keras"
 
 
 @pytest.fixture(scope="session")
@@ -138,17 +226,43 @@ def convert_every_format(source, out_dir, calibration=None):
     return {a.format: a for a in convert_all(source, FORMATS, out_dir, calibration=calibration)}
 
 
-@pytest.fixture(scope="session")
-def tiny_images_dir(tmp_path_factory):
-    """Images like the tiny model's training data, as PNG files: its calibration and
-    validation set (the natural samples are far outside what it learned)."""
+def every_format_once(config, name: str, make_source, calibration=None) -> dict:
+    """Every registry format converted once per run (``built_once``): key -> Artifact."""
+    from nsfw_mobile.export import Artifact
+
+    def build(folder: Path) -> None:
+        artifacts = convert_every_format(make_source(), folder, calibration)
+        records = {key: {**a.to_dict(), "path": a.path.name} for key, a in artifacts.items()}
+        (folder / "artifacts.json").write_text(json.dumps(records))
+
+    folder = built_once(config, name, build)
+    records = json.loads((folder / "artifacts.json").read_text())
+    return {
+        key: Artifact(**{**record, "path": folder / record["path"]})
+        for key, record in records.items()
+    }
+
+
+def write_synthetic_images(folder: Path, count: int, seed: int) -> Path:
     from PIL import Image
 
-    folder = tmp_path_factory.mktemp("tiny_images")
-    images, _ = synthetic_batch(40, TINY_SIZE, seed=5)
+    images, _ = synthetic_batch(count, TINY_SIZE, seed=seed)
     for index, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"synthetic_{index:02d}.png")
+        Image.fromarray(image).save(folder / f"synthetic_{seed}_{index:02d}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_images_dir(tmp_path_factory):
+    """Images like the tiny model's training data, as PNG files: its validation set (the
+    natural samples are far outside what it learned)."""
+    return write_synthetic_images(tmp_path_factory.mktemp("tiny_images"), 40, seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration_dir(tmp_path_factory):
+    """Other images like its training data: the tiny model's calibration set."""
+    return write_synthetic_images(tmp_path_factory.mktemp("tiny_calibration"), 20, seed=6)
 
 
 @pytest.fixture(scope="session")
@@ -159,14 +273,19 @@ def tiny_source(tiny_model_path):
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(tiny_source, tiny_images_dir, tmp_path_factory):
-    """Every format of the registry, converted from the tiny model (key -> Artifact)."""
-    return convert_every_format(tiny_source, tmp_path_factory.mktemp("tiny_dist"), tiny_images_dir)
+def tiny_artifacts(pytestconfig, tiny_model_path, tiny_calibration_dir):
+    """Every format of the registry, converted from the tiny model (key -> Artifact),
+    full-integer ones calibrated on images like its training data."""
+    from nsfw_mobile.models import load_source
+
+    return every_format_once(
+        pytestconfig, "tiny-artifacts", lambda: load_source(tiny_model_path), tiny_calibration_dir
+    )
 
 
 @pytest.fixture(scope="session")
-def full_artifacts(tmp_path_factory):
+def full_artifacts(pytestconfig):
     """Every format of the registry, converted from the full-size pretrained model."""
     from nsfw_mobile.models import load_source
 
-    return convert_every_format(load_source(None), tmp_path_factory.mktemp("full_dist"))
+    return every_format_once(pytestconfig, "full-artifacts", lambda: load_source(None))

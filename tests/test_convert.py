@@ -125,7 +125,7 @@ def test_option_checks_fail_before_work(tiny_source, tmp_path):
     from nsfw_mobile.export.coreml import keras2coreml
     from nsfw_mobile.export.tflite import keras2tflite
 
-    with pytest.raises(UsageError, match="at least 20 calibration images"):
+    with pytest.raises(UsageError, match="at least 10 calibration images"):
         keras2tflite(
             tiny_source,
             tmp_path / "x.tflite",
@@ -179,7 +179,7 @@ def test_cli_too_few_calibration_images(tmp_path, tiny_model_path, samples):
         ],
     )
     assert result.exit_code == EXIT_USAGE
-    assert "5 readable images, at least 20 are needed" in result.stderr
+    assert "5 readable images, at least 10 are needed" in result.stderr
 
 
 def test_cli_convert_json_summary(tmp_path, tiny_model_path):

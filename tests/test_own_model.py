@@ -51,42 +51,44 @@ def scraped(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def acme_run(scraped, tmp_path_factory):
+    """Two epochs from random weights: a weakly trained user model, the hard case for the
+    validator (its outputs move more at reduced precision than a well-trained model's)."""
     out = tmp_path_factory.mktemp("runs") / "acme"
     result = run(
         "train", scraped, "--out", out, "--merge", "drawings=neutral,hentai=porn",
         "--backbone", "none", "--alpha", "0.35", "--input-size", TINY_SIZE,
-        "--optimizer", "adam", "--epochs", "10", "--batch-size", "16", "--json", *ACME,
+        "--optimizer", "adam", "--epochs", "2", "--batch-size", "16", "--json", *ACME,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out, result.stderr
 
 
 @pytest.fixture(scope="module")
-def validation_images(acme_run, tmp_path_factory):
-    """Images like the training data that the briefly trained model tells apart with a clear
-    margin: a float16 rounding must not flip a near tie, which says nothing of the converter."""
-    from nsfw_mobile.images import load_images
-    from nsfw_mobile.runtime import open_runner
-
+def validation_images(tmp_path_factory):
+    """Images like the training data, near ties included: the validator must tell a faithful
+    artefact's flip of a near tie from a real disagreement."""
     folder = tmp_path_factory.mktemp("acme_validation")
     for kind in range(3):
-        _write_images(folder, kind, 16, 40 + kind)
-    batch = load_images([folder], (TINY_SIZE, TINY_SIZE))
-    probabilities = np.sort(open_runner(acme_run[0] / "best.keras").predict(batch.pixels), axis=1)
-    for path, row in zip(batch.paths, probabilities):
-        if row[-1] - row[-2] < 0.3:
-            path.unlink()
-    assert len(list(folder.iterdir())) >= 24
+        _write_images(folder, kind, 10, 40 + kind)
     return folder
 
 
 @pytest.fixture(scope="module")
-def acme_release(acme_run, validation_images, tmp_path_factory):
+def calibration_images(tmp_path_factory):
+    """Other images like the training data, to calibrate the full-integer formats on."""
+    folder = tmp_path_factory.mktemp("acme_calibration")
+    for kind in range(3):
+        _write_images(folder, kind, 8, 50 + kind)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def acme_release(acme_run, validation_images, calibration_images, tmp_path_factory):
     run_dir, _ = acme_run
     out = tmp_path_factory.mktemp("acme_release") / "release"
     result = run(
         "release", run_dir / "best.keras", "--out", out, "--images", validation_images,
-        "--calibration", validation_images, "--runs", "3", "--seconds", "0", *ACME,
+        "--calibration", calibration_images, "--runs", "3", "--seconds", "0", *ACME,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
@@ -180,9 +182,14 @@ def test_release_checks_from_another_machine_and_directory(
     checked = ("release", "--check", copy, "--reference", reference)
     passed = run(*checked, "--images", validation_images)
     assert passed.exit_code == 0, passed.output
-    assert "note:" not in passed.stderr
+    assert "the same images the release was validated on" in passed.stderr
+    # The shipped samples are nothing like this model's training data: near ties abound,
+    # and a faithful release still passes there.
     other_images = run(*checked, "--json")
-    assert "validation images differ from the release's" in other_images.stderr
+    assert other_images.exit_code == 0, other_images.output
+    assert "the release was validated on 30 user images, 0 of them among these" in (
+        other_images.stderr
+    )
     no_reference = run("release", "--check", copy)
     assert no_reference.exit_code == 2 and "pass it with --reference" in no_reference.stderr
     wrong = run("release", "--check", copy, "--reference", tiny_model_path)

@@ -372,3 +372,31 @@ def test_train_fails_before_decoding_and_leaves_the_process_alone(dataset_dir, t
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
     assert keras.mixed_precision.global_policy().name == policy
     assert not tf_config.is_op_determinism_enabled()
+
+
+def test_no_backbone_trains_every_layer_batchnorm_included_from_the_first_epoch(
+    dataset_dir, tmp_path
+):
+    """--backbone none: nothing is frozen in phase 1; every backbone weight moves in one short
+    epoch (kernels, BatchNorm scale and offset, and its moving statistics)."""
+    import keras
+
+    from nsfw_mobile.models import load_keras_model
+    from nsfw_mobile.train import TrainConfig, _backbone, build_model
+
+    out = tmp_path / "scratch"
+    args = [*TRAIN_ARGS, "--epochs", "1", "--steps-per-epoch", "3", "--augment", "none"]
+    result = CliRunner().invoke(main, ["train", str(dataset_dir), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    keras.utils.set_random_seed(0)  # train's default --seed: the same initial weights
+    config = TrainConfig(data_dir="", out="", alpha=0.35, input_size=SIZE, backbone="none",
+                         labels=LABELS)  # fmt: skip
+    initial = _backbone(build_model(config))
+    trained = _backbone(load_keras_model(out / "last.keras"))
+    unchanged = [
+        variable.path
+        for before, after in zip(initial.layers, trained.layers)
+        for variable, start in zip(after.weights, before.get_weights())
+        if np.allclose(variable.numpy(), start)
+    ]
+    assert not unchanged, f"{len(unchanged)} backbone weights never moved: {unchanged[:5]}"

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import assert_outputs_vary
 
 from nsfw_mobile.cli import EXIT_USAGE, EXIT_VALIDATION_FAILED, main
+from nsfw_mobile.errors import UsageError
 from nsfw_mobile.formats import FORMATS, by_key
 from nsfw_mobile.validate import format_of, validate
 
@@ -64,6 +65,71 @@ def test_every_correct_tiny_artefact_passes(tiny_report, tiny_model, sample_pixe
 def test_format_comes_from_metadata(tiny_artifacts):
     for key, artifact in tiny_artifacts.items():
         assert format_of(artifact.path).key == key
+
+
+def test_reduced_precision_bounds_follow_the_references_own_sensitivity(tiny_report):
+    """Every quantized format's bound comes from the reference run at its precision, and
+    that emulation is close to what the real artefact shows (0.3-1.5x here)."""
+    for result in tiny_report.candidates:
+        fmt = by_key(result.format)
+        if fmt.tolerance.precision is None:
+            assert result.sensitivity == {} and result.bounds["max_abs"] == 1e-4
+            continue
+        own = result.sensitivity["max_abs"]
+        assert own > 1e-5, (result.format, own)  # the emulation really rounds something
+        assert result.bounds["max_abs"] == max(
+            fmt.tolerance.max_floor, fmt.tolerance.multiplier * own
+        )
+        assert 0.3 < result.max_abs_diff / own < 1.5, (result.format, result.max_abs_diff, own)
+
+
+def test_emulation_leaves_the_model_as_it_was(tiny_model, sample_pixels_tiny):
+    from nsfw_mobile.precision import PRECISIONS, emulate
+
+    before = [w.copy() for w in tiny_model.get_weights()]
+    for key in PRECISIONS:
+        emulate(tiny_model, sample_pixels_tiny[:4], key)
+    for old, new in zip(before, tiny_model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_a_flip_within_the_allowed_difference_is_a_tie():
+    from nsfw_mobile.formats import FLOAT16
+    from nsfw_mobile.validate import compare, sensitivity_of
+
+    reference = np.array([[0.501, 0.499, 0.0], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])
+    emulated = reference + np.array([[-0.004, 0.004, 0], [0, 0, 0], [0, 0, 0]])
+    own = sensitivity_of(reference, emulated, FLOAT16.precision)
+    flipped_tie = reference.copy()
+    flipped_tie[0] = [0.499, 0.501, 0.0]  # the near tie flips: within 2x its allowance
+    figures, failures = compare(reference, flipped_tie, FLOAT16, own)
+    assert figures["ties"] == 1 and figures["top1_agreement"] == 1.0, figures
+    assert failures == []
+    clear_flip = reference.copy()
+    clear_flip[2] = [0.7, 0.2, 0.1]  # a decisive image changes its answer
+    figures, failures = compare(reference, clear_flip, FLOAT16, own)
+    assert figures["top1_agreement"] == 0.5 and any("top-1" in f for f in failures)
+    assert any("max abs diff" in f for f in failures)
+
+
+def test_full_integer_models_are_not_judged_on_their_calibration_images(
+    tiny_artifacts, tiny_model_path, tiny_calibration_dir, tiny_images_dir
+):
+    int8 = tiny_artifacts["tflite-int8"].path
+    with pytest.raises(UsageError, match="calibrated it"):
+        validate([int8], reference=tiny_model_path, images=[tiny_calibration_dir])
+    report = validate(
+        [int8], reference=tiny_model_path, images=[tiny_calibration_dir, tiny_images_dir]
+    )
+    (result,) = report.candidates
+    assert report.images == 60 and result.images == 40
+    assert result.calibration_images_excluded == 20 and result.status == "pass"
+
+
+def test_the_reference_is_a_keras_model(tiny_artifacts):
+    good = tiny_artifacts["tflite-float32"].path
+    with pytest.raises(UsageError, match="runs it in Keras"):
+        validate([good], reference=tiny_artifacts["tflite-float16"].path)
 
 
 # ------------------------------------------------------------------ broken artefacts
@@ -220,7 +286,14 @@ def test_cli_json(tiny_artifacts, tiny_model_path, tiny_images_dir):
         "worst",
         "tolerance",
     }
-    assert by_key("tflite-int8").tolerance.mean_abs == candidate["tolerance"]["mean_abs"]
+    tolerance = by_key("tflite-int8").tolerance
+    assert candidate["tolerance"]["precision"] == tolerance.precision == "int8-full"
+    own = candidate["sensitivity"]
+    assert own["precision"] == "int8-full" and own["max_abs"] > 0 and own["mean_abs"] > 0
+    assert candidate["bounds"]["mean_abs"] == pytest.approx(
+        max(tolerance.mean_floor, tolerance.multiplier * own["mean_abs"])
+    )
+    assert candidate["images"] == 40 and candidate["calibration_images_excluded"] == 0
 
 
 @pytest.mark.slow

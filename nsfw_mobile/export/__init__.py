@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..files import sha256_file, size_bytes
 
+CALIBRATION_PROPERTY = "calibration_sha256"
+"""Metadata entry of a calibrated artefact: the SHA-256 of its calibration images (JSON)."""
+
 
 def description(source) -> str:
     """The artefact's one-line description: the contract's, else one from its labels."""
@@ -41,3 +44,19 @@ class Artifact:
         document = asdict(self)
         document["path"] = str(self.path)
         return document
+
+
+def calibration_inputs(calibration) -> tuple[object, dict[str, str]]:
+    """Calibration pixels and the metadata entries that name their files.
+
+    ``calibration`` is an ``images.ImageBatch`` (decoded files: their SHA-256 go into the
+    artefact, so that validation leaves those images out) or a bare uint8 array (nothing is
+    recorded), or None.
+    """
+    import json
+
+    paths = getattr(calibration, "paths", None)
+    if paths is None:
+        return calibration, {}
+    checksums = sorted({sha256_file(path) for path in paths})
+    return calibration.pixels, {CALIBRATION_PROPERTY: json.dumps(checksums)}

@@ -15,7 +15,7 @@ from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
 from ..tflite_metadata import TFLiteMetadata, attach_metadata
-from . import Artifact, description
+from . import Artifact, calibration_inputs, description
 
 
 def _calibration_batches(pixels: np.ndarray):
@@ -62,17 +62,19 @@ def keras2tflite(
     out: str | Path,
     *,
     quantization: str = "none",
-    calibration: np.ndarray | None = None,
+    calibration=None,
     io_type: str | None = None,
 ) -> Artifact:
     """Convert ``source`` to a TFLite file at ``out`` (written atomically) with metadata.
 
-    ``calibration``: uint8 images (N, H, W, 3), at least MIN_CALIBRATION_IMAGES,
-    required for ``quantization="int8"``. ``io_type`` applies to int8 only (None: uint8).
+    ``calibration``: required for ``quantization="int8"``, at least MIN_CALIBRATION_IMAGES
+    images: an ``images.ImageBatch`` (its files' SHA-256 are recorded in the metadata) or a
+    uint8 array (N, H, W, 3). ``io_type`` applies to int8 only (None: uint8).
     """
     fmt = select("tflite", quantization)
     check_options([fmt], io_type=io_type)
     io_type = io_type or IO_TYPE.default
+    calibration, calibration_record = calibration_inputs(calibration)
     if quantization == "int8" and (
         calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
     ):
@@ -111,6 +113,7 @@ def keras2tflite(
             target="tflite",
             quantization=quantization,
             io_type=io_type if quantization == "int8" else "float32",
+            **(calibration_record if quantization == "int8" else {}),
         ),
     )
     out = Path(out)
