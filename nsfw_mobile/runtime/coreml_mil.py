@@ -73,8 +73,12 @@ def _conv(a):
 
 
 def _pool(kind):
+    """max_pool / avg_pool as coremltools documents them (ops/defs/iOS15/pool.py): pad_type
+    valid, same (the odd cell at the end), same_lower (at the start) or custom (``pad``);
+    ``ceil_mode`` rounds the output up; ``exclude_padding_from_average`` defaults to False."""
+
     def run(a):
-        kernel, strides = tuple(a["kernel_sizes"]), tuple(a["strides"])
+        kernel, strides = tuple(a["kernel_sizes"]), tuple(a.get("strides", (1, 1)))
         pads = _pads(str(a["pad_type"]), a.get("pad"), a["x"].shape, kernel, strides, (1, 1))
         return ops.pool2d(
             a["x"],
@@ -82,7 +86,7 @@ def _pool(kind):
             kernel,
             strides,
             pads,
-            exclude_padding=bool(a.get("exclude_padding_from_average", True)),
+            exclude_padding=bool(a.get("exclude_padding_from_average", False)),
             ceil_mode=bool(a.get("ceil_mode", False)),
         )
 
@@ -208,7 +212,9 @@ KERNELS: dict[str, Callable] = {
     ),
     "expand_dims": lambda a: np.expand_dims(a["x"], tuple(int(i) for i in a["axes"])),
     "flatten2d": lambda a: a["x"].reshape(int(np.prod(a["x"].shape[: int(a.get("axis", 1))])), -1),
-    "concat": lambda a: np.concatenate(a["values"], axis=int(a["axis"])),
+    "concat": lambda a: ops.concat(
+        a["values"], int(a["axis"]), interleave=bool(a.get("interleave", False))
+    ),
     "softmax": lambda a: ops.softmax(a["x"], axis=int(a.get("axis", -1))),
     "batch_norm": _batch_norm,
     "cast": lambda a: a["x"],  # dtypes are applied from the program's declarations
