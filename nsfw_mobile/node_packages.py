@@ -21,8 +21,9 @@ from .errors import NsfwMobileError
 
 TFJS_VERSION = "4.22.0"
 NSFWJS_VERSION = "4.3.0"
-TFJS = {"@tensorflow/tfjs": TFJS_VERSION}
-"""The pure-JavaScript TensorFlow.js (CPU backend); no tfjs-node native binary."""
+TFJS = {"@tensorflow/tfjs": TFJS_VERSION, "@tensorflow/tfjs-backend-wasm": TFJS_VERSION}
+"""TensorFlow.js in pure JavaScript (CPU backend) and its WebAssembly backend, whose
+package ships its .wasm files; no tfjs-node native binary."""
 NSFWJS = {**TFJS, "nsfwjs": NSFWJS_VERSION}
 """NSFWJS beside the same tfjs, so that a single copy of tfjs is installed."""
 
