@@ -20,6 +20,7 @@ from itertools import product
 import numpy as np
 import pytest
 from conftest import assert_outputs_vary, convert_every_format, synthetic_batch
+from test_tfjs_export import node_ready  # noqa: F401 (a fixture)
 from test_validate import edited
 
 from nsfw_mobile.formats import FORMATS
@@ -168,6 +169,65 @@ def test_tfjs_writes_inception_layers_as_tfjs_reads_them(inception_artifacts):
     assert layers["mixed_a"]["config"]["axis"] == 3
     (call,) = layers["mixed_b"]["inbound_nodes"]
     assert [ref[0] for ref in call] == ["b_3x3_relu", "b_avg", "b_max"]
+
+
+def as_keras_2_2_4(document: dict) -> dict:
+    """An export rewritten in the dialect NSFWJS's InceptionV3 model.json is in (Keras 2.2.4):
+    the model_config wrapper with a training_config, channel axis 3, no dtypes, Keras 2
+    initializers and an L1L2 regularizer."""
+    config = document["modelTopology"]["config"]
+    for layer in config["layers"]:
+        options = layer["config"]
+        options.pop("dtype", None)
+        if layer["class_name"] in ("BatchNormalization", "Concatenate"):
+            options["axis"] = 3
+        if "kernel_initializer" in options:
+            options["kernel_initializer"] = {
+                "class_name": "VarianceScaling",
+                "config": {"scale": 1, "mode": "fan_avg", "distribution": "uniform", "seed": None},
+            }
+        if layer["class_name"] == "Dense":
+            options["kernel_regularizer"] = {"class_name": "L1L2", "config": {"l1": 0, "l2": 5e-4}}
+    document["modelTopology"] = {
+        "keras_version": "2.2.4",
+        "backend": "tensorflow",
+        "model_config": {"class_name": "Model", "config": config},
+        "training_config": {
+            "optimizer_config": {"class_name": "SGD", "config": {"lr": 1e-6, "momentum": 0.9}},
+            "loss": "categorical_crossentropy",
+            "metrics": ["accuracy"],
+        },
+    }
+    return document
+
+
+@pytest.mark.usefixtures("node_ready")
+def test_the_keras_2_2_4_dialect_imports_as_tfjs_runs_it(
+    inception_artifacts, inception_model_path, inception_images, tmp_path
+):
+    from nsfw_mobile.images import load_images
+    from nsfw_mobile.models import load_keras_model
+    from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
+    from nsfw_mobile.tfjs import tfjs2keras
+
+    folder = tmp_path / "keras_2_2_4"
+    shutil.copytree(inception_artifacts["tfjs-float32"].path, folder)
+    document = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps(as_keras_2_2_4(document)))
+    pixels = load_images([inception_images], SIZE).pixels
+    reference = load_keras_model(inception_model_path).predict(pixels / 255.0, verbose=0)
+    imported = tfjs2keras(folder / "model.json").predict(pixels / 255.0, verbose=0)
+    runner = TFJSRunner(folder)
+    try:
+        in_tfjs = runner.predict(pixels)
+    finally:
+        runner.close()
+    print(
+        f"\nKeras 2.2.4 dialect: importer vs Keras {np.abs(imported - reference).max():.1e}, "
+        f"tfjs (wasm) vs Keras {np.abs(in_tfjs - reference).max():.1e}"
+    )
+    assert np.abs(imported - reference).max() <= 1e-6
+    assert np.abs(in_tfjs - reference).max() <= 1e-5
 
 
 # ------------------------------------------------------------------ broken copies fail
