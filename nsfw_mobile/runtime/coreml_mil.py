@@ -305,6 +305,7 @@ class ProgramExecutor:
         self.fp16_outputs = {
             o.name for op in self.function.operations for o in op.outputs if _is_fp16(o)
         }
+        self._weights: dict | None = None
 
     def _value(self, var, env):
         if var.name in env:
@@ -318,36 +319,50 @@ class ProgramExecutor:
             )
         raise ModelFileError(f"ML Program variable {var.name!r} is read before it is written")
 
+    def _execute(self, op, env: dict):
+        """Run one op on the values in ``env``; store its output there (classify: return it)."""
+        arguments = {}
+        for key, var in op.inputs.items():
+            if isinstance(var, (list, tuple)):
+                arguments[key] = [self._value(v, env) for v in var]
+            else:
+                arguments[key] = self._value(var, env)
+        try:
+            result = KERNELS[op.op_type](arguments)
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"ML Program op {op.op_type!r} ({op.name!r}): {exc}") from None
+        if op.op_type == "classify":
+            return result
+        out_var = op.outputs[0]
+        value = np.asarray(result, np.float32)
+        if self.emulate_fp16 and out_var.name in self.fp16_outputs:
+            value = value.astype(np.float16).astype(np.float32)
+        env[out_var.name] = value
+        return None
+
+    def _decompressed(self) -> dict:
+        """The outputs of the constexpr_* ops (compressed weights), decoded once: they
+        depend on constants only."""
+        if self._weights is None:
+            self._weights = {}
+            for op in self.function.operations:
+                if op.op_type.startswith("constexpr_"):
+                    self._execute(op, self._weights)
+        return self._weights
+
     def run(self, pixels: np.ndarray) -> dict:
         feature = self.image_inputs[0]
         rgb = pixels.astype(np.float32)
         channels = rgb[..., ::-1] if feature.type.imageType.colorSpace == 30 else rgb  # BGR
-        env = {feature.name: channels.transpose(2, 0, 1)[None]}
+        env = {**self._decompressed(), feature.name: channels.transpose(2, 0, 1)[None]}
         outputs = {}
         for op in self.function.operations:
-            if op.op_type == "const":
+            if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 continue
-            arguments = {}
-            for key, var in op.inputs.items():
-                if isinstance(var, (list, tuple)):
-                    arguments[key] = [self._value(v, env) for v in var]
-                else:
-                    arguments[key] = self._value(var, env)
-            try:
-                result = KERNELS[op.op_type](arguments)
-            except UnsupportedOpError as exc:
-                raise UnsupportedOpError(
-                    f"ML Program op {op.op_type!r} ({op.name!r}): {exc}"
-                ) from None
+            result = self._execute(op, env)
             if op.op_type == "classify":
                 label_var, probs_var = op.outputs
                 outputs[label_var.name], outputs[probs_var.name] = result
-                continue
-            out_var = op.outputs[0]
-            value = np.asarray(result, np.float32)
-            if self.emulate_fp16 and out_var.name in self.fp16_outputs:
-                value = value.astype(np.float16).astype(np.float32)
-            env[out_var.name] = value
         outputs.update({v.name: env[v.name] for v in self.function.outputs if v.name in env})
         return outputs
 
