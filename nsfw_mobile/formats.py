@@ -117,7 +117,7 @@ TFJS_LAYERS = FileType(
     ".json",
     "nsfw_mobile.runtime.tfjs_runner:TFJSRunner",
     "nsfw_mobile.inspect_model:inspect_tfjs",
-    "TF.js CPU (Node)",
+    "TF.js wasm (Node)",
     "TF.js layers or graph model (model.json and weight shards), run in TensorFlow.js under Node",
     metadata_reader="nsfw_mobile.metadata:read_tfjs",
     folder_marker="model.json",
@@ -476,7 +476,7 @@ FORMATS: tuple[Format, ...] = (
         TFJS_LAYERS,
         "none",
         "nsfw_tfjs_float32",
-        _t(STRICT, "max 6.6e-7, mean 4.1e-8, top-1 100% (tfjs 4.22 CPU backend, Node)"),
+        _t(STRICT, "max 1.6e-6, mean 7.5e-8, top-1 100% (tfjs 4.22 wasm backend, Node)"),
         "TF.js layers model folder, float32 weights",
         TFJS_CONVERTER,
     ),
@@ -485,7 +485,7 @@ FORMATS: tuple[Format, ...] = (
         TFJS_LAYERS,
         "float16",
         "nsfw_tfjs_float16",
-        _t(FLOAT16_UNFOLDED, "max 4.4e-3, mean 2.4e-4, top-1 100% (tfjs 4.22 CPU backend, Node)"),
+        _t(FLOAT16_UNFOLDED, "max 4.4e-3, mean 2.4e-4, top-1 100% (tfjs 4.22 wasm backend, Node)"),
         "TF.js layers model folder, float16 weights (float32 compute)",
         TFJS_CONVERTER,
     ),
@@ -496,8 +496,8 @@ FORMATS: tuple[Format, ...] = (
         "nsfw_tfjs_uint8",
         _t(
             UINT8_WEIGHTS,
-            "pretrained max 8.9e-7 (it shipped as uint8); float-trained models "
-            "max 0.171-0.257, mean 7.7e-3-9.0e-3, top-1 100%",
+            "pretrained max 1.2e-6 (it shipped as uint8; wasm backend); float-trained models "
+            "max 0.171-0.257, mean 7.7e-3-9.0e-3, top-1 100% (cpu backend)",
         ),
         "TF.js layers model folder, uint8 kernels (affine per tensor), float32 vectors",
         TFJS_CONVERTER,

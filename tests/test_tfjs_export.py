@@ -26,6 +26,9 @@ QUANTIZATIONS = ("none", "float16", "uint8")
 # amplifies weight error more than the pretrained model does). Measured over the shipped
 # and synthetic images: float16 max 0.058, uint8 max 0.235.
 TINY_ROUND_TRIP = {"none": 1e-6, "float16": 0.08, "uint8": 0.4}
+WASM_VS_CPU = 5e-5
+"""tfjs's wasm backend against its cpu backend on the same export: measured 1.6e-5 on the
+tiny model, 8.9e-7 on the pretrained one (shipped samples)."""
 
 
 @pytest.fixture(scope="module")
@@ -173,23 +176,90 @@ def test_unsupported_layers_fail_before_any_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tfjs_runner_matches_keras(tiny_exports, tiny_model, sample_pixels_tiny, node_ready):
+@pytest.fixture(scope="module")
+def backend_runs(tiny_exports, sample_pixels_tiny, node_ready):
+    """The tiny float32 export on both tfjs backends: {backend: (runner facts, probabilities)}."""
     from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
 
+    runs = {}
+    for backend in ("wasm", "cpu"):
+        runner = TFJSRunner(tiny_exports["none"].path, backend=backend)
+        try:
+            facts = {
+                "tfjs": runner.tfjs_version,
+                "backend": runner.backend,
+                "labels": runner.labels,
+                "input_size": runner.input_size,
+                "source_sha256": runner.contract.source_sha256,
+                "empty": runner.predict(sample_pixels_tiny[:0]).shape,
+            }
+            runs[backend] = facts, runner.predict(sample_pixels_tiny)
+        finally:
+            runner.close()
+    return runs
+
+
+@pytest.mark.parametrize("backend", ["wasm", "cpu"])
+def test_tfjs_runner_runs_the_export_on_each_backend(backend_runs, backend):
+    facts, probabilities = backend_runs[backend]
+    assert facts["tfjs"] == "4.22.0" and facts["backend"] == backend
+    assert facts["labels"] == ("Neutral", "Porn", "Sexy") and facts["input_size"] == (96, 96)
+    assert facts["source_sha256"]  # the contract came through model.json
+    assert facts["empty"] == (0, 3)
+    assert_outputs_vary(probabilities)
+
+
+def test_wasm_agrees_with_cpu_and_cpu_with_keras(backend_runs, tiny_model, sample_pixels_tiny):
+    """cpu (tfjs's plain JavaScript kernels) is the reference: within 1e-5 of Keras. wasm
+    (XNNPACK) sums in another order: on this tiny MobileNetV2 it is 1.6e-5 from both; on
+    the pretrained model 8.9e-7 from cpu (test_wasm_agrees_with_cpu_on_the_pretrained_model)."""
     reference = tiny_model.predict(sample_pixels_tiny / np.float32(255), verbose=0)
-    runner = TFJSRunner(tiny_exports["none"].path)
+    wasm, cpu = backend_runs["wasm"][1], backend_runs["cpu"][1]
+    to_keras = np.abs(cpu - reference).max()
+    wasm_to_cpu = np.abs(wasm - cpu).max()
+    print(f"\nTF.js tiny float32: cpu vs Keras {to_keras:.2e}, wasm vs cpu {wasm_to_cpu:.2e}")
+    assert to_keras <= 1e-5
+    assert wasm_to_cpu <= WASM_VS_CPU
+    assert (wasm.argmax(1) == cpu.argmax(1)).all()
+
+
+@pytest.mark.slow
+def test_wasm_agrees_with_cpu_on_the_pretrained_model(samples, node_ready):
+    """Every third shipped sample: the cpu backend takes about 1 s an image here
+    (benchmarks/tfjs_backends.py compares all of them)."""
+    from nsfw_mobile.images import load_images
+    from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
+
+    pixels = load_images(samples[::3], 224).pixels
+    results = {}
+    for backend in ("wasm", "cpu"):
+        runner = TFJSRunner(PRETRAINED_DIR, backend=backend)
+        try:
+            results[backend] = runner.predict(pixels)
+        finally:
+            runner.close()
+    difference = np.abs(results["wasm"] - results["cpu"])
+    print(
+        f"\nTF.js pretrained MobileNetV2 on {len(pixels)} samples: wasm vs cpu max "
+        f"{difference.max():.2e}, mean {difference.mean():.2e}"
+    )
+    assert difference.max() <= WASM_VS_CPU
+    assert (results["wasm"].argmax(1) == results["cpu"].argmax(1)).all()
+
+
+def test_wasm_is_the_default_backend_and_a_bad_one_is_refused(tiny_exports, node_ready):
+    from nsfw_mobile.errors import UsageError
+    from nsfw_mobile.runtime import open_runner
+    from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
+
+    runner = open_runner(tiny_exports["uint8"].path)
     try:
-        ours = runner.predict(sample_pixels_tiny)
-        assert runner.tfjs_version == "4.22.0" and runner.backend == "cpu"
-        assert runner.labels == ("Neutral", "Porn", "Sexy") and runner.input_size == (96, 96)
-        assert runner.contract.source_sha256  # the contract came through model.json
-        assert runner.predict(sample_pixels_tiny[:0]).shape == (0, 3)
+        assert runner.backend == "wasm"
+        assert runner.simd  # Node 20 runs the SIMD build of the .wasm binary
     finally:
         runner.close()
-    assert_outputs_vary(ours)
-    difference = np.abs(ours - reference).max()
-    print(f"\nTF.js (Node, cpu) vs Keras, tiny float32: max abs diff {difference:.2e}")
-    assert difference <= 1e-5
+    with pytest.raises(UsageError, match="TF.js backend 'webgl': choose one of wasm, cpu"):
+        TFJSRunner(tiny_exports["uint8"].path, backend="webgl")
 
 
 def test_validate_passes_the_exports_and_catches_broken_ones(
@@ -243,6 +313,25 @@ def test_validate_passes_the_exports_and_catches_broken_ones(
         assert not result.passed, name
         print(f"\nbroken TF.js export ({name}): {result.status}, {result.failures}")
     assert "label order" in report.candidates[0].failures[0]
+
+
+def test_a_wasm_package_without_its_binaries_is_named(tiny_exports, node_ready, tmp_path):
+    """The .wasm files are read from the npm package: a copy without them fails in one line
+    that names the missing file; the cpu backend of the same packages still runs."""
+    from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
+
+    modules = tmp_path / "node_modules"
+    for package in [*node_ready.iterdir(), *(node_ready / "@tensorflow").iterdir()]:
+        link = modules / package.relative_to(node_ready)
+        if package.name not in ("@tensorflow", "tfjs-backend-wasm"):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(package)
+    wasm = "@tensorflow/tfjs-backend-wasm"
+    shutil.copytree(node_ready / wasm, modules / wasm, ignore=shutil.ignore_patterns("*.wasm"))
+    with pytest.raises(ModelFileError, match=r"tf.setBackend\(\"wasm\"\).*-simd\.wasm'\)$"):
+        TFJSRunner(tiny_exports["uint8"].path, modules=modules)
+    runner = TFJSRunner(tiny_exports["uint8"].path, backend="cpu", modules=modules)
+    runner.close()
 
 
 def test_node_missing_is_one_line(tiny_exports, monkeypatch, tmp_path):

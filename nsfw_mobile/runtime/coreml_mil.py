@@ -73,8 +73,12 @@ def _conv(a):
 
 
 def _pool(kind):
+    """max_pool / avg_pool as coremltools documents them (ops/defs/iOS15/pool.py): pad_type
+    valid, same (the odd cell at the end), same_lower (at the start) or custom (``pad``);
+    ``ceil_mode`` rounds the output up; ``exclude_padding_from_average`` defaults to False."""
+
     def run(a):
-        kernel, strides = tuple(a["kernel_sizes"]), tuple(a["strides"])
+        kernel, strides = tuple(a["kernel_sizes"]), tuple(a.get("strides", (1, 1)))
         pads = _pads(str(a["pad_type"]), a.get("pad"), a["x"].shape, kernel, strides, (1, 1))
         return ops.pool2d(
             a["x"],
@@ -82,7 +86,7 @@ def _pool(kind):
             kernel,
             strides,
             pads,
-            exclude_padding=bool(a.get("exclude_padding_from_average", True)),
+            exclude_padding=bool(a.get("exclude_padding_from_average", False)),
             ceil_mode=bool(a.get("ceil_mode", False)),
         )
 
@@ -208,7 +212,9 @@ KERNELS: dict[str, Callable] = {
     ),
     "expand_dims": lambda a: np.expand_dims(a["x"], tuple(int(i) for i in a["axes"])),
     "flatten2d": lambda a: a["x"].reshape(int(np.prod(a["x"].shape[: int(a.get("axis", 1))])), -1),
-    "concat": lambda a: np.concatenate(a["values"], axis=int(a["axis"])),
+    "concat": lambda a: ops.concat(
+        a["values"], int(a["axis"]), interleave=bool(a.get("interleave", False))
+    ),
     "softmax": lambda a: ops.softmax(a["x"], axis=int(a.get("axis", -1))),
     "batch_norm": _batch_norm,
     "cast": lambda a: a["x"],  # dtypes are applied from the program's declarations
@@ -299,6 +305,7 @@ class ProgramExecutor:
         self.fp16_outputs = {
             o.name for op in self.function.operations for o in op.outputs if _is_fp16(o)
         }
+        self._weights: dict | None = None
 
     def _value(self, var, env):
         if var.name in env:
@@ -312,36 +319,50 @@ class ProgramExecutor:
             )
         raise ModelFileError(f"ML Program variable {var.name!r} is read before it is written")
 
+    def _execute(self, op, env: dict):
+        """Run one op on the values in ``env``; store its output there (classify: return it)."""
+        arguments = {}
+        for key, var in op.inputs.items():
+            if isinstance(var, (list, tuple)):
+                arguments[key] = [self._value(v, env) for v in var]
+            else:
+                arguments[key] = self._value(var, env)
+        try:
+            result = KERNELS[op.op_type](arguments)
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"ML Program op {op.op_type!r} ({op.name!r}): {exc}") from None
+        if op.op_type == "classify":
+            return result
+        out_var = op.outputs[0]
+        value = np.asarray(result, np.float32)
+        if self.emulate_fp16 and out_var.name in self.fp16_outputs:
+            value = value.astype(np.float16).astype(np.float32)
+        env[out_var.name] = value
+        return None
+
+    def _decompressed(self) -> dict:
+        """The outputs of the constexpr_* ops (compressed weights), decoded once: they
+        depend on constants only."""
+        if self._weights is None:
+            self._weights = {}
+            for op in self.function.operations:
+                if op.op_type.startswith("constexpr_"):
+                    self._execute(op, self._weights)
+        return self._weights
+
     def run(self, pixels: np.ndarray) -> dict:
         feature = self.image_inputs[0]
         rgb = pixels.astype(np.float32)
         channels = rgb[..., ::-1] if feature.type.imageType.colorSpace == 30 else rgb  # BGR
-        env = {feature.name: channels.transpose(2, 0, 1)[None]}
+        env = {**self._decompressed(), feature.name: channels.transpose(2, 0, 1)[None]}
         outputs = {}
         for op in self.function.operations:
-            if op.op_type == "const":
+            if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 continue
-            arguments = {}
-            for key, var in op.inputs.items():
-                if isinstance(var, (list, tuple)):
-                    arguments[key] = [self._value(v, env) for v in var]
-                else:
-                    arguments[key] = self._value(var, env)
-            try:
-                result = KERNELS[op.op_type](arguments)
-            except UnsupportedOpError as exc:
-                raise UnsupportedOpError(
-                    f"ML Program op {op.op_type!r} ({op.name!r}): {exc}"
-                ) from None
+            result = self._execute(op, env)
             if op.op_type == "classify":
                 label_var, probs_var = op.outputs
                 outputs[label_var.name], outputs[probs_var.name] = result
-                continue
-            out_var = op.outputs[0]
-            value = np.asarray(result, np.float32)
-            if self.emulate_fp16 and out_var.name in self.fp16_outputs:
-                value = value.astype(np.float16).astype(np.float32)
-            env[out_var.name] = value
         outputs.update({v.name: env[v.name] for v in self.function.outputs if v.name in env})
         return outputs
 

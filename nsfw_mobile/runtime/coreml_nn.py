@@ -133,7 +133,9 @@ def _inner_product(p, where) -> Layer:
 
 
 def _batchnorm(p, where) -> Layer:
-    if p.computeMeanVar:
+    """Inference batchnorm from stored statistics. (coremltools folds a Keras 3
+    BatchNormalization into the convolution before it, or writes it as multiply and add.)"""
+    if p.computeMeanVar or p.instanceNormalization:
         raise UnsupportedOpError(
             f"{where}: batchnorm computing its own mean/variance is not supported"
         )
@@ -214,40 +216,58 @@ def _broadcastable(combine) -> Callable:
     return lambda p, where: lambda inputs: [combine(inputs[0], inputs[1])]
 
 
+def _border_amounts(borders, where) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from a BorderAmounts list of (height, width) or none."""
+    if len(borders) == 0:
+        return (0, 0, 0, 0)
+    if len(borders) != 2:
+        raise UnsupportedOpError(f"{where}: {len(borders)} padding border amounts, expected 2")
+    return (
+        borders[0].startEdgeSize,
+        borders[0].endEdgeSize,
+        borders[1].startEdgeSize,
+        borders[1].endEdgeSize,
+    )
+
+
 def _pooling(p, where) -> Layer:
+    """PoolingLayerParams: max or average, valid (explicit amounts), same (TensorFlow's
+    split, the odd cell at the end unless asymmetryMode is TOP_LEFT_HEAVY) or
+    includeLastPixel (symmetric amounts, output rounded up, a last window that
+    would start in the end padding dropped when either axis is padded).
+    ``avgPoolExcludePadding`` decides whether padded cells count in an average."""
     kind = {0: "max", 1: "avg"}.get(p.type)
     if kind is None:
         raise UnsupportedOpError(f"{where}: L2 pooling is not supported")
     kernel, strides = tuple(p.kernelSize) or (3, 3), tuple(p.stride) or (1, 1)
     mode = p.WhichOneof("PoolingPaddingType")
+    if not p.globalPooling and mode not in ("valid", "same", "includeLastPixel"):
+        raise UnsupportedOpError(f"{where}: pooling padding {mode!r} is not supported")
+    if mode == "includeLastPixel" and len(p.includeLastPixel.paddingAmounts) not in (0, 2):
+        raise UnsupportedOpError(f"{where}: includeLastPixel needs 2 padding amounts")
+    fixed_pads = _border_amounts(p.valid.paddingAmounts.borderAmounts, where)
 
     def run(inputs):
         x = inputs[0]
         if p.globalPooling:
             reduce = np.max if kind == "max" else np.mean
             return [reduce(x, axis=(-2, -1), keepdims=True)]
-        ceil_mode = False
+        ceil_mode, ceil_trim = False, None
         if mode == "valid":
-            borders = p.valid.paddingAmounts.borderAmounts
-            pads = (
-                (
-                    borders[0].startEdgeSize,
-                    borders[0].endEdgeSize,
-                    borders[1].startEdgeSize,
-                    borders[1].endEdgeSize,
-                )
-                if len(borders)
-                else (0, 0, 0, 0)
-            )
+            pads = fixed_pads
         elif mode == "same":
-            top, bottom = ops.split_padding(ops.same_padding(x.shape[-2], kernel[0], strides[0]))
-            left, right = ops.split_padding(ops.same_padding(x.shape[-1], kernel[1], strides[1]))
+            heavy_end = p.same.asymmetryMode == 0  # BOTTOM_RIGHT_HEAVY
+            top, bottom = ops.split_padding(
+                ops.same_padding(x.shape[-2], kernel[0], strides[0]), heavy_end
+            )
+            left, right = ops.split_padding(
+                ops.same_padding(x.shape[-1], kernel[1], strides[1]), heavy_end
+            )
             pads = (top, bottom, left, right)
-        elif mode == "includeLastPixel":
+        else:  # includeLastPixel
             pad_h, pad_w = tuple(p.includeLastPixel.paddingAmounts) or (0, 0)
             pads, ceil_mode = (pad_h, pad_h, pad_w, pad_w), True
-        else:
-            raise UnsupportedOpError(f"{where}: pooling padding {mode!r} is not supported")
+            ceil_trim = (pad_h > 0 or pad_w > 0,) * 2
         return [
             ops.pool2d(
                 x,
@@ -257,6 +277,7 @@ def _pooling(p, where) -> Layer:
                 pads,
                 exclude_padding=p.avgPoolExcludePadding,
                 ceil_mode=ceil_mode,
+                ceil_trim=ceil_trim,
             )
         ]
 
@@ -371,13 +392,14 @@ def _clip(p, where) -> Layer:
 
 
 def _concat(p, where) -> Layer:
+    """ConcatLayerParams: along the channel axis, in the order of the layer's inputs."""
     if p.sequenceConcat:
         raise UnsupportedOpError(f"{where}: sequence concat is not supported")
     return lambda inputs: [np.concatenate(inputs, axis=-3)]
 
 
 def _concat_nd(p, where) -> Layer:
-    return lambda inputs: [np.concatenate(inputs, axis=int(p.axis))]
+    return lambda inputs: [ops.concat(inputs, int(p.axis), interleave=p.interleave)]
 
 
 def _squeeze(p, where) -> Layer:

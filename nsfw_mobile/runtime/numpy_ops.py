@@ -89,36 +89,106 @@ def _dense_conv(x, weight, strides, dilations, out_h, out_w):
     return out.transpose(0, 3, 1, 2)
 
 
+def pooled_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    before: int,
+    after: int,
+    *,
+    ceil_mode: bool = False,
+    trim: bool | None = None,
+) -> int:
+    """Output length of a pooling axis with explicit padding.
+
+    ``ceil_mode`` rounds up, so a last partial window still counts; ``trim``
+    then drops a last window that would start in the end padding. None: only
+    when this axis has padding, as coremltools' shape inference does for ML
+    Programs (``spatial_dimensions_out_shape``).
+    """
+    span = size + before + after - kernel
+    if span < 0:
+        raise ValueError(f"pooling window {kernel} is larger than the padded input {span + kernel}")
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if trim is None:
+        trim = before + after > 0
+    if trim and (out - 1) * stride >= size + before:
+        out -= 1
+    return out
+
+
 def pool2d(
-    x, kind: str, kernel, strides, pads=(0, 0, 0, 0), *, exclude_padding=True, ceil_mode=False
+    x,
+    kind: str,
+    kernel,
+    strides,
+    pads=(0, 0, 0, 0),
+    *,
+    exclude_padding=True,
+    ceil_mode=False,
+    ceil_trim=None,
 ):
-    """Average or max pooling over (N, C, H, W); pads (top, bottom, left, right)."""
+    """Average or max pooling over (N, C, H, W); pads (top, bottom, left, right).
+
+    Max pooling never picks a padded cell. Average pooling divides by the
+    cells of the window inside the input (``exclude_padding``) or inside the
+    padded input; cells a ceil-mode window reaches beyond the padding never
+    count (PyTorch's rule, which coremltools' ``ceil_mode`` follows).
+    ``ceil_trim``: per axis (H, W), whether ceil mode drops a window that would
+    start in the end padding; None: on the axes that have padding.
+    """
     top, bottom, left, right = pads
     n, c, height, width = x.shape
     kh, kw = kernel
     sh, sw = strides
-    if ceil_mode:  # extra bottom/right padding so a partial last window still counts
-        extra_h = (-(height + top + bottom - kh) % sh) if height + top + bottom > kh else 0
-        extra_w = (-(width + left + right - kw) % sw) if width + left + right > kw else 0
-        bottom, right = bottom + extra_h, right + extra_w
+    trim_h, trim_w = ceil_trim if ceil_trim is not None else (None, None)
+    out_h = pooled_size(height, kh, sh, top, bottom, ceil_mode=ceil_mode, trim=trim_h)
+    out_w = pooled_size(width, kw, sw, left, right, ceil_mode=ceil_mode, trim=trim_w)
+    beyond_h = max(0, (out_h - 1) * sh + kh - (height + top + bottom))
+    beyond_w = max(0, (out_w - 1) * sw + kw - (width + left + right))
+    borders = ((0, 0), (0, 0), (top, bottom + beyond_h), (left, right + beyond_w))
     fill = -np.inf if kind == "max" else 0.0
-    padded = np.pad(
-        x.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill
-    )
-    windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    padded = np.pad(x.astype(np.float32), borders, constant_values=fill)
+
+    def window_sum(array, combine):
+        """Combine the kh * kw shifted, strided views: faster than reducing a window view."""
+        total = None
+        for i in range(kh):
+            for j in range(kw):
+                part = array[
+                    :, :, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw
+                ]
+                total = part.copy() if total is None else combine(total, part, out=total)
+        return total
+
     if kind == "max":
-        return windows.max(axis=(-2, -1))
-    sums = windows.sum(axis=(-2, -1))
-    if exclude_padding and any((top, bottom, left, right)):
-        mask = np.pad(
-            np.ones((1, 1, height, width), np.float32),
-            ((0, 0), (0, 0), (top, bottom), (left, right)),
-        )
-        counts = sliding_window_view(mask, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw].sum(
-            axis=(-2, -1)
-        )
-        return sums / counts
-    return sums / np.float32(kh * kw)
+        return window_sum(padded, np.maximum)
+    sums = window_sum(padded, np.add)
+    if not any((top, bottom, left, right, beyond_h, beyond_w)):
+        return sums / np.float32(kh * kw)
+    counted = np.ones((1, 1, height, width), np.float32)
+    if exclude_padding:
+        counted = np.pad(counted, borders)
+    else:
+        counted = np.pad(counted, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=1)
+        counted = np.pad(counted, ((0, 0), (0, 0), (0, beyond_h), (0, beyond_w)))
+    return sums / window_sum(counted, np.add)
+
+
+def concat(values, axis: int, *, interleave: bool = False):
+    """Concatenate along ``axis``; ``interleave`` alternates the inputs' slices instead
+    (a0, b0, a1, b1, ...), as Core ML's concat with interleave does."""
+    if not interleave:
+        return np.concatenate(values, axis=axis)
+    shapes = {np.shape(v) for v in values}
+    if len(shapes) != 1:
+        raise ValueError(f"interleaved concat needs inputs of one shape, got {sorted(shapes)}")
+    stacked = np.stack(values, axis=(axis % np.ndim(values[0])) + 1)
+    shape = list(np.shape(values[0]))
+    shape[axis] *= len(values)
+    return stacked.reshape(shape)
 
 
 def pad(x, pairs, mode: str = "constant", value: float = 0.0):

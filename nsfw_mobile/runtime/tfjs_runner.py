@@ -1,9 +1,15 @@
-"""TF.js runner: the model in real TensorFlow.js under Node (pure-JavaScript CPU backend).
+"""TF.js runner: the model in real TensorFlow.js under Node.
 
 One long-lived ``node`` process per model (``js/tfjs_server.cjs``) loads the
 model with ``tf.loadLayersModel`` (a graph model: ``tf.loadGraphModel``) and
 answers uint8 batches with probabilities; the pixels are divided by 255 in
 JavaScript, as a web page does.
+
+Two tfjs backends: ``wasm`` (the default: ``@tensorflow/tfjs-backend-wasm``,
+XNNPACK kernels compiled to WebAssembly with SIMD, the backend browsers use on
+CPUs; about 15-25x faster than ``cpu`` here) and ``cpu`` (tfjs's
+pure-JavaScript kernels: slow, but the simplest implementation, kept as the
+reference ``wasm`` is checked against; docs/tfjs-backends.md).
 The model folder is checked by the toolkit's own reader first (shard paths,
 sizes, weight names), so a broken folder gets the importer's message rather
 than a JavaScript stack. The pinned npm packages come from ``node_packages``.
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, UsageError
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of, read_tfjs
 from ..node_packages import TFJS, node_executable, node_modules
@@ -29,6 +35,8 @@ from .base import Runner
 SERVER = Path(__file__).parent / "js" / "tfjs_server.cjs"
 BATCH = 16
 """Images per request: bounds the JavaScript heap a request needs."""
+BACKENDS = ("wasm", "cpu")
+DEFAULT_BACKEND = "wasm"
 
 
 def _contract_for(model_json: Path, width: int, input_size) -> ModelContract:
@@ -52,7 +60,13 @@ def _stop(process: subprocess.Popen, log) -> None:
 
 
 class TFJSRunner(Runner):
-    def __init__(self, path: str | Path, *, modules: Path | None = None):
+    """``backend``: "wasm" (default) or "cpu", the tfjs backend the model runs on."""
+
+    def __init__(
+        self, path: str | Path, *, backend: str = DEFAULT_BACKEND, modules: Path | None = None
+    ):
+        if backend not in BACKENDS:
+            raise UsageError(f"TF.js backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.model_json = model_json_of(Path(path))
         self.path = self.model_json.parent
         self.name = f"tfjs:{self.path.name}"
@@ -60,7 +74,7 @@ class TFJSRunner(Runner):
         modules = modules or node_modules(TFJS)
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by the finalizer)
         self._process = subprocess.Popen(
-            [node_executable(), str(SERVER), str(modules), str(self.model_json)],
+            [node_executable(), str(SERVER), str(modules), str(self.model_json), backend],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -68,6 +82,7 @@ class TFJSRunner(Runner):
         self._finalizer = weakref.finalize(self, _stop, self._process, self._log)
         hello = self._read_reply("loading the model")
         self.tfjs_version, self.backend = hello["tfjs"], hello["backend"]
+        self.simd = bool(hello.get("simd"))
         shape, out_shape = hello["input_shape"], hello["output_shape"]
         if len(shape) != 4 or shape[3] != 3 or None in shape[1:] or len(out_shape) != 2:
             self.close()
@@ -80,9 +95,18 @@ class TFJSRunner(Runner):
         self.labels = self.contract.labels
 
     @classmethod
-    def open(cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False, **_):
-        """``num_threads`` does not apply: the pure-JavaScript backend runs on one thread."""
-        return cls(path)
+    def open(
+        cls,
+        path,
+        *,
+        num_threads: int | None = None,
+        allow_unsafe: bool = False,
+        backend: str = DEFAULT_BACKEND,
+        **_,
+    ):
+        """``num_threads`` does not apply: both backends run on one thread under Node
+        (tfjs's threaded wasm build does not start in Node: tensorflow/tfjs#3830)."""
+        return cls(path, backend=backend)
 
     def _read_reply(self, doing: str) -> dict:
         line = self._process.stdout.readline()

@@ -1,11 +1,16 @@
-// Runs one TF.js model (layers or graph) in TensorFlow.js (pure-JavaScript CPU backend)
-// for nsfw_mobile.runtime.tfjs_runner, as a long-lived child process.
+// Runs one TF.js model (layers or graph) in TensorFlow.js for nsfw_mobile.runtime.tfjs_runner,
+// as a long-lived child process.
 //
-//   node tfjs_server.cjs NODE_MODULES MODEL_JSON
+//   node tfjs_server.cjs NODE_MODULES MODEL_JSON BACKEND
+//
+// BACKEND: "wasm" (@tensorflow/tfjs-backend-wasm; its .wasm binaries are read from
+// the npm package's dist folder, the SIMD build where Node has SIMD; Node gets no
+// threaded build, tensorflow/tfjs#3830) or "cpu" (tfjs's pure-JavaScript kernels,
+// the reference the wasm backend is checked against).
 //
 // stdin: requests, each a 16-byte header of little-endian uint32 values
 // (count, height, width, 3) followed by count*height*width*3 uint8 RGB pixels.
-// stdout: one JSON line when the model is loaded ({ready, tfjs, backend,
+// stdout: one JSON line when the model is loaded ({ready, tfjs, backend, simd,
 // input_shape, output_shape} or {error}), then one JSON line per request
 // ({probabilities} or {error}). Everything else tfjs prints goes to stderr.
 "use strict";
@@ -16,7 +21,7 @@ const { modelFiles } = require("./model_files.cjs");
 const reply = (object) => process.stdout.write(JSON.stringify(object) + "\n");
 for (const method of ["log", "info", "warn", "debug"]) console[method] = console.error;
 
-const [modulesDir, modelJson] = process.argv.slice(2);
+const [modulesDir, modelJson, backend] = process.argv.slice(2);
 const tf = require(path.join(modulesDir, "@tensorflow/tfjs"));
 
 function predict(model, pixels, count, height, width) {
@@ -39,8 +44,42 @@ function outputShape(model) {
   });
 }
 
+// Starts the backend, or replies with the error and exits; returns whether the wasm
+// backend runs its SIMD build.
+async function startBackend(name) {
+  try {
+    let simd = false;
+    if (name === "wasm") {
+      const wasmPackage = path.join(modulesDir, "@tensorflow/tfjs-backend-wasm");
+      require(wasmPackage).setWasmPaths(path.join(wasmPackage, "dist") + path.sep);
+      simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
+    }
+    // setBackend resolves false when a backend cannot start; tfjs logs why.
+    const said = [];
+    const log = console.error;
+    const keep = (...args) => {
+      said.push(args.map((a) => (a && a.message) || String(a)).join(" "));
+      log(...args);
+    };
+    for (const method of ["log", "info", "warn", "debug", "error"]) console[method] = keep;
+    let started;
+    try {
+      started = await tf.setBackend(name);
+    } finally {
+      for (const method of ["log", "info", "warn", "debug", "error"]) console[method] = log;
+    }
+    if (!started || tf.getBackend() !== name) {
+      throw new Error(said[0] || "the backend did not start");
+    }
+    return simd;
+  } catch (error) {
+    reply({ error: `tf.setBackend("${name}"): ${error.message}` });
+    process.exit(3);
+  }
+}
+
 async function main() {
-  await tf.setBackend("cpu");
+  const simd = await startBackend(backend);
   let model;
   const graph = JSON.parse(fs.readFileSync(modelJson, "utf8")).format === "graph-model";
   const loader = graph ? "loadGraphModel" : "loadLayersModel";
@@ -54,6 +93,7 @@ async function main() {
     ready: true,
     tfjs: tf.version.tfjs,
     backend: tf.getBackend(),
+    simd,
     input_shape: model.inputs[0].shape,
     output_shape: model.outputs[0].shape || outputShape(model),
   });
