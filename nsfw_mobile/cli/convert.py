@@ -205,6 +205,8 @@ def list_formats(as_json, markdown):
       nsfw-mobile formats --json
       nsfw-mobile formats --markdown
     """
+    from dataclasses import asdict
+
     from ..formats import markdown_table
 
     if as_json and markdown:
@@ -221,12 +223,7 @@ def list_formats(as_json, markdown):
                     "filename": f.filename,
                     "summary": f.summary,
                     "options": list(f.options),
-                    "tolerance": {
-                        "max_abs": f.tolerance.max_abs,
-                        "mean_abs": f.tolerance.mean_abs,
-                        "min_agreement": f.tolerance.min_agreement,
-                        "measured": f.tolerance.measured,
-                    },
+                    "tolerance": {**asdict(f.tolerance), "rule": f.tolerance.describe()},
                 }
                 for f in FORMATS
             ]
