@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from nsfw_mobile.cli import main  # noqa: E402
 
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<lang>[^\s`]*)")
 NOT_RUN = re.compile(r"^<!-- not-run: (?P<reason>.*\S) -->$")
+SAME_AS = re.compile(r"^<!-- same-as: (?P<page>\S+) -->$")
 EXIT = re.compile(r"^<!-- exit: (?P<code>\d+) -->$")
 NOT_MEASURED = re.compile(r"<!-- not-measured: .*\S -->")
 SHELL = "bash"
@@ -52,10 +55,12 @@ class Block:
     code: str
     not_run: str | None = None
     exit_code: int = 0
+    same_as: str | None = None
+    """A page (relative to the repository) where the same block runs: this one does not."""
 
     @property
     def runs(self) -> bool:
-        return self.lang == SHELL and self.not_run is None
+        return self.lang == SHELL and self.not_run is None and self.same_as is None
 
     @property
     def where(self) -> str:
@@ -88,6 +93,8 @@ def blocks_of(text: str, page: Path = Path("page.md")) -> list[Block]:
             comment = lines[before].strip()
             if m := NOT_RUN.match(comment):
                 block.not_run = m["reason"]
+            elif m := SAME_AS.match(comment):
+                block.same_as = m["page"]
             elif m := EXIT.match(comment):
                 block.exit_code = int(m["code"])
             before -= 1
@@ -103,8 +110,13 @@ def fence_problems(blocks: list[Block]) -> list[str]:
             problems.append(f"{b.where}: a fence without a language (bash, text, python...)")
         elif b.lang in REFUSED_FENCES:
             problems.append(f"{b.where}: ```{b.lang}: write ```bash (run by this test) instead")
-        if b.lang != SHELL and (b.not_run is not None or b.exit_code):
-            problems.append(f"{b.where}: not-run/exit comments only apply to ```bash blocks")
+        if b.lang != SHELL and (b.not_run is not None or b.exit_code or b.same_as):
+            problems.append(f"{b.where}: not-run/same-as/exit comments apply to ```bash only")
+        if b.same_as is not None:
+            target = ROOT / b.same_as
+            twins = blocks_of(target.read_text(), target) if target.is_file() else []
+            if not any(t.runs and t.code == b.code and t.exit_code == b.exit_code for t in twins):
+                problems.append(f"{b.where}: {b.same_as} runs no block with the same code")
     return problems
 
 
@@ -237,11 +249,16 @@ def test_the_block_rules_read_markers_and_refuse_unmarked_shells():
     text = (
         "```bash\necho run\n```\n\n<!-- not-run: needs Xcode -->\n```bash\nopen x\n```\n"
         "<!-- exit: 5 -->\n```bash\nexit 5\n```\n```sh\nls\n```\n```\nplain\n```\n"
+        "<!-- same-as: README.md -->\n```bash\n"
+        "nsfw-mobile evaluate runs/first/best.keras data/ --out runs/first/eval\n```\n"
+        "<!-- same-as: README.md -->\n```bash\nnsfw-mobile predict elsewhere/\n```\n"
     )
-    run, skipped, gate, sh, bare = blocks_of(text)
+    run, skipped, gate, sh, bare, twin, stray = blocks_of(text)
     assert run.runs and not skipped.runs and skipped.not_run == "needs Xcode"
     assert gate.runs and gate.exit_code == 5
-    assert len(fence_problems([run, skipped, gate, sh, bare])) == 2
+    assert not twin.runs and fence_problems([twin]) == []  # the README runs that block
+    problems = fence_problems([run, skipped, gate, sh, bare, twin, stray])
+    assert len(problems) == 3 and "README.md runs no block with the same code" in problems[-1]
 
 
 def test_a_stale_generated_part_is_found(monkeypatch):
@@ -313,10 +330,7 @@ def sandbox_template(tmp_path_factory, tiny_model_path) -> Path:
     root = tmp_path_factory.mktemp("docs-sandbox")
     for name in LINKED:
         (root / name).symlink_to(ROOT / name)
-    models = root / "models"  # a folder of links: an atomic write replaces a link, not a file
-    models.mkdir()
-    for entry in (ROOT / "models").iterdir():
-        (models / entry.name).symlink_to(entry)
+    (root / "models").symlink_to(ROOT / "models")  # read only: the test fails on a write
     photos = [p for p in sorted(SAMPLES.iterdir()) if p.is_file() and p.suffix != ".md"]
     (root / "photos").mkdir()
     for path in photos:
@@ -348,6 +362,11 @@ def block_environment(bin_dir: Path) -> dict[str, str]:
     return env
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_page(page: Path, cwd: Path, env: dict[str, str]) -> list[str]:
     """Run the page's runnable blocks in order in ``cwd``; fail at the first whose exit
     code is not the one expected, naming its place and showing its output."""
@@ -355,6 +374,7 @@ def run_page(page: Path, cwd: Path, env: dict[str, str]) -> list[str]:
     for block in blocks_of(page.read_text(), page):
         if not block.runs:
             continue
+        started, cpu = time.perf_counter(), _children_cpu()
         try:
             done = subprocess.run(
                 ["bash", "-e", "-c", block.code],
@@ -372,7 +392,8 @@ def run_page(page: Path, cwd: Path, env: dict[str, str]) -> list[str]:
                 f"{block.where}: exit {done.returncode}, expected {block.exit_code}\n"
                 f"{block.code}\n--- output (end) ---\n{output}"
             )
-        ran.append(block.where)
+        wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
+        ran.append(f"{block.where}: {wall:.1f} s, {cpu:.1f} s CPU")
     return ran
 
 
@@ -399,7 +420,9 @@ def test_shell_blocks_run(page, sandbox_template, tmp_path):
     shutil.copytree(sandbox_template, cwd, symlinks=True)
     env = block_environment(sandbox_template.parent / f"{sandbox_template.name}-bin")
     before = _repository_state()
-    assert run_page(page, cwd, env)
+    ran = run_page(page, cwd, env)
+    print("\n".join(ran))  # each block's time, for `pytest -s`
+    assert ran
     assert _repository_state() == before, "a block wrote into the repository"
 
 
