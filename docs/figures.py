@@ -56,7 +56,9 @@ def _size(size_bytes: int | None) -> str:
 def _figure(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}".rstrip("0").rstrip(".")
+    if 0 < abs(value) < 1e-3:
+        return f"{value:.1e}".replace("e-0", "e-")
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _duration(seconds: float) -> str:

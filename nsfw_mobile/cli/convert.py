@@ -195,7 +195,11 @@ def convert(
 
 @click.command("formats", short_help="List the output formats, their files and tolerances.")
 @json_option("Print the registry as JSON.")
-@click.option("--markdown", is_flag=True, help="Print the README's formats table.")
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print the formats table as Markdown (docs/formats.md shows it).",
+)
 def list_formats(as_json, markdown):
     """List the output formats, their file names and validation tolerances.
 
