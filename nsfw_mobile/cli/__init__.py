@@ -81,6 +81,8 @@ VERBOSE = click.Option(
 )
 
 
+HELP_OPTIONS = ["-h", "--help"]
+
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Use a model", ("predict", "inspect", "models")),
     ("Convert and ship", ("convert", "validate", "release", "bench", "formats", "import-tfjs")),
@@ -109,6 +111,8 @@ class ToolkitGroup(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         cmd.params.append(VERBOSE)
+        # -h as well as --help, also where the command is rendered on its own (the docs)
+        cmd.context_settings.setdefault("help_option_names", HELP_OPTIONS)
         examples_last(cmd)
         super().add_command(cmd, name)
 
@@ -135,7 +139,7 @@ class ToolkitGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": HELP_OPTIONS})
 @click.version_option(__version__, prog_name="nsfw-mobile")
 @click.option(
     "--verbose",
