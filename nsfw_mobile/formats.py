@@ -569,7 +569,7 @@ def check_options(formats: Iterable[Format], **given) -> None:
 
 
 def markdown_table() -> str:
-    """The formats table of the README, from the registry."""
+    """The formats table of docs/formats.md, from the registry."""
     lines = ["| key | file | what | tolerance |", "|---|---|---|---|"]
     for f in FORMATS:
         lines.append(f"| {f.key} | {f.filename} | {f.summary} | {f.tolerance.describe()} |")

@@ -133,10 +133,10 @@ def test_option_rules_live_in_the_registry():
         formats.by_key("tflite-float32").convert(None, Path("x.tflite"), io_type="int8")
 
 
-def test_readme_formats_table_is_the_registry():
+def test_docs_formats_table_is_the_registry():
     result = CliRunner().invoke(main, ["formats", "--markdown"])
     assert result.exit_code == 0
-    assert result.stdout.strip() in (ROOT / "README.md").read_text()
+    assert result.stdout.strip() in (ROOT / "docs" / "formats.md").read_text()
 
 
 # ------------------------------------------------------------------ side effects

@@ -29,7 +29,7 @@ export async function loadClassifier(tf, modelUrl) {
 // The toolkit's preprocessing (metadata.PREPROCESSING): the whole image squashed to
 // the input size, EXIF orientation applied, alpha on white, pixels / 255. The
 // canvas resamples with the browser's smoothing rather than Pillow's filter; the
-// README gives the difference measured against the toolkit.
+// docs/guides/web.md gives the difference measured against the toolkit.
 async function toPixels(image, width, height) {
   const bitmap = image instanceof ImageBitmap ? image : await createImageBitmap(image, { imageOrientation: "from-image" });
   const canvas = new OffscreenCanvas(width, height);

@@ -21,6 +21,8 @@ command name.
 
 from __future__ import annotations
 
+import inspect
+
 import click
 
 from .. import __version__
@@ -79,18 +81,65 @@ VERBOSE = click.Option(
 )
 
 
+HELP_OPTIONS = ["-h", "--help"]
+
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Use a model", ("predict", "inspect", "models")),
+    ("Convert and ship", ("convert", "validate", "release", "bench", "formats", "import-tfjs")),
+    ("Your own model", ("train", "evaluate")),
+)
+"""How `nsfw-mobile --help` groups the commands, by task (a test checks that every command
+is in exactly one group)."""
+
+EXAMPLES = "Examples:"
+
+
+def examples_last(command: click.Command) -> None:
+    """Move the examples that end a command's docstring after its options (the epilog), so
+    that --help ends with them; the docstring keeps them where a reader of the code looks."""
+    text = inspect.cleandoc(command.help or "")
+    head, marker, examples = text.rpartition(EXAMPLES)
+    if not marker or command.epilog:
+        return
+    command.help = head.rstrip().removesuffix("\b").rstrip()
+    command.epilog = f"\b\n{EXAMPLES}{examples}"
+
+
 class ToolkitGroup(click.Group):
-    """Every command gets --verbose and the toolkit's exit codes."""
+    """Every command gets --verbose and the toolkit's exit codes; --help lists the commands
+    by task (COMMAND_GROUPS) and ends with examples."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         cmd.params.append(VERBOSE)
+        # -h as well as --help, also where the command is rendered on its own (the docs)
+        cmd.context_settings.setdefault("help_option_names", HELP_OPTIONS)
+        examples_last(cmd)
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         return run_with_exit_codes(lambda: super(ToolkitGroup, self).invoke(ctx))
 
+    def command_sections(self) -> list[tuple[str, list[str]]]:
+        """(title, command names) in help order; a command no group names comes last, under
+        "Other commands", rather than not at all."""
+        sections = [
+            (title, [n for n in names if n in self.commands]) for title, names in COMMAND_GROUPS
+        ]
+        grouped = {name for _, names in COMMAND_GROUPS for name in names}
+        others = sorted(set(self.commands) - grouped)
+        return [s for s in sections if s[1]] + ([("Other commands", others)] if others else [])
 
-@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections = self.command_sections()
+        widest = max((len(n) for _, names in sections for n in names), default=0)
+        limit = formatter.width - 6 - widest
+        for title, names in sections:
+            rows = [(n.ljust(widest), self.commands[n].get_short_help_str(limit)) for n in names]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": HELP_OPTIONS})
 @click.version_option(__version__, prog_name="nsfw-mobile")
 @click.option(
     "--verbose",
@@ -103,8 +152,9 @@ class ToolkitGroup(click.Group):
 )
 @click.pass_context
 def main(ctx):
-    """NSFW image classifier (Neutral / Porn / Sexy) for phones: classify, convert,
-    validate and benchmark Core ML and TFLite models.
+    """NSFW image classifier (Neutral / Porn / Sexy) for phones and servers: classify
+    photos and videos, convert a model to mobile and web formats, validate and
+    benchmark every file.
 
     Every command prints only its own lines; -v/--verbose (before or after the
     command name) adds what the libraries underneath print.
@@ -112,8 +162,8 @@ def main(ctx):
     \b
     Examples:
       nsfw-mobile predict photos/
-      nsfw-mobile convert --to all --out dist/
-      nsfw-mobile validate dist/*.tflite dist/NSFW.mlmodel
+      nsfw-mobile release --out dist/
+      nsfw-mobile validate dist/*.tflite --images photos/
     """
     install_signal_handlers(ctx)
 
@@ -127,3 +177,4 @@ for module in (
 ):
     for command in module.COMMANDS:
         main.add_command(command)
+examples_last(main)

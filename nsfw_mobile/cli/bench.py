@@ -79,7 +79,7 @@ def chosen_thread_counts(threads: int | None, text: str | None) -> tuple[int, ..
     return (threads or 1,)
 
 
-@click.command("bench")
+@click.command("bench", short_help="Measure latency, memory and size of models on this CPU.")
 @click.argument("artifacts", nargs=-1, required=True, type=MODEL_PATH)
 @thread_options
 @runs_options(50, 2.0)
@@ -171,7 +171,9 @@ MAKING_OPTIONS = {
 """Options of making a release, which --check (verifying one) does not take."""
 
 
-@click.command("release")
+@click.command(
+    "release", short_help="Make a validated release folder of every format; --check one."
+)
 @click.argument("model", required=False, default=None, type=MODEL_PATH)
 @model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @out_dir_option("Release folder to write.", default=None)
@@ -216,11 +218,7 @@ def release_command(
     \b
     Examples:
       nsfw-mobile release --out dist/
-      nsfw-mobile release --out web/ --to tfjs-float16 --to tfjs-uint8
-      nsfw-mobile release --model nsfwjs-mobilenet-v2-mid --out dist/mid
-      nsfw-mobile release runs/first/best.keras --out dist/ --calibration photos/
-      nsfw-mobile release runs/acme/best.keras --out dist/ --name acme --model-version 2.1
-      nsfw-mobile release --check models/
+      nsfw-mobile release runs/acme/best.keras --out dist/acme --images test_photos/
       nsfw-mobile release --check dist/ --reference runs/acme/best.keras
     """
     from .. import release as releases

@@ -115,7 +115,7 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     }
 
 
-@click.command()
+@click.command(short_help="Convert a model to the formats `nsfw-mobile formats` lists.")
 @click.argument("model", required=False, default=None, type=MODEL_PATH)
 @model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
 @format_options(required=True, all_help="'all': every format.")
@@ -144,13 +144,8 @@ def convert(
     \b
     Examples:
       nsfw-mobile convert --to all --out dist/
-      nsfw-mobile convert --to mlmodel --to tflite --quantize float16
-      nsfw-mobile convert --to mlmodel --to mlpackage --to tflite-float16 --to tflite-int8
-      nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
-      nsfw-mobile convert --to tfjs --quantize uint8 --out web/
-      nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
-      nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
-      nsfw-mobile convert --model nsfwjs-mobilenet-v2-mid --to tflite --out dist/mid
+      nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
+      nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
     """
     from ..convert import convert_all
     from ..formats import check_options
@@ -198,9 +193,13 @@ def convert(
         click.echo(f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}")
 
 
-@click.command("formats")
+@click.command("formats", short_help="List the output formats, their files and tolerances.")
 @json_option("Print the registry as JSON.")
-@click.option("--markdown", is_flag=True, help="Print the README's formats table.")
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print the formats table as Markdown (docs/formats.md shows it).",
+)
 def list_formats(as_json, markdown):
     """List the output formats, their file names and validation tolerances.
 
@@ -210,6 +209,8 @@ def list_formats(as_json, markdown):
       nsfw-mobile formats --json
       nsfw-mobile formats --markdown
     """
+    from dataclasses import asdict
+
     from ..formats import markdown_table
 
     if as_json and markdown:
@@ -226,12 +227,7 @@ def list_formats(as_json, markdown):
                     "filename": f.filename,
                     "summary": f.summary,
                     "options": list(f.options),
-                    "tolerance": {
-                        "max_abs": f.tolerance.max_abs,
-                        "mean_abs": f.tolerance.mean_abs,
-                        "min_agreement": f.tolerance.min_agreement,
-                        "measured": f.tolerance.measured,
-                    },
+                    "tolerance": {**asdict(f.tolerance), "rule": f.tolerance.describe()},
                 }
                 for f in FORMATS
             ]
@@ -244,7 +240,7 @@ def list_formats(as_json, markdown):
         click.echo(f"{f.key:<18} {f.filename:<24} {f.tolerance.describe():<32} {f.summary}")
 
 
-@click.command("import-tfjs")
+@click.command("import-tfjs", short_help="Turn a TF.js model (layers or graph) into a .keras file.")
 @click.argument("model_json", type=ExistingPath())
 @click.argument("out", type=click.Path(path_type=Path))
 def import_tfjs(model_json, out):

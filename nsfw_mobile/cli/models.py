@@ -22,7 +22,7 @@ from .common import (
 )
 
 
-@click.command()
+@click.command(short_help="Check converted models against their reference model.")
 @click.argument("candidates", nargs=-1, required=True, type=ExistingPath())
 @click.option(
     "--reference",
@@ -91,7 +91,7 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         sys.exit(EXIT_VALIDATION_FAILED)
 
 
-@click.command()
+@click.command(short_help="Describe a model file: inputs, outputs, labels, metadata.")
 @click.argument("path", type=ExistingPath())
 @json_option("Print the description as JSON.")
 def inspect(path, as_json):
@@ -111,7 +111,7 @@ def inspect(path, as_json):
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
 
-@click.command("models")
+@click.command("models", short_help="List the pretrained models (the zoo); fetch their weights.")
 @click.option(
     "--fetch",
     "fetch_names",
@@ -143,8 +143,7 @@ def models_command(fetch_names, tarball, as_json):
     \b
     Examples:
       nsfw-mobile models
-      nsfw-mobile models --json
-      nsfw-mobile models --fetch nsfwjs-mobilenet-v2-mid
+      nsfw-mobile models --fetch all
       nsfw-mobile models --fetch all --from nsfwjs-4.3.0.tgz
     """
     from .. import zoo

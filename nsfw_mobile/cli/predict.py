@@ -191,7 +191,7 @@ class _Output:
         )
 
 
-@click.command()
+@click.command(short_help="Classify photos and videos: files, folders, or on Ray.")
 @click.argument("paths", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
     "--model",
@@ -295,17 +295,9 @@ def predict(
 
     \b
     Examples:
-      nsfw-mobile predict photo.jpg
-      nsfw-mobile predict photos/ --threshold 0.5
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
-      nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite --workers 2
-      nsfw-mobile predict photos/ --model models/
-      nsfw-mobile predict photos/ --model nsfwjs-mobilenet-v2-mid --json
-      nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots
-      nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --timeline-plot upload.png
-      nsfw-mobile predict photos/ --ray --out results/
-      nsfw-mobile predict /mnt/uploads --ray auto --out /mnt/results/run-1 --threshold 0.8
+      nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
     """
     from ..formats import TFLITE, file_type_of
     from ..images import walk_inputs

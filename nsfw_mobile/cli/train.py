@@ -49,7 +49,7 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     )
 
 
-@click.command()
+@click.command(short_help="Train a classifier on folders of images, one per class.")
 @click.argument("data_dir", type=ExistingPath(file_okay=False))
 @out_dir_option(
     "Run folder: best.keras, last.keras, metrics.csv, curves.png, tensorboard/.", required=True
@@ -175,12 +175,8 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     \b
     Examples:
       nsfw-mobile train data/ --out runs/first --backbone nsfw --epochs 20
-      nsfw-mobile train data/ --out runs/wide --backbone mid --epochs 20
       nsfw-mobile train scraped/ --out runs/3 --merge drawings=neutral,hentai=porn
-      nsfw-mobile train data/ --out runs/acme --name acme --author "Acme Inc." --license MIT
-      nsfw-mobile train data/ --out runs/ft --epochs 10 --fine-tune 30 --fine-tune-epochs 10
       nsfw-mobile train data/ --out runs/first --resume
-      nsfw-mobile convert runs/first/best.keras --to all --out dist/
     """
     from dataclasses import asdict
 
@@ -215,7 +211,7 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     )
 
 
-@click.command()
+@click.command(short_help="Measure accuracy and NSFW thresholds on labelled images.")
 @click.argument("model", type=MODEL_PATH)
 @click.argument("data_dir", type=ExistingPath(file_okay=False))
 @out_dir_option(
