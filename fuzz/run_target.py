@@ -27,13 +27,22 @@ with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
         WebPImagePlugin,
     )  # fmt: skip
 
-    from nsfw_mobile import images, metadata, release, tfjs, tflite_metadata, video  # noqa: F401
+    from nsfw_mobile import (  # noqa: F401
+        images,
+        metadata,
+        onnx_file,
+        release,
+        tfjs,
+        tflite_metadata,
+        video,
+    )
     from nsfw_mobile.runtime import (  # noqa: F401
         coreml_mil,
         coreml_nn,
         coreml_runner,
         coreml_spec,
         numpy_ops,
+        onnx_runner,
         tflite_runner,
     )
 

@@ -15,8 +15,8 @@ imported only when used, so reading the registry stays cheap.
 Tolerances compare a candidate's probabilities with the Keras reference's on
 the same uint8 images. Figures measured on the pretrained model and the 21
 shipped sample images (``nsfw-mobile convert --to all --out dist`` then
-``nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage``) are
-written beside each threshold. Bounds leave a margin of 2-10x over what a
+``nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage dist/*.onnx
+dist/*.ort``) are written beside each threshold. Bounds leave a margin of 2-10x over what a
 correct conversion shows and stay far below what a broken one shows (wrong
 scale, BGR, a perturbed weight, bad calibration: differences of 0.2 to 1).
 """
@@ -24,6 +24,7 @@ scale, BGR, a perturbed weight, bad calibration: differences of 0.2 to 1).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -72,6 +73,8 @@ class FileType:
     """A folder holding this file is a model of this type (a TF.js model folder)."""
     native_system: str | None = None
     """The only system where its engine runs at speed (Core ML: Darwin); None: any."""
+    engine_module: str | None = None
+    """The optional package its engine comes from (ONNX Runtime: the ``onnx`` extra)."""
 
     def matches(self, path: Path) -> bool:
         if path.suffix.lower() == self.suffix:
@@ -81,6 +84,11 @@ class FileType:
     @property
     def runs_at_speed_here(self) -> bool:
         return self.native_system is None or platform.system() == self.native_system
+
+    @property
+    def engine_installed(self) -> bool:
+        module = self.engine_module
+        return module is None or importlib.util.find_spec(module) is not None
 
     def open_runner(self, path, **options):
         return resolve(self.runner).open(path, **options)
@@ -136,7 +144,27 @@ MLPACKAGE = FileType(
     metadata_reader="nsfw_mobile.metadata:read_coreml",
     native_system="Darwin",
 )
-FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE)
+ONNX = FileType(
+    "onnx",
+    ".onnx",
+    "nsfw_mobile.runtime.onnx_runner:OnnxRunner",
+    "nsfw_mobile.inspect_model:inspect_onnx",
+    "onnxruntime",
+    "ONNX model, run in ONNX Runtime (CPU execution provider)",
+    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    engine_module="onnxruntime",
+)
+ORT = FileType(
+    "ort",
+    ".ort",
+    "nsfw_mobile.runtime.onnx_runner:OnnxRunner",
+    "nsfw_mobile.inspect_model:inspect_onnx",
+    "onnxruntime",
+    "ONNX Runtime's own ORT format (what ORT Mobile's reduced builds load)",
+    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    engine_module="onnxruntime",
+)
+FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE, ONNX, ORT)
 
 
 def file_type_of(path: str | os.PathLike | None) -> FileType:
@@ -231,7 +259,7 @@ class Option:
     choices: tuple[str, ...] | None = None
 
 
-CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite")
+CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite and int8 ONNX")
 IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
 OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
 MIN_CALIBRATION_IMAGES = 20
@@ -305,6 +333,8 @@ UINT8_WEIGHTS = Tolerance(0.4, 0.03, 0.97, "")
 COREML_CONVERTER = "nsfw_mobile.export.coreml:keras2coreml"
 TFJS_CONVERTER = "nsfw_mobile.export.tfjs:keras2tfjs"
 TFLITE_CONVERTER = "nsfw_mobile.export.tflite:keras2tflite"
+ONNX_CONVERTER = "nsfw_mobile.export.onnx:keras2onnx"
+ORT_CONVERTER = "nsfw_mobile.export.onnx:keras2ort"
 
 FORMATS: tuple[Format, ...] = (
     Format(
@@ -422,6 +452,44 @@ FORMATS: tuple[Format, ...] = (
         ),
         "TF.js layers model folder, uint8 kernels (affine per tensor), float32 vectors",
         TFJS_CONVERTER,
+    ),
+    Format(
+        "onnx-float32",
+        ONNX,
+        "none",
+        "nsfw_float32.onnx",
+        _t(STRICT, "MEASURE"),
+        "ONNX float32, opset 13, uint8 RGB input (pixels / 255 inside)",
+        ONNX_CONVERTER,
+    ),
+    Format(
+        "onnx-float16",
+        ONNX,
+        "float16",
+        "nsfw_float16.onnx",
+        _t(FLOAT16, "MEASURE"),
+        "ONNX float16 weights and compute, uint8 RGB input, float32 output",
+        ONNX_CONVERTER,
+    ),
+    Format(
+        "onnx-int8",
+        ONNX,
+        "int8",
+        "nsfw_int8.onnx",
+        _t(FULL_INT8, "MEASURE"),
+        "ONNX static int8 QDQ (per-channel int8 weights, uint8 activations), uint8 RGB input",
+        ONNX_CONVERTER,
+        options=("calibration",),
+    ),
+    Format(
+        "ort-int8",
+        ORT,
+        "int8",
+        "nsfw_int8.ort",
+        _t(FULL_INT8, "MEASURE"),
+        "ORT format of the int8 ONNX model (ORT Mobile reduced builds)",
+        ORT_CONVERTER,
+        options=("calibration",),
     ),
 )
 

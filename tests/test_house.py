@@ -96,8 +96,10 @@ def test_file_types_come_from_the_registry(tmp_path):
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "model.json").write_text("{}")
     assert formats.file_type_of(tmp_path / "web") is formats.TFJS_LAYERS
-    with pytest.raises(ModelFileError, match=r"unknown model type '\.onnx'.*\.tflite"):
-        formats.file_type_of("model.onnx")
+    assert formats.file_type_of("model.onnx") is formats.ONNX
+    assert formats.file_type_of("model.ORT") is formats.ORT
+    with pytest.raises(ModelFileError, match=r"unknown model type '\.pt'.*\.tflite.*\.onnx"):
+        formats.file_type_of("model.pt")
     for fmt in formats.FORMATS:
         path = tmp_path / fmt.filename
         if fmt.file_type.folder_marker:  # a TF.js folder is known by the model.json inside

@@ -48,6 +48,7 @@ __all__ = [
 
 def _verbosity(ctx: click.Context, param, verbose: bool) -> bool:
     ctx.with_resource(cli_output(verbose))
+    ctx.meta["verbose"] = verbose  # commands that explain more read it
     return verbose
 
 
@@ -57,7 +58,8 @@ VERBOSE = click.Option(
     expose_value=False,
     is_eager=True,
     callback=_verbosity,
-    help="Also show what TensorFlow, coremltools and LiteRT print (hidden by default).",
+    help="Also show what TensorFlow, coremltools, LiteRT and ONNX Runtime print (hidden by "
+    "default), and why predict chose a release's model.",
 )
 
 
@@ -77,7 +79,7 @@ class ToolkitGroup(click.Group):
 @click.pass_context
 def main(ctx):
     """NSFW image classifier (Neutral / Porn / Sexy) for phones: classify, convert,
-    validate and benchmark Core ML and TFLite models.
+    validate and benchmark Core ML, TFLite, TF.js and ONNX models.
 
     Every command prints only its own lines; --verbose adds what the libraries
     underneath print.

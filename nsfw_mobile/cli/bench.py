@@ -56,12 +56,15 @@ def bench_command(artifacts, threads, runs, seconds, as_json, report_path):
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
-    interleaved in rounds. ARTIFACTS are .tflite and .keras files (Core ML on
-    macOS only), a folder (every model file in it), or 'pretrained'.
+    interleaved in rounds, each on the engine that runs it (LiteRT for .tflite,
+    ONNX Runtime for .onnx and .ort, TF.js in Node, Keras; Core ML on macOS
+    only). ARTIFACTS are model files, a folder (every model file in it), or
+    'pretrained'.
 
     \b
     Examples:
       nsfw-mobile bench models/ --threads 1,2
+      nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_int8.onnx --threads 1,2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
     from ..bench import bench, render_markdown, render_table
@@ -121,7 +124,7 @@ def _check_release(check_dir: Path, reference, images, as_json: bool) -> None:
     help="With --check: the model the release was made from (default: the pretrained model, "
     "when the manifest names it).",
 )
-@calibration_option("Folder of representative images for full-integer TFLite.")
+@calibration_option("Folder of representative images for full-integer TFLite and int8 ONNX.")
 @images_option("Validation images (default: the shipped sample images).")
 @threads_option("Benchmark thread counts, e.g. 1,2.", counts=True)
 @runs_options(30, 1.0)

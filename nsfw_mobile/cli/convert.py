@@ -56,7 +56,8 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     multiple=True,
     required=True,
     type=click.Choice([*TARGETS, *FORMAT_KEYS, "all"]),
-    help="Output: a target (mlmodel, mlpackage, tflite, tfjs, with --quantize/--precision) or "
+    help="Output: a target (mlmodel, mlpackage, tflite, tfjs, onnx, ort, with "
+    "--quantize/--precision) or "
     "a format key such as tflite-int8 (see `nsfw-mobile formats`); repeat for "
     "several. 'all': every format.",
 )
@@ -65,7 +66,7 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
     default="none",
     show_default=True,
     help="mlmodel: none|float16. mlpackage: none|int8. tflite: none|float16|dynamic|int8. "
-    "tfjs: none|float16|uint8 (weight storage).",
+    "tfjs: none|float16|uint8 (weight storage). onnx: none|float16|int8. ort: int8.",
 )
 @click.option(
     "--precision",
@@ -91,14 +92,15 @@ def convert(
     name, model_version, author, license_, description,
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a .keras file or a TF.js
-    model.json) to Core ML, TFLite and TF.js.
+    model.json) to Core ML, TFLite, TF.js and ONNX.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
-    nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/ ...; --name acme makes acme.mlmodel,
-    acme_int8.tflite, ...) and written atomically: an interrupted run never
-    leaves a file under its final name. Every file carries the model's
-    contract: labels, NSFW labels and provenance, which the --name,
-    --model-version, --author, --license and --description options override.
+    nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/, nsfw_int8.onnx ...;
+    --name acme makes acme.mlmodel, acme_int8.tflite, ...) and written
+    atomically: an interrupted run never leaves a file under its final name.
+    Every file carries the model's contract: labels, NSFW labels and
+    provenance, which the --name, --model-version, --author, --license and
+    --description options override.
 
     \b
     Examples:
@@ -107,6 +109,8 @@ def convert(
       nsfw-mobile convert --to mlmodel --to mlpackage --to tflite-float16 --to tflite-int8
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/
       nsfw-mobile convert --to tfjs --quantize uint8 --out web/
+      nsfw-mobile convert --to onnx --quantize int8 --calibration photos/ --out dist/
+      nsfw-mobile convert --to onnx --to onnx-float16 --to ort-int8
       nsfw-mobile convert my_model.keras --to mlpackage --precision float32 --json
       nsfw-mobile convert runs/acme/best.keras --to all --name acme --license Apache-2.0
     """

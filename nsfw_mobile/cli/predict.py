@@ -15,18 +15,27 @@ from .common import EXIT_FLAGGED, EXIT_UNREADABLE, echo_json, threads_option, un
 
 
 def open_model(model_path: Path | None, *, threads: int | None, unsafe: bool):
-    """The runner for --model: a model file, a release folder (its fastest model), or by
-    default the pretrained model as the float32 TFLite file the package ships."""
+    """The runner for --model: a model file, a release folder (its fastest model on this
+    machine), or by default the pretrained model as the float32 TFLite file the package
+    ships."""
     from ..formats import PRETRAINED_TFLITE
     from ..runtime import open_runner
 
     if model_path is None:
         model_path = PRETRAINED_TFLITE
     elif (model_path / "manifest.json").is_file():
-        from ..release import fastest_artifact
+        from ..engine_choice import fastest_here
 
-        model_path = fastest_artifact(model_path)
-        click.echo(f"using {model_path.name}, the fastest validated model of the release", err=True)
+        choice = fastest_here(model_path)
+        model_path = choice.path
+        click.echo(
+            f"using {model_path.name} ({choice.engine}), the fastest validated model of the "
+            "release on this machine",
+            err=True,
+        )
+        if click.get_current_context().meta.get("verbose"):
+            for line in choice.explain():
+                click.echo(line, err=True)
     return open_runner(model_path, num_threads=threads, allow_unsafe=unsafe)
 
 
@@ -149,8 +158,8 @@ class _Output:
     "model_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Model file: .keras, TF.js model.json, .tflite, .mlmodel or .mlpackage, a "
-    "release folder, or 'pretrained' for the Keras reference. Default: the pretrained model as "
+    help="Model file: .keras, TF.js model.json, .tflite, .onnx, .ort, .mlmodel or .mlpackage, "
+    "a release folder, or 'pretrained' for the Keras reference. Default: the pretrained model as "
     "the float32 TFLite file the package ships (same answers with or without TensorFlow).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -213,7 +222,9 @@ def predict(
     are answered first, then videos, each in input order.
 
     --model also takes a release folder (from `nsfw-mobile release`): the
-    fastest artefact that passed validation is used.
+    artefact that passed validation and runs fastest on this machine is used,
+    measured on first use (a second or so) and remembered per machine and
+    release; --verbose shows the figures.
 
     Every readable file is classified even when others fail; exit code 3 says
     that some files could not be read (their errors are in the output, with a
@@ -230,6 +241,7 @@ def predict(
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
       nsfw-mobile predict photos/ --model dist/nsfw_int8.tflite
+      nsfw-mobile predict photos/ --model dist/nsfw_int8.onnx
       nsfw-mobile predict photos/ --model models/
       nsfw-mobile predict clips/ --json --every 0.5 --timeline-plot plots/
       nsfw-mobile predict upload.mp4 --keyframes --threshold 0.7 --fail-on-flagged
