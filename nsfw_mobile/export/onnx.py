@@ -114,8 +114,13 @@ class _LastResult:
         return None
 
     def put(self, model, key: tuple, value: bytes) -> bytes:
-        self.model, self.key, self.value = weakref.ref(model), key, value
+        self.model, self.key, self.value = weakref.ref(model, self._forget), key, value
         return value
+
+    def _forget(self, reference) -> None:
+        """The model is gone: so is its result (the bytes of a whole model)."""
+        if reference is self.model:
+            self.model, self.key, self.value = None, (), b""
 
 
 _FLOAT32 = _LastResult()
