@@ -317,6 +317,7 @@ def main() -> None:
         (out / "RESULTS.md").write_text(render(results))
         print((out / "RESULTS.md").read_text())
         return
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print("ONNX float32 and int8: the release's, else the toolkit's export", file=sys.stderr)
@@ -344,6 +345,7 @@ def main() -> None:
         "floor_ms": floor,
         "end_to_end": throughput,
         "video": video_throughput.run(10, str(models / "nsfw_int8.tflite")),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     chart(latencies, out / "latency.png")
@@ -359,6 +361,19 @@ def peer_versions() -> dict:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found
+
+
+def load_note(results: dict) -> list[str]:
+    """The 1-minute load average around the run: other processes on the machine slow every
+    engine, the 2-thread runs most."""
+    load = results.get("load_average")
+    if not load:
+        return []
+    return [
+        f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and "
+        f"{load['end']:.1f} on {results['machine']['cores']} cores (above the core count, "
+        "other processes shared the CPU and the figures are slower than on a quiet machine)."
+    ]
 
 
 def render(results: dict) -> str:
@@ -386,6 +401,7 @@ def render(results: dict) -> str:
             f"Machine: {machine['cpu']}, {machine['cores']} cores, "
             f"ISA {', '.join(machine['isa'])}.",
             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+            *load_note(results),
             "",
             "## Latency, MobileNetV2 1.0 224 + head, batch 1, median of 100 runs",
             "",

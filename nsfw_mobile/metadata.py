@@ -258,9 +258,10 @@ def read_onnx(path: Path, summary=None) -> ArtifactMetadata:
     summary = summary if summary is not None else read_model_file(path)
     properties = dict(summary.metadata)
     try:
-        labels = tuple(json.loads(properties.get("labels", "[]")))
+        labels = json.loads(properties.get("labels", "[]"))
     except ValueError:
         labels = ()
+    labels = tuple(labels) if isinstance(labels, list) else ()
     shape = summary.inputs[0].shape if len(summary.inputs) == 1 else []
     sized = len(shape) == 4 and all(isinstance(side, int) for side in shape[1:3])
     return ArtifactMetadata(

@@ -30,10 +30,10 @@ CONTRACT_KEYS = {"labels", "nsfw_labels", "input_size", "preprocessing", "source
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_path):
+def reference(tiny_source):
     from nsfw_mobile.runtime.keras_runner import KerasRunner
 
-    return KerasRunner.open(tiny_model_path)
+    return KerasRunner(tiny_source)
 
 
 @pytest.mark.parametrize("key", ONNX_KEYS)
@@ -248,6 +248,31 @@ def test_the_reader_refuses_what_the_toolkit_does_not_run(tmp_path, name):
         OnnxRunner(path)
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+def _runnable(path: Path, labels: str) -> Path:
+    """A real 3-class model (mean colour per channel) whose metadata says ``labels``."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x"], ["p"], axes=[1, 2], keepdims=0),
+    ]
+    model = _model([_tensor("image", TensorProto.UINT8, ["n", 8, 8, 3])],
+                   [_tensor("p", TensorProto.FLOAT, ["n", 3])], nodes=nodes)  # fmt: skip
+    helper.set_model_props(model, {"labels": labels})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_the_contract_in_the_metadata_is_read_or_the_problem_named(tmp_path):
+    pixels = np.full((2, 8, 8, 3), 255, np.uint8)
+    with OnnxRunner(_runnable(tmp_path / "a.onnx", '["x", "y", "z"]')) as runner:
+        assert runner.labels == ("x", "y", "z") and runner.predict(pixels)[0, 0] == 255
+    with OnnxRunner(_runnable(tmp_path / "b.onnx", "5")) as runner:  # not a list: by width
+        assert runner.labels == LABELS
+    with pytest.raises(ModelFileError, match="2 labels for a model with 3 outputs"):
+        OnnxRunner(_runnable(tmp_path / "c.onnx", '["x", "y"]'))
 
 
 def test_the_runner_needs_neither_tensorflow_nor_the_onnx_package(tiny_artifacts, samples):
