@@ -50,6 +50,7 @@ import hashlib
 import os
 import tempfile
 import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -274,10 +275,16 @@ def _int8(source: SourceModel, calibration: np.ndarray) -> bytes:
     if cached is not None:
         return cached
     float32 = _float32_model(source)
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    # catch_warnings: the quantizer's shape inference imports sympy, which adds a global
+    # warning filter when imported; the caller's filters are put back.
+    with (
+        warnings.catch_warnings(),
+        tempfile.TemporaryDirectory(prefix="nsfw-onnx-") as work,
+        native_output(),
+    ):
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(prefix="nsfw-onnx-") as work, native_output():
         work = Path(work)
         (work / "float32.onnx").write_bytes(float32)
         quant_pre_process(str(work / "float32.onnx"), str(work / "prepared.onnx"))
