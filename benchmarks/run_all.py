@@ -6,11 +6,13 @@ throughput. One command, after `pip install -e ".[dev,bench]"`:
 
 Every engine is measured in its own process (ONNX Runtime's spinning worker
 threads would slow down whatever shares the process). All run the same network,
-exported from the same Keras model: LiteRT runs the release's .tflite files,
-OpenVINO reads the same .tflite files, ONNX Runtime runs an ONNX conversion of
-the float32 .tflite (tf2onnx) and its static int8 QDQ quantization calibrated
-on the same sample images. OpenVINO runs "float32" models in bfloat16 on CPUs
-with AVX-512 BF16 unless told INFERENCE_PRECISION_HINT=f32, so both are shown.
+exported from the same Keras model: LiteRT runs the release's .tflite files and
+ONNX Runtime its .onnx files (the toolkit's ONNX export: float32, and static int8
+QDQ calibrated on the same sample images as the int8 .tflite), both through the
+toolkit's runners on the same uint8 image; OpenVINO, the outside reference, reads
+the .tflite files. A release without .onnx files gets them from the toolkit's
+converter first. OpenVINO runs "float32" models in bfloat16 on CPUs with AVX-512
+BF16 unless told INFERENCE_PRECISION_HINT=f32, so both are shown.
 """
 
 from __future__ import annotations
@@ -72,16 +74,11 @@ def measure(engine: str, threads: int, models: Path, work: Path) -> float:
         pixels = _sample_batch(dtype=np.uint8)[:1]
         return _time(lambda: runner.predict(pixels))
     if engine.startswith("onnxruntime"):
-        import onnxruntime as ort
+        from nsfw_mobile.runtime.onnx_runner import OnnxRunner
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(work / f"{engine.split('-')[1]}.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        name = session.get_inputs()[0].name
-        return _time(lambda: session.run(None, {name: image}))
+        runner = OnnxRunner(onnx_files(models, work)[engine.split("-")[1]], num_threads=threads)
+        pixels = _sample_batch(dtype=np.uint8)[:1]
+        return _time(lambda: runner.predict(pixels))
     if engine.startswith("openvino"):
         import openvino as ov
 
@@ -174,39 +171,30 @@ def model_macs() -> int:
     return int(total)
 
 
+ONNX_FORMATS = {"float32": "onnx-float32", "int8": "onnx-int8"}
+
+
+def onnx_files(models: Path, work: Path) -> dict[str, Path]:
+    """The release's ONNX files, else the ones export_onnx made in ``work``."""
+    from nsfw_mobile.formats import by_key
+
+    found = {}
+    for kind, key in ONNX_FORMATS.items():
+        name = by_key(key).filename
+        found[kind] = models / name if (models / name).is_file() else work / name
+    return found
+
+
 def export_onnx(models: Path, work: Path) -> None:
-    """float32 ONNX from the float32 .tflite, and its static int8 QDQ quantization."""
-    import tf2onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """The toolkit's ONNX export of the pretrained model, for a release made without it."""
+    from nsfw_mobile.convert import convert_all
+    from nsfw_mobile.formats import by_key
+    from nsfw_mobile.models import load_source
 
-    tf2onnx.convert.from_tflite(
-        str(models / "nsfw_float32.tflite"), output_path=str(work / "float32.onnx")
-    )
-    quant_pre_process(str(work / "float32.onnx"), str(work / "prepared.onnx"))
-    import onnxruntime as ort
-
-    name = ort.InferenceSession(str(work / "prepared.onnx")).get_inputs()[0].name
-    batches = iter([{name: image[None]} for image in _sample_batch()])
-
-    class Reader(CalibrationDataReader):
-        def get_next(self):
-            return next(batches, None)
-
-    quantize_static(
-        str(work / "prepared.onnx"),
-        str(work / "int8.onnx"),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    present = onnx_files(models, work)
+    missing = [key for kind, key in ONNX_FORMATS.items() if not present[kind].is_file()]
+    if missing:
+        convert_all(load_source(None), [by_key(key) for key in missing], work)
 
 
 def end_to_end(models: Path, count: int = 200) -> dict:
@@ -329,9 +317,10 @@ def main() -> None:
         (out / "RESULTS.md").write_text(render(results))
         print((out / "RESULTS.md").read_text())
         return
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("exporting ONNX float32 and int8", file=sys.stderr)
+        print("ONNX float32 and int8: the release's, else the toolkit's export", file=sys.stderr)
         run_child("onnx", 1, models, work)
         latencies: dict[str, dict[str, float]] = {}
         for threads in (1, 2):
@@ -356,6 +345,7 @@ def main() -> None:
         "floor_ms": floor,
         "end_to_end": throughput,
         "video": video_throughput.run(10, str(models / "nsfw_int8.tflite")),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     chart(latencies, out / "latency.png")
@@ -371,6 +361,19 @@ def peer_versions() -> dict:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found
+
+
+def load_note(results: dict) -> list[str]:
+    """The 1-minute load average around the run: other processes on the machine slow every
+    engine, the 2-thread runs most."""
+    load = results.get("load_average")
+    if not load:
+        return []
+    return [
+        f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and "
+        f"{load['end']:.1f} on {results['machine']['cores']} cores (above the core count, "
+        "other processes shared the CPU and the figures are slower than on a quiet machine)."
+    ]
 
 
 def render(results: dict) -> str:
@@ -398,6 +401,7 @@ def render(results: dict) -> str:
             f"Machine: {machine['cpu']}, {machine['cores']} cores, "
             f"ISA {', '.join(machine['isa'])}.",
             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+            *load_note(results),
             "",
             "## Latency, MobileNetV2 1.0 224 + head, batch 1, median of 100 runs",
             "",

@@ -3,7 +3,8 @@
     python fuzz/make_seeds.py
 
 Writes fuzz/models/ (a micro Keras classifier converted by the toolkit to .tflite,
-.mlmodel and .mlpackage, hand-written TF.js layers and graph models, a release folder) and
+.mlmodel and .mlpackage, hand-written TF.js layers and graph models, a release folder), the
+micro model as .onnx and .ort (seeds of the onnx target) and
 fuzz/corpus/<target>/ (valid inputs, some with the target's selector byte in front).
 Run it again only when the file formats change; the outputs are committed.
 """
@@ -242,6 +243,10 @@ def main() -> None:
             "mlpackage-float32",
             "--to",
             "tflite-float32",
+            "--to",
+            "onnx-float32",
+            "--to",
+            "ort-int8",
             "--out",
             work,
         ],  # fmt: skip
@@ -250,6 +255,10 @@ def main() -> None:
     shutil.copy(work / "micro.mlmodel", MODELS / "micro.mlmodel")
     shutil.copytree(work / "micro_float32.mlpackage", MODELS / "micro.mlpackage")
     shutil.copy(work / "micro_float32.tflite", MODELS / "micro.tflite")
+    onnx_seeds = {
+        "micro_onnx": b"\x00" + (work / "micro_float32.onnx").read_bytes(),
+        "micro_ort": b"\x01" + (work / "micro_int8.ort").read_bytes(),
+    }
     video_seeds = clips()
     shutil.rmtree(work)
     micro_tfjs(MODELS / "tfjs")
@@ -262,6 +271,7 @@ def main() -> None:
     seeds = {
         "image": images(),
         "tflite": {"micro": (MODELS / "micro.tflite").read_bytes()},
+        "onnx": onnx_seeds,
         "tfjs": {
             "model_json": b"\x00" + (MODELS / "tfjs" / "model.json").read_bytes(),
             "shard": b"\x01" + (MODELS / "tfjs" / "group1-shard1of1.bin").read_bytes(),

@@ -31,6 +31,7 @@ with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
         images,
         inspect_model,
         metadata,
+        onnx_file,
         release,
         tfjs,
         tfjs_graph,
@@ -43,6 +44,7 @@ with atheris.instrument_imports(include=["nsfw_mobile", "targets", "PIL"]):
         coreml_runner,
         coreml_spec,
         numpy_ops,
+        onnx_runner,
         tflite_runner,
     )
 

@@ -134,6 +134,19 @@ def fuzz_tflite(data: bytes) -> None:
 
 
 @target
+def fuzz_onnx(data: bytes) -> None:
+    """Any bytes as an .onnx file (mode 0) or an .ort file (mode 1): the toolkit's reader and
+    its checks, then ONNX Runtime opening what they let through, and one prediction."""
+    from nsfw_mobile.runtime.onnx_runner import OnnxRunner
+
+    mode, payload = _split(data, 2)
+    path = workspace() / ("model.onnx", "model.ort")[mode]
+    path.write_bytes(payload)
+    with OnnxRunner(path, num_threads=1) as runner:
+        runner.predict(_zeros(runner))
+
+
+@target
 def fuzz_tfjs(data: bytes) -> None:
     """A TF.js layers model with model.json (mode 0) or its weight shard (mode 1) replaced,
     or its model.json mutated as JSON (mode 2: the topology and manifest of the wrong shape)."""

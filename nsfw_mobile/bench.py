@@ -99,6 +99,7 @@ def versions() -> dict:
         "nsfw-mobile",
         "numpy",
         "ai-edge-litert",
+        "onnxruntime",
         "tensorflow-cpu",
         "tensorflow",
         "keras",
@@ -324,12 +325,12 @@ def render_table(report: BenchReport) -> str:
     lines = [
         f"{machine['cpu']}, {machine['cores']} cores, ISA {' '.join(machine['isa'])}",
         "batch 1; " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
-        f"{'file':<28} {'engine':<7} {'thr':>3} {'median':>8} {'p90':>8} {'p99':>8} "
+        f"{'file':<28} {'engine':<11} {'thr':>3} {'median':>8} {'p90':>8} {'p99':>8} "
         f"{'img/s':>7} {'load s':>7} {'RSS MB':>7} {'MB':>6}",
     ]
     for r in report.results:
         lines.append(
-            f"{Path(r.path).name:<28} {r.engine:<7} {r.threads:>3} {r.median_ms:>6.2f}ms "
+            f"{Path(r.path).name:<28} {r.engine:<11} {r.threads:>3} {r.median_ms:>6.2f}ms "
             f"{r.p90_ms:>6.2f}ms {r.p99_ms:>6.2f}ms {r.images_per_second:>7.1f} "
             f"{r.load_seconds:>7.2f} {r.peak_rss_mb:>7.0f} {r.size_bytes / 1e6:>6.1f}"
         )

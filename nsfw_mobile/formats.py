@@ -15,8 +15,8 @@ imported only when used, so reading the registry stays cheap.
 Tolerances compare a candidate's probabilities with the Keras reference's on
 the same uint8 images. Figures measured on the pretrained model and the 21
 shipped sample images (``nsfw-mobile convert --to all --out dist`` then
-``nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage``) are
-written beside each threshold. Bounds leave a margin of 2-10x over what a
+``nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage dist/*.onnx
+dist/*.ort``) are written beside each threshold. Bounds leave a margin of 2-10x over what a
 correct conversion shows and stay far below what a broken one shows (wrong
 scale, BGR, a perturbed weight, bad calibration: differences of 0.2 to 1).
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -87,6 +88,8 @@ class FileType:
     threaded: bool = True
     """Its engine takes a thread count (LiteRT, TensorFlow); False: it does not (the TF.js
     CPU backend runs on one thread, Core ML picks its own compute units)."""
+    engine_module: str | None = None
+    """The optional package its engine comes from (ONNX Runtime: the ``onnx`` extra)."""
 
     def matches(self, path: Path) -> bool:
         if path.suffix.lower() == self.suffix:
@@ -96,6 +99,11 @@ class FileType:
     @property
     def runs_at_speed_here(self) -> bool:
         return self.native_system is None or platform.system() == self.native_system
+
+    @property
+    def engine_installed(self) -> bool:
+        module = self.engine_module
+        return module is None or importlib.util.find_spec(module) is not None
 
     def open_runner(self, path, **options):
         return resolve(self.runner).open(path, **options)
@@ -154,7 +162,27 @@ MLPACKAGE = FileType(
     native_system="Darwin",
     threaded=False,
 )
-FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE)
+ONNX = FileType(
+    "onnx",
+    ".onnx",
+    "nsfw_mobile.runtime.onnx_runner:OnnxRunner",
+    "nsfw_mobile.inspect_model:inspect_onnx",
+    "onnxruntime",
+    "ONNX model, run in ONNX Runtime (CPU execution provider)",
+    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    engine_module="onnxruntime",
+)
+ORT = FileType(
+    "ort",
+    ".ort",
+    "nsfw_mobile.runtime.onnx_runner:OnnxRunner",
+    "nsfw_mobile.inspect_model:inspect_onnx",
+    "onnxruntime",
+    "ONNX Runtime's own ORT format (what ORT Mobile's reduced builds load)",
+    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    engine_module="onnxruntime",
+)
+FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE, ONNX, ORT)
 
 
 def file_type_of(path: str | os.PathLike | None) -> FileType:
@@ -302,7 +330,7 @@ class Option:
     choices: tuple[str, ...] | None = None
 
 
-CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite")
+CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite and int8 ONNX")
 IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
 OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
 MIN_CALIBRATION_IMAGES = 10
@@ -384,6 +412,8 @@ UINT8_WEIGHTS = Tolerance(5e-3, 5e-4, 1.0, "uint8-weights-per-tensor", 2.0)
 COREML_CONVERTER = "nsfw_mobile.export.coreml:keras2coreml"
 TFJS_CONVERTER = "nsfw_mobile.export.tfjs:keras2tfjs"
 TFLITE_CONVERTER = "nsfw_mobile.export.tflite:keras2tflite"
+ONNX_CONVERTER = "nsfw_mobile.export.onnx:keras2onnx"
+ORT_CONVERTER = "nsfw_mobile.export.onnx:keras2ort"
 
 FORMATS: tuple[Format, ...] = (
     Format(
@@ -501,6 +531,44 @@ FORMATS: tuple[Format, ...] = (
         ),
         "TF.js layers model folder, uint8 kernels (affine per tensor), float32 vectors",
         TFJS_CONVERTER,
+    ),
+    Format(
+        "onnx-float32",
+        ONNX,
+        "none",
+        "nsfw_float32.onnx",
+        _t(STRICT, "max 1.1e-6, mean 6.1e-8, top-1 100% (ONNX Runtime 1.32, CPU)"),
+        "ONNX float32, opset 13, uint8 RGB input (pixels / 255 inside)",
+        ONNX_CONVERTER,
+    ),
+    Format(
+        "onnx-float16",
+        ONNX,
+        "float16",
+        "nsfw_float16.onnx",
+        _t(FLOAT16, "max 1.2e-2, mean 5.5e-4, top-1 100% (ONNX Runtime 1.32, CPU)"),
+        "ONNX float16 kernels (cast to float32 at load), uint8 RGB input",
+        ONNX_CONVERTER,
+    ),
+    Format(
+        "onnx-int8",
+        ONNX,
+        "int8",
+        "nsfw_int8.onnx",
+        _t(FULL_INT8, "max 0.19, mean 1.1e-2, top-1 100% (calibrated on the 21 samples)"),
+        "ONNX static int8 QDQ (per-channel int8 weights, uint8 activations), uint8 RGB input",
+        ONNX_CONVERTER,
+        options=("calibration",),
+    ),
+    Format(
+        "ort-int8",
+        ORT,
+        "int8",
+        "nsfw_int8.ort",
+        _t(FULL_INT8, "max 0.19, mean 1.1e-2, top-1 100% (the int8 ONNX model's figures)"),
+        "ORT format of the int8 ONNX model (ORT Mobile reduced builds)",
+        ORT_CONVERTER,
+        options=("calibration",),
     ),
 )
 

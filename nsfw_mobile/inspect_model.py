@@ -151,6 +151,34 @@ def inspect_coreml(path: Path) -> dict:
     }
 
 
+def inspect_onnx(path: Path) -> dict:
+    """An ONNX or ORT file from the toolkit's own reader (no onnx package needed);
+    ONNX Runtime opens it too, so a file it cannot load is reported as such."""
+    from .runtime.onnx_runner import OnnxRunner
+
+    runner = OnnxRunner(path, num_threads=1)
+    summary = runner.summary
+    runner.close()
+    image = summary.image_input.to_dict()
+    image["preprocessing"] = (
+        "raw RGB bytes (pixels / 255 inside the model)"
+        if image["dtype"] == "uint8"
+        else "float RGB in [0, 1] (pixels / 255)"
+    )
+    return {
+        "format": summary.format,
+        "ir_version": summary.ir_version,
+        "opsets": summary.opsets,
+        "producer": summary.producer,
+        "inputs": [image],
+        "outputs": [output.to_dict() for output in summary.outputs],
+        "labels": list(runner.labels),
+        "metadata": dict(summary.metadata),
+        "parameters": summary.parameters,
+        "ops": dict(sorted(summary.ops.items())),
+    }
+
+
 def _weight_count(weights) -> int:
     if len(weights.floatValue):
         return len(weights.floatValue)

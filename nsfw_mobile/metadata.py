@@ -6,8 +6,8 @@ probabilities), its input size and preprocessing, and its provenance (name,
 version, author, licence, description, known limits, the source model's
 SHA-256, the toolkit version). Exporters write it into every artefact through
 ``provenance`` (Core ML: description fields and user-defined metadata; TFLite:
-the standard metadata and ``nsfw_mobile.json``; ``.keras``: an
-``nsfw_mobile.json`` member of its zip). Runners, ``validate``, ``inspect`` and
+the standard metadata and ``nsfw_mobile.json``; ONNX and ORT: ``metadata_props``;
+``.keras``: an ``nsfw_mobile.json`` member of its zip). Runners, ``validate``, ``inspect`` and
 ``release`` read it back through ``read_metadata`` and ``contract_from``,
 whatever the file type. This module imports neither the exporters nor the
 runners, so both can use it.
@@ -257,6 +257,27 @@ def read_tfjs(path: Path) -> ArtifactMetadata:
         labels=labels if all(isinstance(label, str) for label in labels) else (),
         input_size=(shape[1], shape[2]) if sized else None,
         info={"name": model_json.parent.name},
+        properties=properties,
+    )
+
+
+def read_onnx(path: Path, summary=None) -> ArtifactMetadata:
+    """An ONNX or ORT file's contract, from its ``metadata_props``."""
+    from .onnx_file import read_model_file
+
+    summary = summary if summary is not None else read_model_file(path)
+    properties = dict(summary.metadata)
+    try:
+        labels = json.loads(properties.get("labels", "[]"))
+    except ValueError:
+        labels = ()
+    labels = tuple(labels) if isinstance(labels, list) else ()
+    shape = summary.inputs[0].shape if len(summary.inputs) == 1 else []
+    sized = len(shape) == 4 and all(isinstance(side, int) for side in shape[1:3])
+    return ArtifactMetadata(
+        labels=labels if all(isinstance(label, str) for label in labels) else (),
+        input_size=(shape[1], shape[2]) if sized else None,
+        info={"name": Path(path).stem},
         properties=properties,
     )
 

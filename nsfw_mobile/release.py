@@ -324,7 +324,8 @@ def _model_card(manifest) -> str:
             "",
             f"**Preprocessing:** RGB, the whole image squashed to {source['input_size'][1]}x"
             f"{source['input_size'][0]} (bilinear, no crop), EXIF orientation applied, "
-            "alpha on white, pixels / 255 (inside the Core ML models; raw bytes for uint8 TFLite).",
+            "alpha on white, pixels / 255 (inside the Core ML and ONNX models, which take raw "
+            "RGB bytes as the uint8 TFLite does).",
             "",
             f"**Source:** `{source['file']}` (SHA-256 `{source['sha256']}`).",
             "",

@@ -24,7 +24,7 @@ TINY_SIZE = 96
 # (every format converted from the tiny and from the full-size model) share a worker too.
 SHARED_ARTIFACT_FILES = {
     "test_bench", "test_convert", "test_coreml_executor", "test_house", "test_inspect",
-    "test_validate",
+    "test_onnx", "test_validate",
 }  # fmt: skip
 
 

@@ -16,15 +16,20 @@ from nsfw_mobile.errors import BenchmarkError
 from nsfw_mobile.formats import PRETRAINED_TFLITE
 
 
-def test_bench_tiny_tflite(tiny_artifacts):
-    paths = [str(tiny_artifacts[k].path) for k in ("tflite-float32", "tflite-int8", "mlmodel")]
+def test_bench_tiny_tflite_and_onnx(tiny_artifacts):
+    keys = ("tflite-float32", "tflite-int8", "onnx-int8", "mlmodel")
+    paths = [str(tiny_artifacts[k].path) for k in keys]
     report = bench(paths, threads=(1, 2), min_runs=8, min_seconds=0.05, block=4)
-    assert len(report.results) == 4 and len(report.skipped) == 1
+    assert len(report.results) == 6 and len(report.skipped) == 1
+    engines = {r.path.rsplit("/", 1)[-1]: r.engine for r in report.results}
+    assert engines == {"nsfw_float32.tflite": "litert", "nsfw_int8.tflite": "litert",
+                       "nsfw_int8.onnx": "onnxruntime"}  # fmt: skip
     assert "Core ML latency needs macOS" in report.skipped[0]
     for result in report.results:
         assert result.runs >= 8 and 0 < result.median_ms <= result.p99_ms
         assert result.peak_rss_mb > 20 and result.size_bytes > 0 and result.load_seconds > 0
     assert report.machine["cores"] >= 1 and "ai-edge-litert" in report.versions
+    assert "onnxruntime" in report.versions
 
 
 def test_bench_cli_json_and_usage(tiny_artifacts, tmp_path):

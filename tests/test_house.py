@@ -97,8 +97,10 @@ def test_file_types_come_from_the_registry(tmp_path):
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "model.json").write_text("{}")
     assert formats.file_type_of(tmp_path / "web") is formats.TFJS_LAYERS
-    with pytest.raises(ModelFileError, match=r"unknown model type '\.onnx'.*\.tflite"):
-        formats.file_type_of("model.onnx")
+    assert formats.file_type_of("model.onnx") is formats.ONNX
+    assert formats.file_type_of("model.ORT") is formats.ORT
+    with pytest.raises(ModelFileError, match=r"unknown model type '\.pt'.*\.tflite.*\.onnx"):
+        formats.file_type_of("model.pt")
     for fmt in formats.FORMATS:
         path = tmp_path / fmt.filename
         if fmt.file_type.folder_marker:  # a TF.js folder is known by the model.json inside
@@ -255,7 +257,7 @@ def test_interrupted_convert_exits_with_its_code_and_leaves_no_partial(
         # a partial of any format but the last: more conversions follow, so the signal lands
         # mid-run even when the machine is slow to send it
         partials = list(out.glob(PARTIAL_GLOB)) if out.exists() else []
-        caught = [p for p in partials if "int8.tflite" not in p.name]
+        caught = [p for p in partials if not p.name.endswith(formats.FORMATS[-1].filename)]
         time.sleep(0.001)
     process.send_signal(sent)
     _, stderr = process.communicate(timeout=300)

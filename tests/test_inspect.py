@@ -35,6 +35,11 @@ def test_inspect_every_artefact(tiny_artifacts, key):
                 "normalization_std": [255.0],
             }
         assert "CONV_2D" in report["ops"] and "DEPTHWISE_CONV_2D" in report["ops"]
+    elif key.startswith(("onnx", "ort")):
+        assert image["shape"] == ["batch", 96, 96, 3] and image["dtype"] == "uint8"
+        assert image["preprocessing"].startswith("raw RGB bytes")
+        assert report["outputs"][0]["shape"] == ["batch", 3]
+        assert {"Conv", "com.microsoft:QLinearConv"} & set(report["ops"])
     elif key.startswith("tfjs"):
         assert image["shape"] == [None, 96, 96, 3]
         assert "DepthwiseConv2D" in report["ops"] and report["shards"] == 1

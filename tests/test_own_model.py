@@ -154,6 +154,27 @@ def test_release_carries_exactly_the_users_contract(acme_release):
     assert json.loads(metadata["nsfw_labels"]) == ["Porn", "Sexy"]
 
 
+def test_release_ships_validated_onnx_with_the_users_contract(acme_release):
+    """ONNX and ORT files are in the manifest (validated, benchmarked on ONNX Runtime), the
+    model card and the files' own metadata; release --check covers them (the test below)."""
+    import onnxruntime as ort
+
+    manifest = json.loads((acme_release / "manifest.json").read_text())
+    by_format = {entry["format"]: entry for entry in manifest["files"]}
+    card = (acme_release / "MODEL_CARD.md").read_text()
+    for key, name in (("onnx-float32", "acme_float32.onnx"), ("onnx-float16", "acme_float16.onnx"),
+                      ("onnx-int8", "acme_int8.onnx"), ("ort-int8", "acme_int8.ort")):  # fmt: skip
+        entry = by_format[key]
+        assert entry["file"] == name and entry["releasable"], entry
+        assert entry["validation"]["status"] == "pass" and entry["latency"]["threads_1"]
+        assert f"| `{name}` |" in card
+        meta = ort.InferenceSession(str(acme_release / name)).get_modelmeta().custom_metadata_map
+        assert (meta["name"], meta["author"], meta["license"]) == ("acme", "Acme Inc.",
+                                                                  "Apache-2.0")  # fmt: skip
+        assert json.loads(meta["nsfw_labels"]) == ["Porn", "Sexy"]
+    assert "onnxruntime" in (acme_release / "REPORT.md").read_text()
+
+
 def test_mediapipe_reads_the_labels_of_a_users_tflite(acme_release, validation_images):
     mediapipe = pytest.importorskip("mediapipe")
     from mediapipe.tasks.python import vision

@@ -58,7 +58,10 @@ __all__ = [
 ]
 
 
-VERBOSE_HELP = "Also show what TensorFlow, coremltools and LiteRT print (hidden by default)."
+VERBOSE_HELP = (
+    "Also show what TensorFlow, coremltools, LiteRT and ONNX Runtime print (hidden by "
+    "default), and why predict chose a release's model."
+)
 
 
 def _remember_verbose(ctx: click.Context, param, verbose: bool) -> None:
@@ -67,8 +70,11 @@ def _remember_verbose(ctx: click.Context, param, verbose: bool) -> None:
         ctx.meta["nsfw_mobile.verbose"] = True
 
 
-def _verbosity(ctx: click.Context, param, verbose: bool) -> None:
-    ctx.with_resource(cli_output(verbose or ctx.meta.get("nsfw_mobile.verbose", False)))
+def _verbosity(ctx: click.Context, param, verbose: bool) -> bool:
+    verbose = verbose or ctx.meta.get("nsfw_mobile.verbose", False)
+    ctx.with_resource(cli_output(verbose))
+    ctx.meta["verbose"] = verbose  # commands that explain more read it
+    return verbose
 
 
 VERBOSE = click.Option(
@@ -153,7 +159,7 @@ class ToolkitGroup(click.Group):
 @click.pass_context
 def main(ctx):
     """NSFW image classifier (Neutral / Porn / Sexy) for phones and servers: classify
-    photos and videos, convert a model to mobile and web formats, validate and
+    photos and videos, convert a model to Core ML, TFLite, TF.js and ONNX, validate and
     benchmark every file.
 
     Every command prints only its own lines; -v/--verbose (before or after the

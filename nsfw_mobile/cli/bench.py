@@ -90,15 +90,16 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
-    interleaved in rounds. ARTIFACTS are model files (.tflite, .keras, TF.js
-    folders; Core ML on macOS only), a zoo model's name ('pretrained',
+    interleaved in rounds, each on the engine that runs it (LiteRT for .tflite,
+    ONNX Runtime for .onnx and .ort, TF.js in Node, Keras; Core ML on macOS
+    only). ARTIFACTS are model files, a zoo model's name ('pretrained',
     nsfwjs-mobilenet-v2-mid, ...: its Keras reference), a folder (every model file
     in it), or a release folder (the files its manifest marks releasable).
 
     \b
     Examples:
       nsfw-mobile bench models/ --thread-counts 1,2
-      nsfw-mobile bench dist/nsfw_int8.tflite --threads 2
+      nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_int8.onnx --thread-counts 1,2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
     from ..bench import bench, render_markdown, render_table
@@ -192,7 +193,7 @@ MAKING_OPTIONS = {
     "the zoo model the manifest names).",
 )
 @format_options(required=False, all_help="Default: every format.")
-@calibration_option("Folder of representative images for full-integer TFLite.")
+@calibration_option("Folder of representative images for full-integer TFLite and int8 ONNX.")
 @images_option("Validation images (default: the shipped sample images).")
 @thread_options
 @runs_options(30, 1.0)

@@ -24,8 +24,14 @@ EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, as a shell reports a command whose reader went away (``| head -1``)."""
 EXIT_TERMINATED = 143
 
-# Modules of the `full` extra: commands that need them say how to install them.
-FULL_INSTALL_MODULES = {"tensorflow", "keras", "coremltools", "matplotlib", "tensorboard"}
+# Modules of the optional extras: commands that need them say how to install them.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        ("tensorflow", "keras", "coremltools", "matplotlib", "tensorboard", "onnx", "tf2onnx"),
+        "full",
+    ),
+    "onnxruntime": "onnx",
+}
 
 
 class Terminated(BaseException):
@@ -71,11 +77,12 @@ def run_with_exit_codes(invoke):
     except NsfwMobileError as exc:
         fail(f"Error: {exc}", EXIT_ERROR)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in FULL_INSTALL_MODULES:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
             raise
         fail(
             f"Error: this needs {exc.name}, which a runtime-only install leaves out: "
-            "pip install 'nsfw-mobile[full]'",
+            f"pip install 'nsfw-mobile[{extra}]'",
             EXIT_ERROR,
         )
     except BrokenPipeError:
@@ -216,7 +223,8 @@ def out_dir_option(help_text: str, **kwargs):
 
 
 def calibration_option(
-    help_text: str = "Folder of representative images for full-integer TFLite (at least 20).",
+    help_text: str = "Folder of representative images for full-integer TFLite and int8 ONNX "
+    "(at least 20).",
 ):
     return click.option(
         "--calibration", type=ExistingPath(file_okay=False), default=None, help=help_text

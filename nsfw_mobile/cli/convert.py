@@ -130,21 +130,23 @@ def convert(
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a zoo model's name, see
     `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
-    to Core ML, TFLite and TF.js.
+    to Core ML, TFLite, TF.js and ONNX.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
-    nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/ ...; --name acme makes acme.mlmodel,
-    acme_int8.tflite, ...) and written atomically: an interrupted run never
-    leaves a file under its final name. Every file carries the model's
-    contract: labels, NSFW labels and provenance, which the --name,
-    --model-version, --author, --license and --description options override.
-    An option that none of the chosen formats takes (--quantize with format keys
-    only, --calibration or --io without tflite-int8) is refused before any work.
+    nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/, nsfw_int8.onnx ...;
+    --name acme makes acme.mlmodel, acme_int8.tflite, ...) and written
+    atomically: an interrupted run never leaves a file under its final name.
+    Every file carries the model's contract: labels, NSFW labels and
+    provenance, which the --name, --model-version, --author, --license and
+    --description options override. An option that none of the chosen formats
+    takes (--quantize with format keys only, --calibration or --io without
+    tflite-int8 or onnx-int8) is refused before any work.
 
     \b
     Examples:
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
+      nsfw-mobile convert --to onnx --quantize int8 --calibration photos/ --out dist/
       nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
     """
     from ..convert import convert_all

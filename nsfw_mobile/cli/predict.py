@@ -34,9 +34,9 @@ VIDEO_OPTIONS = {
 
 
 def model_file(model_path: Path | str | None) -> Path | str:
-    """The file --model names: a model file, a release folder's fastest validated model,
-    a zoo model's name (its Keras reference), or by default the pretrained model as the
-    float32 TFLite file the package ships."""
+    """The file --model names: a model file, a release folder's fastest validated model on
+    this machine, a zoo model's name (its Keras reference), or by default the pretrained
+    model as the float32 TFLite file the package ships."""
     from ..formats import PRETRAINED_TFLITE, is_named_model
 
     if model_path is None:
@@ -47,12 +47,21 @@ def model_file(model_path: Path | str | None) -> Path | str:
         return str(model_path)
     if not Path(model_path).is_dir():
         return model_path
-    from ..release import fastest_artifact, is_release_folder
+    from ..release import is_release_folder
 
     if is_release_folder(model_path):
-        chosen = fastest_artifact(model_path)
-        click.echo(f"using {chosen.name}, the fastest validated model of the release", err=True)
-        return chosen
+        from ..engine_choice import fastest_here
+
+        choice = fastest_here(model_path)
+        click.echo(
+            f"using {choice.path.name} ({choice.engine}), the fastest validated model of the "
+            "release on this machine",
+            err=True,
+        )
+        if click.get_current_context().meta.get("verbose"):
+            for line in choice.explain():
+                click.echo(line, err=True)
+        return choice.path
     return model_path
 
 
@@ -198,9 +207,10 @@ class _Output:
     "model_path",
     type=MODEL_PATH,
     default=None,
-    help="Model file: .keras, TF.js model.json (layers or graph), .tflite, .mlmodel or "
-    f".mlpackage, a release folder, or {MODEL_NAMES_HELP}, run as its Keras reference "
-    "(needs TensorFlow; 'pretrained' is the default model's). Default: the pretrained model as "
+    help="Model file: .keras, TF.js model.json (layers or graph), .tflite, .onnx, .ort, "
+    f".mlmodel or .mlpackage, a release folder, or {MODEL_NAMES_HELP}, run as its Keras "
+    "reference (needs TensorFlow; 'pretrained' is the default model's). Default: the "
+    "pretrained model as "
     "the float32 TFLite file the package ships (same answers with or without TensorFlow).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -283,7 +293,9 @@ def predict(
     a note says so.
 
     --model also takes a release folder (from `nsfw-mobile release`): the
-    fastest artefact that passed validation is used.
+    artefact that passed validation and runs fastest on this machine is used,
+    measured on first use (a second or so) and remembered per machine and
+    release; --verbose shows the figures.
 
     Every readable file is classified even when others fail; exit code 3 says
     that some files could not be read (their errors are in the output, with a
@@ -297,6 +309,7 @@ def predict(
     Examples:
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
+      nsfw-mobile predict photos/ --model dist/nsfw_int8.onnx
       nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
     """
     from ..formats import TFLITE, file_type_of

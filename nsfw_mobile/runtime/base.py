@@ -42,6 +42,15 @@ class Runner(ABC):
         """Peak memory of a helper process the engine runs in (TF.js: Node), else 0."""
         return 0.0
 
+    def close(self) -> None:  # noqa: B027 (most engines hold nothing to release)
+        """Release the engine's resources (a session, a helper process); idempotent."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def lanes(self, count: int) -> list[Runner] | None:
         """``count`` independent single-threaded copies for parallel lanes, or None.
 
@@ -51,12 +60,3 @@ class Runner(ABC):
         batches from a decoding pool instead. The caller closes the copies.
         """
         return None
-
-    def close(self) -> None:  # noqa: B027 (a no-op unless the runner holds something)
-        """Release what the runner holds (a helper process); nothing by default."""
-
-    def __enter__(self) -> Runner:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
