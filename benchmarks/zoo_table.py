@@ -2,6 +2,7 @@
 
     python benchmarks/zoo_table.py --out zoo-releases/ [--models mid inception-v3]
     python benchmarks/zoo_table.py --out zoo-releases/ --reuse    # tables from the manifests
+    python benchmarks/zoo_table.py --out zoo-releases/ --save benchmarks/zoo   # the README's
 
 For each zoo model (``nsfw-mobile models``) this runs ``nsfw-mobile release MODEL --out
 OUT/KEY`` (convert to every format, validate each against the model's Keras reference on
@@ -33,8 +34,9 @@ def make_release(model: zoo.ZooModel, out: Path, threads: str) -> float:
     """Run ``nsfw-mobile release`` for one model; returns its wall-clock seconds."""
     started = time.perf_counter()
     command = [sys.executable, "-m", "nsfw_mobile.cli", "release", "--model", model.key,
-               "--out", str(out), "--threads", threads]  # fmt: skip
-    print(f"$ nsfw-mobile release --model {model.key} --out {out} --threads {threads}", flush=True)
+               "--out", str(out), "--thread-counts", threads]  # fmt: skip
+    print(f"$ nsfw-mobile release --model {model.key} --out {out} --thread-counts {threads}",
+          flush=True)  # fmt: skip
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode not in (0, 4):  # 4: released, some artefact failed validation
         raise SystemExit(f"release of {model.key} failed with exit code {result.returncode}")
@@ -91,6 +93,12 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="benchmark thread counts, e.g. 1,2")
     parser.add_argument("--reuse", action="store_true", help="read existing releases only")
     parser.add_argument("--report", type=Path, help="also write the tables to this file")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="copy each release's manifest.json to SAVE/KEY.json (benchmarks/zoo/ holds the "
+        "committed ones, which docs/figures.py turns into the README's model table)",
+    )
     args = parser.parse_args()
     models = [zoo.lookup(name) for name in args.models]
     manifests, seconds = {}, {}
@@ -99,6 +107,12 @@ def main() -> None:
         if not args.reuse:
             seconds[model.key] = make_release(model, folder, args.threads)
         manifests[model.key] = json.loads((folder / "manifest.json").read_text())
+        if not args.reuse:
+            manifests[model.key]["release_wall_seconds"] = round(seconds[model.key], 1)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            saved = args.save / f"{model.key}.json"
+            saved.write_text(json.dumps(manifests[model.key], indent=1) + "\n")
     machine = next(iter(manifests.values()))["machine"]
     text = "\n\n".join(
         [

@@ -97,7 +97,7 @@ def release_table(_arg: str | None = None) -> str:
         ties = check.get("ties")
         cells += [
             ("-" if agreement is None else f"{agreement:.0%}")
-            + (f" ({ties} ties)" if ties else ""),
+            + (f" ({ties} tie{'s' if ties > 1 else ''})" if ties else ""),
             "yes" if f["releasable"] else "**no**",
         ]
         rows.append(f"| {' | '.join(cells)} |")
@@ -221,6 +221,83 @@ def zoo_table(_arg: str | None = None) -> str:
     )
 
 
+ZOO_RESULTS = ROOT / "benchmarks" / "zoo"
+
+
+def _zoo_manifests() -> dict[str, dict]:
+    """The zoo's release manifests as ``benchmarks/zoo_table.py --save`` committed them."""
+    from nsfw_mobile import zoo
+
+    found = {m.key: ZOO_RESULTS / f"{m.key}.json" for m in zoo.ZOO}
+    return {key: json.loads(path.read_text()) for key, path in found.items() if path.is_file()}
+
+
+def _entry(manifest: dict, key: str) -> dict:
+    return next((f for f in manifest["files"] if f["format"] == key), {})
+
+
+def _ms(entry: dict) -> str:
+    one = entry.get("latency", {}).get("threads_1")
+    return "-" if not one else f"{one['median_ms']:.1f}"
+
+
+def zoo_figures(_arg: str | None = None) -> str:
+    """Per zoo model: accuracy, size, latency per engine, memory and fidelity, from the
+    releases ``benchmarks/zoo_table.py`` made in one run."""
+    from nsfw_mobile import zoo
+
+    manifests = _zoo_manifests()
+    rows = [
+        "| model | published accuracy | input | parameters | int8 TFLite | LiteRT float32 / "
+        "int8 | ONNX Runtime int8 | TF.js uint8 (wasm) | peak memory, int8 | int8 max abs diff "
+        "(bound) | Core ML |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, manifest in manifests.items():
+        m = zoo.lookup(key)
+        f32, i8 = _entry(manifest, "tflite-float32"), _entry(manifest, "tflite-int8")
+        onnx, tfjs = _entry(manifest, "onnx-int8"), _entry(manifest, "tfjs-uint8")
+        coreml = [f for f in manifest["files"] if f["format"].startswith("ml")]
+        check = i8.get("validation", {})
+        peak = i8.get("latency", {}).get("threads_1", {}).get("peak_rss_mb")
+        bound = check.get("bounds", {}).get("max_abs")
+        rows.append(
+            f"| `{key}` | {m.accuracy} | {m.input_size} px | {m.parameters / 1e6:.1f} M | "
+            f"{_size(i8.get('size_bytes'))} | {_ms(f32)} / {_ms(i8)} ms | {_ms(onnx)} ms | "
+            f"{_ms(tfjs)} ms | {'-' if peak is None else f'{peak:.0f} MB'} | "
+            f"{_figure(check.get('max_abs_diff'))} ({_figure(bound)}) | "
+            f"{sum(f['releasable'] for f in coreml)} of {len(coreml)} pass |"
+        )
+    if not manifests:
+        return (
+            "No zoo results committed: run `python benchmarks/zoo_table.py --save benchmarks/zoo`."
+        )
+    machine = next(iter(manifests.values()))["machine"]
+    return "\n".join(
+        [
+            *rows,
+            "",
+            f"From `benchmarks/zoo/*.json`, the manifests of `python benchmarks/zoo_table.py "
+            f"--out DIR --save benchmarks/zoo` (one `nsfw-mobile release` per model, one run) on "
+            f"{machine['cpu']}, {machine.get('cores', '?')} cores: batch-1 median latency, one "
+            "thread; differences from each model's Keras reference on the shipped samples "
+            "(int8: those outside its calibration set). Core ML files are validated by the "
+            "toolkit's executors (timed on macOS only).",
+        ]
+    )
+
+
+def zoo_formats(_arg: str | None = None) -> str:
+    """Every format of every zoo model, as ``benchmarks/zoo_table.py`` prints it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import zoo_table as table
+
+    manifests = _zoo_manifests()
+    if not manifests:
+        return "No zoo results committed: `python benchmarks/zoo_table.py --save benchmarks/zoo`."
+    return table.formats_table(manifests, "1") + "\n\nFrom `benchmarks/zoo/*.json`, as above."
+
+
 def command_table(_arg: str | None = None) -> str:
     """The commands by task, as ``nsfw-mobile --help`` groups them, each with its page."""
     from nsfw_mobile.cli import COMMAND_GROUPS, main
@@ -254,6 +331,8 @@ GENERATORS: dict[str, Callable[[str | None], str]] = {
     "tolerance-table": tolerance_table,
     "module-table": module_table,
     "zoo-table": zoo_table,
+    "zoo-figures": zoo_figures,
+    "zoo-formats": zoo_formats,
     "command-table": command_table,
     "help": help_screen,
 }

@@ -300,3 +300,21 @@ def read_coreml(path: Path, spec=None) -> ArtifactMetadata:
         },
         properties=dict(described.userDefined),
     )
+
+
+def format_of(path: str | Path):
+    """The registry row an artefact was made as, from the metadata convert wrote."""
+    from .formats import TARGETS, select
+
+    properties = read_metadata(path).properties
+    target = properties.get("target")
+    if target in TARGETS:
+        return select(
+            target,
+            properties.get("quantization", "none"),
+            properties.get("compute_precision") if target == "mlpackage" else None,
+        )
+    raise UsageError(
+        f"{path}: no nsfw-mobile metadata says how it was made, so its tolerance is unknown; "
+        "pass --format KEY (see `nsfw-mobile formats`)"
+    )

@@ -374,9 +374,9 @@ def main(argv=None) -> None:
 
     from .formats import by_key
     from .images import load_images, sample_images
+    from .metadata import format_of
     from .models import load_source
     from .runtime import open_runner
-    from .validate import format_of
 
     parser = argparse.ArgumentParser(prog="python -m nsfw_mobile.precision")
     parser.add_argument("model", help="reference: .keras, model.json or 'pretrained'")

@@ -24,9 +24,9 @@ import numpy as np
 
 from .errors import LabelMismatchError, NsfwMobileError, UsageError
 from .files import sha256_file
-from .formats import KERAS, TARGETS, TFJS_LAYERS, Format, Tolerance, by_key, file_type_of, select
+from .formats import KERAS, TFJS_LAYERS, Tolerance, by_key, file_type_of
 from .images import load_images, sample_images
-from .metadata import read_metadata
+from .metadata import format_of, read_metadata
 from .runtime import open_runner
 from .runtime.base import Runner
 
@@ -88,22 +88,6 @@ class ValidationReport:
         document = asdict(self)
         document["passed"] = self.passed
         return document
-
-
-def format_of(path: str | Path) -> Format:
-    """The registry row an artefact was made as, from the metadata convert wrote."""
-    properties = read_metadata(path).properties
-    target = properties.get("target")
-    if target in TARGETS:
-        return select(
-            target,
-            properties.get("quantization", "none"),
-            properties.get("compute_precision") if target == "mlpackage" else None,
-        )
-    raise UsageError(
-        f"{path}: no nsfw-mobile metadata says how it was made, so its tolerance is unknown; "
-        "pass --format KEY (see `nsfw-mobile formats`)"
-    )
 
 
 def calibration_checksums(path: str | Path) -> set[str]:

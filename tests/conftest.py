@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,21 +20,14 @@ from nsfw_mobile.images import load_images, sample_images
 
 TINY_SIZE = 96
 
+
 # Under pytest-xdist (`-n 2 --dist loadgroup`, set in pyproject.toml) every file runs on one
-# worker, so module fixtures are made once; files that share the costly session fixtures
-# (every format converted from the tiny and from the full-size model) share a worker too.
-SHARED_ARTIFACT_FILES = {
-    "test_bench", "test_convert", "test_coreml_executor", "test_house", "test_inspect",
-    "test_onnx", "test_validate",
-}  # fmt: skip
-
-
+# worker, so its module fixtures are made once. The session fixtures every format of a model
+# (FormatsOnce) are shared between workers through the pytest cache and a file lock.
 @pytest.hookimpl(tryfirst=True)  # before xdist turns the marks into group names
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        stem = item.path.stem
-        group = "artifacts" if stem in SHARED_ARTIFACT_FILES else stem
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def synthetic_batch(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -226,27 +220,58 @@ def convert_every_format(source, out_dir, calibration=None):
     return {a.format: a for a in convert_all(source, FORMATS, out_dir, calibration=calibration)}
 
 
-def every_format_once(config, name: str, make_source, calibration=None) -> dict:
-    """Every registry format converted once per run (``built_once``): key -> Artifact."""
-    from nsfw_mobile.export import Artifact
+class FormatsOnce(Mapping):
+    """Every registry format of one model, key -> Artifact, each converted on first use and
+    once per run (``built_once`` per format): a test that needs two formats waits for two
+    conversions, not for all of them."""
 
-    def build(folder: Path) -> None:
-        artifacts = convert_every_format(make_source(), folder, calibration)
-        records = {key: {**a.to_dict(), "path": a.path.name} for key, a in artifacts.items()}
-        (folder / "artifacts.json").write_text(json.dumps(records))
+    def __init__(self, config, name: str, make_source, calibration=None):
+        self.config, self.name, self.make_source = config, name, make_source
+        self.calibration = calibration
+        self._source = None
+        self._made: dict = {}
 
-    folder = built_once(config, name, build)
-    records = json.loads((folder / "artifacts.json").read_text())
-    return {
-        key: Artifact(**{**record, "path": folder / record["path"]})
-        for key, record in records.items()
-    }
+    def _build(self, key: str, folder: Path) -> None:
+        from nsfw_mobile.convert import convert_all
+        from nsfw_mobile.formats import by_key
+
+        if self._source is None:
+            self._source = self.make_source()
+        fmt = by_key(key)
+        calibration = self.calibration if "calibration" in fmt.options else None
+        (artifact,) = convert_all(self._source, [fmt], folder, calibration=calibration)
+        record = {**artifact.to_dict(), "path": artifact.path.name}
+        (folder / "artifact.json").write_text(json.dumps(record))
+
+    def __getitem__(self, key: str):
+        from nsfw_mobile.export import Artifact
+
+        if key not in self._made:
+            if key not in set(self):
+                raise KeyError(key)
+            folder = built_once(self.config, f"{self.name}-{key}", lambda f: self._build(key, f))
+            record = json.loads((folder / "artifact.json").read_text())
+            self._made[key] = Artifact(**{**record, "path": folder / record["path"]})
+        return self._made[key]
+
+    def __contains__(self, key) -> bool:  # without converting it
+        return key in set(self)
+
+    def __iter__(self):
+        from nsfw_mobile.formats import FORMATS
+
+        return iter([f.key for f in FORMATS])
+
+    def __len__(self) -> int:
+        from nsfw_mobile.formats import FORMATS
+
+        return len(FORMATS)
 
 
-def write_synthetic_images(folder: Path, count: int, seed: int) -> Path:
+def write_synthetic_images(folder: Path, count: int, seed: int, size: int = TINY_SIZE) -> Path:
     from PIL import Image
 
-    images, _ = synthetic_batch(count, TINY_SIZE, seed=seed)
+    images, _ = synthetic_batch(count, size, seed=seed)
     for index, image in enumerate(images):
         Image.fromarray(image).save(folder / f"synthetic_{seed}_{index:02d}.png")
     return folder
@@ -278,7 +303,7 @@ def tiny_artifacts(pytestconfig, tiny_model_path, tiny_calibration_dir):
     full-integer ones calibrated on images like its training data."""
     from nsfw_mobile.models import load_source
 
-    return every_format_once(
+    return FormatsOnce(
         pytestconfig, "tiny-artifacts", lambda: load_source(tiny_model_path), tiny_calibration_dir
     )
 
@@ -288,4 +313,4 @@ def full_artifacts(pytestconfig):
     """Every format of the registry, converted from the full-size pretrained model."""
     from nsfw_mobile.models import load_source
 
-    return every_format_once(pytestconfig, "full-artifacts", lambda: load_source(None))
+    return FormatsOnce(pytestconfig, "full-artifacts", lambda: load_source(None))

@@ -396,7 +396,7 @@ def test_bench_measures_an_engine_without_a_thread_setting_once(tiny_tfjs):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [row["threads"] for row in report["results"]] == [1]
-    assert report["skipped"] == [f"{tiny_tfjs}: TF.js CPU (Node) has no thread setting: "
+    assert report["skipped"] == [f"{tiny_tfjs}: TF.js wasm (Node) has no thread setting: "
                                  "measured once, at 1 thread"]  # fmt: skip
     assert result.stderr == ""
 
@@ -404,6 +404,7 @@ def test_bench_measures_an_engine_without_a_thread_setting_once(tiny_tfjs):
 # ------------------------------------------------------------------ release --to, progress
 
 
+@pytest.mark.slow
 def test_release_of_chosen_formats_reports_each_stage_and_file(
     tiny_model_path, tiny_images_dir, tmp_path
 ):

@@ -211,6 +211,7 @@ def test_cli_convert_json_summary(tmp_path, tiny_model_path):
     assert result.stderr == ""  # --json: the document on stdout, no progress lines
 
 
+@pytest.mark.slow
 def test_kill_9_mid_conversion_leaves_no_file_under_a_final_name(tmp_path, tiny_model_path):
     """Kill the converter while it writes an artefact; nothing half-written may be visible."""
     out = tmp_path / "dist"
@@ -295,6 +296,12 @@ def test_full_size_every_format(full_artifacts):
             contract = read_contract_properties(artifact.path / "model.json")
             assert contract["labels"] == '["Neutral", "Porn", "Sexy"]'
             assert contract["input_size"] == "224x224" and contract["author"].startswith("GantMan")
+        elif artifact.target in ("onnx", "ort"):
+            from nsfw_mobile.metadata import read_onnx
+
+            meta = read_onnx(artifact.path)
+            assert meta.labels == tuple(LABELS) and meta.input_size == (224, 224)
+            assert meta.properties["author"].startswith("GantMan")
         else:
             check_coreml_spec(artifact.path, 224, pretrained_contract(3))
     seconds = {key: a.seconds for key, a in full_artifacts.items()}

@@ -49,6 +49,7 @@ def test_crash_inputs_now_end_in_a_typed_error_or_a_warning():
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
+@pytest.mark.slow
 def test_short_fuzzing_run_finds_nothing(name, tmp_path):
     out = subprocess.run(
         [

@@ -198,6 +198,7 @@ def _cli(*args, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_predict_and_convert_print_only_the_toolkits_lines(tiny_model_path, tmp_path, samples):
     predicted = _cli("predict", samples[0], "--model", tiny_model_path)
     assert predicted.returncode == 0, predicted.stderr
@@ -240,6 +241,7 @@ def test_os_error_is_one_line_and_exit_1(tmp_path, samples):
 @pytest.mark.parametrize(
     ("sent", "code"), [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_TERMINATED)]
 )
+@pytest.mark.slow
 def test_interrupted_convert_exits_with_its_code_and_leaves_no_partial(
     tiny_model_path, tmp_path, sent, code
 ):

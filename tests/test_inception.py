@@ -83,7 +83,7 @@ def build_tiny_inception(size: int = SIZE):
 
 @pytest.fixture(scope="module")
 def inception_images(tmp_path_factory):
-    """Images like the training data: calibration and validation set."""
+    """Images like the training data: the validation set."""
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("inception_images")
@@ -111,12 +111,16 @@ def inception_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inception_artifacts(inception_model_path, inception_images, tmp_path_factory):
+def inception_artifacts(inception_model_path, tmp_path_factory):
+    """Calibrated on other images like the training data than those it is validated on."""
+    from conftest import write_synthetic_images
+
     from nsfw_mobile.models import load_source
 
+    calibration = write_synthetic_images(tmp_path_factory.mktemp("calibration"), 20, 6, SIZE)
     source = load_source(inception_model_path)
     out = tmp_path_factory.mktemp("inception_dist")
-    return convert_every_format(source, out, inception_images)
+    return convert_every_format(source, out, calibration)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,7 @@ def inception_report(inception_artifacts, inception_model_path, inception_images
     return validate(candidates, reference=inception_model_path, images=[inception_images])
 
 
+@pytest.mark.slow
 def test_every_format_of_the_tiny_inception_passes(
     inception_report, inception_model_path, inception_images
 ):
@@ -144,6 +149,7 @@ def test_every_format_of_the_tiny_inception_passes(
         assert result.status == "pass", (result.format, result.failures)
 
 
+@pytest.mark.slow
 def test_the_core_ml_programs_keep_pooling_and_concat(inception_artifacts):
     """What the executors run: the converter's layers for InceptionV3's ops."""
     from nsfw_mobile.runtime.coreml_spec import load_spec, op_counts
@@ -154,6 +160,7 @@ def test_the_core_ml_programs_keep_pooling_and_concat(inception_artifacts):
     assert program["avg_pool"] == 4 and program["max_pool"] == 3 and program["concat"] == 4
 
 
+@pytest.mark.slow
 def test_tfjs_writes_inception_layers_as_tfjs_reads_them(inception_artifacts):
     folder = inception_artifacts["tfjs-float32"].path
     document = json.loads((folder / "model.json").read_text())
@@ -202,6 +209,7 @@ def as_keras_2_2_4(document: dict) -> dict:
 
 
 @pytest.mark.usefixtures("node_ready")
+@pytest.mark.slow
 def test_the_keras_2_2_4_dialect_imports_as_tfjs_runs_it(
     inception_artifacts, inception_model_path, inception_images, tmp_path
 ):
@@ -292,6 +300,7 @@ BROKEN_CORE_ML = {
 }
 
 
+@pytest.mark.slow
 def test_broken_core_ml_copies_fail(
     inception_artifacts, inception_model_path, inception_images, tmp_path
 ):
@@ -314,6 +323,7 @@ def test_broken_core_ml_copies_fail(
         assert result.status == "fail", (key, name, result.failures)
 
 
+@pytest.mark.slow
 def test_broken_tfjs_concat_order_fails(
     inception_artifacts, inception_model_path, inception_images, tmp_path
 ):

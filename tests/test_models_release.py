@@ -14,6 +14,7 @@ from nsfw_mobile.cli import EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.convert import README_MARKER
 from nsfw_mobile.files import sha256_file, size_bytes
 from nsfw_mobile.formats import FORMATS, PRETRAINED_TFLITE
+from nsfw_mobile.images import sample_images
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ROW = re.compile(
@@ -55,12 +56,14 @@ def test_package_ships_the_released_float32_tflite():
     assert sha256_file(PRETRAINED_TFLITE) == readme_table()["nsfw_float32.tflite"]["sha"]
 
 
+@pytest.mark.slow
 def test_release_check_passes_on_models():
     result = CliRunner().invoke(main, ["release", "--check", str(MODELS)])
     assert result.exit_code == 0, result.output
     assert "every file matches its checksum and passes validation" in result.stdout
 
 
+@pytest.mark.slow
 def test_release_check_names_a_tampered_file(tmp_path):
     copy = tmp_path / "models"
     shutil.copytree(MODELS, copy)
@@ -68,7 +71,12 @@ def test_release_check_names_a_tampered_file(tmp_path):
     data = bytearray(target.read_bytes())
     data[100_000] ^= 0x01
     target.write_bytes(bytes(data))
-    result = CliRunner().invoke(main, ["release", "--check", str(copy), "--json"])
+    # five samples outside the calibration set: the checksum is what this test is about
+    images = [str(path) for path in sample_images()[-5:]]
+    result = CliRunner().invoke(
+        main,
+        ["release", "--check", str(copy), "--json", *[a for p in images for a in ("--images", p)]],
+    )
     assert result.exit_code == EXIT_VALIDATION_FAILED
     document = json.loads(result.stdout)
     assert document["passed"] is False

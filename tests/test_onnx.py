@@ -16,6 +16,7 @@ from conftest import assert_outputs_vary
 
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import ModelFileError, UnsupportedOpError
+from nsfw_mobile.formats import MIN_CALIBRATION_IMAGES
 from nsfw_mobile.labels import LABELS
 from nsfw_mobile.runtime.onnx_runner import OnnxRunner
 from nsfw_mobile.validate import validate
@@ -174,7 +175,8 @@ def test_int8_needs_calibration_images(tiny_source, tmp_path):
     from nsfw_mobile.errors import UsageError
     from nsfw_mobile.export.onnx import keras2onnx
 
-    with pytest.raises(UsageError, match="at least 20 calibration images, got 3"):
+    wanted = f"at least {MIN_CALIBRATION_IMAGES} calibration images, got 3"
+    with pytest.raises(UsageError, match=wanted):
         keras2onnx(
             tiny_source, tmp_path / "x.onnx", quantization="int8",
             calibration=np.zeros((3, 96, 96, 3), np.uint8),

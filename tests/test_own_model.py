@@ -94,6 +94,7 @@ def acme_release(acme_run, validation_images, calibration_images, tmp_path_facto
     return out
 
 
+@pytest.mark.slow
 def test_train_on_the_scraper_layout_reports_duplicates_and_corrupt_files(acme_run, scraped):
     run_dir, log = acme_run
     assert "classes: Neutral, Porn, Sexy; NSFW: Porn, Sexy" in log
@@ -120,6 +121,7 @@ def test_five_classes_as_they_are(scraped):
     assert nsfw_labels_by_name(dataset.class_names) == ("Hentai", "Porn", "Sexy")
 
 
+@pytest.mark.slow
 def test_release_carries_exactly_the_users_contract(acme_release):
     import coremltools as ct
 
@@ -154,6 +156,7 @@ def test_release_carries_exactly_the_users_contract(acme_release):
     assert json.loads(metadata["nsfw_labels"]) == ["Porn", "Sexy"]
 
 
+@pytest.mark.slow
 def test_release_ships_validated_onnx_with_the_users_contract(acme_release):
     """ONNX and ORT files are in the manifest (validated, benchmarked on ONNX Runtime), the
     model card and the files' own metadata; release --check covers them (the test below)."""
@@ -175,6 +178,7 @@ def test_release_ships_validated_onnx_with_the_users_contract(acme_release):
     assert "onnxruntime" in (acme_release / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 def test_mediapipe_reads_the_labels_of_a_users_tflite(acme_release, validation_images):
     mediapipe = pytest.importorskip("mediapipe")
     from mediapipe.tasks.python import vision
@@ -191,6 +195,7 @@ def test_mediapipe_reads_the_labels_of_a_users_tflite(acme_release, validation_i
     assert names == {"Neutral", "Porn", "Sexy"}
 
 
+@pytest.mark.slow
 def test_release_checks_from_another_machine_and_directory(
     acme_release, acme_run, validation_images, tmp_path, monkeypatch, tiny_model_path
 ):
@@ -230,6 +235,7 @@ def test_release_checks_from_another_machine_and_directory(
 
 
 @pytest.mark.parametrize("bad_name", ["../outside.tflite", "/etc/passwd"])
+@pytest.mark.slow
 def test_a_manifest_path_that_leaves_the_folder_is_refused(acme_release, tmp_path, bad_name):
     copy = tmp_path / "release"
     shutil.copytree(acme_release, copy)
@@ -262,6 +268,7 @@ def layer_norm_model(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_candidate_that_raises_is_an_error_and_the_others_are_validated(
     layer_norm_model, tiny_images_dir, tmp_path
 ):
@@ -282,6 +289,7 @@ def test_a_candidate_that_raises_is_an_error_and_the_others_are_validated(
     assert "'square'" in failures[0][0] and "not a loadable TFLite model" in failures[1][0]
 
 
+@pytest.mark.slow
 def test_release_with_a_broken_artefact_writes_its_manifest_and_exits_4(
     layer_norm_model, tiny_images_dir, tmp_path
 ):
@@ -334,6 +342,7 @@ def safe_unsafe_model(tmp_path_factory):
     return path, data
 
 
+@pytest.mark.slow
 def test_two_class_model_predicts_evaluates_and_validates(safe_unsafe_model, tmp_path):
     model, data = safe_unsafe_model
     predicted = run("predict", data, "--model", model, "--json", "--threshold", "0.5")
@@ -361,6 +370,7 @@ def test_two_class_model_predicts_evaluates_and_validates(safe_unsafe_model, tmp
     assert validated.exit_code == 0, validated.output
 
 
+@pytest.mark.slow
 def test_a_model_without_nsfw_labels_still_predicts(safe_unsafe_model, tmp_path):
     from nsfw_mobile.metadata import ModelContract, write_keras_contract
 
@@ -378,6 +388,7 @@ def test_a_model_without_nsfw_labels_still_predicts(safe_unsafe_model, tmp_path)
     assert first["nsfw_score"] is None and first["flagged"] is False
 
 
+@pytest.mark.slow
 def test_evaluate_five_classes_counts_hentai_as_nsfw(tmp_path, samples):
     from nsfw_mobile.metadata import write_keras_contract
     from nsfw_mobile.models import pretrained, pretrained_contract

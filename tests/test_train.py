@@ -67,6 +67,7 @@ def trained_run(dataset_dir, tmp_path_factory):
     return out, json.loads(result.stdout), result.stderr
 
 
+@pytest.mark.slow
 def test_train_reaches_90_percent_and_skips_corrupt_files(trained_run):
     out, summary, log = trained_run
     print(
@@ -97,6 +98,7 @@ def epochs_in_csv(run_dir) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_evaluate_matches_keras_evaluate(trained_run, dataset_dir, tmp_path):
     import keras
 
@@ -125,6 +127,7 @@ def test_evaluate_matches_keras_evaluate(trained_run, dataset_dir, tmp_path):
     assert written == {"report.md", "report.json", "confusion.png", "roc.png", "pr.png"}
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_tflite_model(trained_run, dataset_dir, tmp_path):
     out, _, _ = trained_run
     runner = CliRunner()
@@ -141,6 +144,7 @@ def test_evaluate_cli_on_a_tflite_model(trained_run, dataset_dir, tmp_path):
     assert json.loads(result.stdout)["accuracy"] >= 0.85
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_without_gaps(dataset_dir, tmp_path):
     out = tmp_path / "run"
     command = [
@@ -154,6 +158,8 @@ def test_resume_after_kill_continues_without_gaps(dataset_dir, tmp_path):
         *TRAIN_ARGS,
         "--epochs",
         "4",
+        "--steps-per-epoch",  # short epochs: the test is about the state, not the accuracy
+        "3",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -290,6 +296,7 @@ def test_fine_tune_phase_unfreezes_top_layers_but_not_batchnorm():
     )
 
 
+@pytest.mark.slow
 def test_seed_makes_cpu_runs_repeatable(dataset_dir, tmp_path):
     rows = []
     for name in ("a", "b"):
@@ -314,6 +321,7 @@ def test_seed_makes_cpu_runs_repeatable(dataset_dir, tmp_path):
     assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_two_phases_with_the_nsfw_backbone(dataset_dir, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(
@@ -345,6 +353,7 @@ def test_two_phases_with_the_nsfw_backbone(dataset_dir, tmp_path):
     assert epochs_in_csv(out) == [0, 1]
 
 
+@pytest.mark.slow
 def test_train_fails_before_decoding_and_leaves_the_process_alone(dataset_dir, tmp_path):
     import random
 
@@ -374,6 +383,7 @@ def test_train_fails_before_decoding_and_leaves_the_process_alone(dataset_dir, t
     assert not tf_config.is_op_determinism_enabled()
 
 
+@pytest.mark.slow
 def test_no_backbone_trains_every_layer_batchnorm_included_from_the_first_epoch(
     dataset_dir, tmp_path
 ):

@@ -122,6 +122,7 @@ HOSTILE_LABEL = '<img src=x onerror="window.__labelRan = true">'
 HOSTILE_NAME = '<b id="hostile-name">name</b>'
 
 
+@pytest.mark.slow
 def test_model_strings_reach_the_page_as_text(server, browser, served):
     """A model from any ?model= URL: its labels and name are shown, never run as HTML."""
     model = served / "hostile"
@@ -160,6 +161,7 @@ def test_the_page_pins_the_tfjs_the_toolkit_validates_with():
     assert package["dependencies"] == TFJS
 
 
+@pytest.mark.slow
 def test_page_matches_the_toolkit(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []

@@ -279,6 +279,7 @@ def test_train_options_for_zoo_backbones(tmp_path):
     assert TrainConfig(data_dir="", out="", backbone="pretrained").width == 1.0
 
 
+@pytest.mark.slow
 def test_a_tiny_run_fine_tunes_from_the_mid_features(mid_five, tmp_path):
     """Two classes of synthetic images, 96 px, one epoch: the run starts from mid's weights,
     trains the head only, and writes a model whose backbone is still mid's."""

@@ -146,7 +146,6 @@ def convert(
     Examples:
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
-      nsfw-mobile convert --to onnx --quantize int8 --calibration photos/ --out dist/
       nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
     """
     from ..convert import convert_all

@@ -309,7 +309,6 @@ def predict(
     Examples:
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
-      nsfw-mobile predict photos/ --model dist/nsfw_int8.onnx
       nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
     """
     from ..formats import TFLITE, file_type_of

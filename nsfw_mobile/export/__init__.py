@@ -46,6 +46,24 @@ class Artifact:
         return document
 
 
+def calibration_for(quantization: str, calibration, what: str) -> tuple[object, dict[str, str]]:
+    """``calibration_inputs`` for a conversion, refusing too few images when ``quantization``
+    is int8 (``what`` names the quantization in the message); the record only for int8."""
+    from ..errors import UsageError
+    from ..formats import MIN_CALIBRATION_IMAGES
+
+    pixels, record = calibration_inputs(calibration)
+    if quantization != "int8":
+        return pixels, {}
+    count = 0 if pixels is None else len(pixels)
+    if count < MIN_CALIBRATION_IMAGES:
+        raise UsageError(
+            f"{what} needs at least {MIN_CALIBRATION_IMAGES} calibration images, got "
+            f"{count}: pass --calibration DIR with more images"
+        )
+    return pixels, record
+
+
 def calibration_inputs(calibration) -> tuple[object, dict[str, str]]:
     """Calibration pixels and the metadata entries that name their files.
 

@@ -59,11 +59,11 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_path
 from ..errors import ConversionError, UnsupportedOpError, UsageError
-from ..formats import MIN_CALIBRATION_IMAGES, select
+from ..formats import select
 from ..metadata import provenance
 from ..models import INPUT_NAME, SourceModel
 from ..quiet import native_output
-from . import Artifact, calibration_inputs, description
+from . import Artifact, calibration_for, description
 
 OPSET = 13
 IR_VERSION = 7
@@ -322,18 +322,10 @@ def _finish(
     return proto
 
 
-def _check_calibration(quantization: str, calibration) -> None:
-    if quantization == "int8" and (
-        calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
-    ):
-        count = 0 if calibration is None else len(calibration)
-        raise UsageError(
-            f"int8 quantization needs at least {MIN_CALIBRATION_IMAGES} calibration "
-            f"images, got {count}: pass --calibration DIR with more images"
-        )
-
-
-def _onnx_proto(source: SourceModel, quantization: str, calibration, target: str, record: dict):
+def _onnx_proto(source: SourceModel, quantization: str, calibration, target: str):
+    """The finished model for ``target`` (onnx, ort) and the calibration pixels it took."""
+    select(target, quantization)
+    calibration, record = calibration_for(quantization, calibration, "int8 quantization")
     try:
         if quantization == "int8":
             model_bytes = _int8(source, calibration)
@@ -341,7 +333,10 @@ def _onnx_proto(source: SourceModel, quantization: str, calibration, target: str
             model_bytes = _float16(_float32_model(source))
         else:
             model_bytes = _float32_model(source)
-        return _finish(model_bytes, source, target=target, quantization=quantization, record=record)
+        finished = _finish(
+            model_bytes, source, target=target, quantization=quantization, record=record
+        )
+        return finished, calibration
     except (UnsupportedOpError, ConversionError, UsageError):
         raise
     except Exception as exc:  # onnx, the quantizer and ORT raise many types, all fatal here
@@ -361,12 +356,8 @@ def keras2onnx(
     validation leaves them out) or uint8 images (N, H, W, 3), at least
     MIN_CALIBRATION_IMAGES, required for ``quantization="int8"``.
     """
-    select("onnx", quantization)
-    calibration, record = calibration_inputs(calibration)
-    _check_calibration(quantization, calibration)
     started = time.perf_counter()
-    record = record if quantization == "int8" else {}
-    proto = _onnx_proto(source, quantization, calibration, "onnx", record)
+    proto, calibration = _onnx_proto(source, quantization, calibration, "onnx")
     out = Path(out)
     with atomic_path(out) as temporary:
         temporary.write_bytes(proto.SerializeToString())
@@ -385,12 +376,8 @@ def keras2ort(
     calibration: np.ndarray | None = None,
 ) -> Artifact:
     """Write ``source`` in ONNX Runtime's ORT format at ``out`` (atomically)."""
-    select("ort", quantization)
-    calibration, record = calibration_inputs(calibration)
-    _check_calibration(quantization, calibration)
     started = time.perf_counter()
-    record = record if quantization == "int8" else {}
-    proto = _onnx_proto(source, quantization, calibration, "ort", record)
+    proto, calibration = _onnx_proto(source, quantization, calibration, "ort")
     import onnxruntime as ort
 
     out = Path(out)

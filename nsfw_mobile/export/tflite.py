@@ -9,13 +9,13 @@ import numpy as np
 
 from .._tf import import_tensorflow
 from ..atomic import atomic_path
-from ..errors import ConversionError, UsageError
-from ..formats import IO_TYPE, MIN_CALIBRATION_IMAGES, check_options, select
+from ..errors import ConversionError
+from ..formats import IO_TYPE, check_options, select
 from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
 from ..tflite_metadata import TFLiteMetadata, attach_metadata
-from . import Artifact, calibration_inputs, description
+from . import Artifact, calibration_for, description
 
 
 def _calibration_batches(pixels: np.ndarray):
@@ -74,15 +74,9 @@ def keras2tflite(
     fmt = select("tflite", quantization)
     check_options([fmt], io_type=io_type)
     io_type = io_type or IO_TYPE.default
-    calibration, calibration_record = calibration_inputs(calibration)
-    if quantization == "int8" and (
-        calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES
-    ):
-        count = 0 if calibration is None else len(calibration)
-        raise UsageError(
-            f"full-integer quantization needs at least {MIN_CALIBRATION_IMAGES} calibration "
-            f"images, got {count}: pass --calibration DIR with more images"
-        )
+    calibration, calibration_record = calibration_for(
+        quantization, calibration, "full-integer quantization"
+    )
     tf = import_tensorflow()
     started = time.perf_counter()
     try:
@@ -113,7 +107,7 @@ def keras2tflite(
             target="tflite",
             quantization=quantization,
             io_type=io_type if quantization == "int8" else "float32",
-            **(calibration_record if quantization == "int8" else {}),
+            **calibration_record,
         ),
     )
     out = Path(out)

@@ -1,11 +1,12 @@
-// Runs the real NSFWJS (tfjs pure-JS CPU backend) on pre-decoded images and writes
+// Runs the real NSFWJS (tfjs's pure-JS cpu backend, or its wasm backend with
+// --backend wasm, as browsers run it) on pre-decoded images and writes
 // JSON: one of NSFWJS's bundled models' five probabilities per image (infer, or for a
 // graph model, which has no infer, classify(image, 5) in NSFWJS's class order), and,
 // when EXPORT_MODEL_JSON is given, what nsfwjs.load() + classify() return for the
 // toolkit's TF.js export of a five-class model.
 //
 //   node nsfwjs_infer.cjs NODE_MODULES PIXELS.bin COUNT HEIGHT WIDTH OUT.json \
-//        [EXPORT_MODEL_JSON] [--bundled NAME] [--options JSON]
+//        [EXPORT_MODEL_JSON] [--bundled NAME] [--options JSON] [--backend cpu|wasm]
 //
 // NAME is a bundled model (default MobileNetV2; MobileNetV2Mid, InceptionV3) and JSON
 // the options nsfwjs.load() gets for it ({"type": "graph"}, {"size": 299}).
@@ -22,6 +23,7 @@ const flag = (name, fallback) => {
 };
 const bundledName = flag("--bundled", "MobileNetV2");
 const options = JSON.parse(flag("--options", "{}"));
+const backend = flag("--backend", "cpu");
 const [modulesDir, pixelsPath, count, height, width, outPath, exportJson] = args;
 const load = (name) => require(path.join(modulesDir, name));
 const tf = load("@tensorflow/tfjs");
@@ -41,7 +43,12 @@ async function probabilities(model, image) {
 }
 
 async function main() {
-  await tf.setBackend("cpu");
+  if (backend === "wasm") {
+    // the .wasm binaries ship in the npm package: nothing is fetched
+    const wasmPackage = path.join(modulesDir, "@tensorflow/tfjs-backend-wasm");
+    require(wasmPackage).setWasmPaths(path.join(wasmPackage, "dist") + path.sep);
+  }
+  if (!(await tf.setBackend(backend))) throw new Error(`tf.setBackend("${backend}") failed`);
   const bundled = await nsfwjs.load(bundledName, options);
   const exported = exportJson ? await nsfwjs.load(modelFiles(exportJson), { size: 224 }) : null;
   const pixels = fs.readFileSync(pixelsPath);
