@@ -1,12 +1,13 @@
 """nsfw-mobile: an NSFW image classifier (Neutral / Porn / Sexy) for phones.
 
-Heavy dependencies (TensorFlow, coremltools) are imported only by the functions
+``open_runner(model)`` runs any model the command line takes, named the same way
+(``nsfw_mobile.resolve``). Heavy dependencies (TensorFlow, coremltools) are imported only by the functions
 that need them, so importing this package and ``nsfw-mobile --help`` stay fast.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "pretrained", "build_classifier", "tfjs2keras", "open_runner"]
 
@@ -31,7 +32,13 @@ def tfjs2keras(model_json, **kwargs):
     return _tfjs2keras(model_json, **kwargs)
 
 
-def open_runner(path=None, **kwargs):
-    from .runtime import open_runner as _open_runner
+def open_runner(model=None, *, allow_unsafe: bool = False, **options):
+    """A Runner for ``model`` as ``predict --model`` takes it (None: the default model; a zoo
+    name, a model file, a release folder: ``resolve.resolve_model``'s rules, use RUN).
 
-    return _open_runner(path, **kwargs)
+    ``num_threads`` applies to engines with a thread setting (LiteRT, ONNX Runtime);
+    ``allow_unsafe`` to .keras files with Lambda layers; other ``options`` go to the
+    file type's runner as they are."""
+    from .resolve import RUN, resolve_model
+
+    return resolve_model(model, use=RUN, unsafe=allow_unsafe).open_runner(**options)

@@ -13,35 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchmarkError, UsageError
+from .errors import BenchmarkError, MissingFileError
 from .files import size_bytes
 from .formats import file_type_of, is_named_model
-
-SYSTEM_NAMES = {"Darwin": "macOS"}
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_int8",
-    "neon",
-    "asimd",
-    "asimddp",
-)
+from .machine import SYSTEM_NAMES, machine_info, versions
 
 
 @dataclass
@@ -71,46 +55,6 @@ class BenchReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def machine_info() -> dict:
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "system": platform.platform(),
-        "isa": [flag for flag in ISA_FLAGS if flag in flags],
-        "python": platform.python_version(),
-    }
-
-
-def versions() -> dict:
-    found = {}
-    for name in (
-        "nsfw-mobile",
-        "numpy",
-        "ai-edge-litert",
-        "onnxruntime",
-        "tensorflow-cpu",
-        "tensorflow",
-        "keras",
-        "coremltools",
-        "pillow",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 # ------------------------------------------------------------------ child process
@@ -258,7 +202,7 @@ def bench(
     runnable = []
     for path in map(str, paths):
         if not is_named_model(path) and not Path(path).exists():
-            raise UsageError(f"{path}: no such file")
+            raise MissingFileError(path)
         file_type = file_type_of(path)
         if not file_type.runs_at_speed_here:
             report.skipped.append(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import ConversionError, UnsupportedOpError, UsageError
-from .export import Artifact
+from .export import IO_TYPE, MIN_CALIBRATION_IMAGES, Artifact
 from .files import sha256_file
-from .formats import IO_TYPE, MIN_CALIBRATION_IMAGES, Format, check_options
+from .formats import Format, check_options
 from .images import CALIBRATION_DIR, ImageBatch, calibration_samples, load_images
 from .models import SourceModel
 
@@ -111,8 +111,8 @@ def write_readme(
     path = out_dir / "README.md"
     if path.exists() and not path.read_text().startswith(README_MARKER):
         return None
-    from . import __version__
     from .formats import by_key
+    from .version import __version__
 
     lines = [
         README_MARKER,

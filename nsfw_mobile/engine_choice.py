@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .bench import SYSTEM_NAMES
 from .errors import ModelFileError
 from .files import sha256_file
 from .formats import file_type_of
+from .machine import SYSTEM_NAMES, machine_info, versions
+from .manifest import inside_folder, read_manifest
 
 RECORDED_MARGIN = 2.0
 WARMUP_RUNS = 3
@@ -45,6 +46,7 @@ ENGINE_PACKAGES = ("ai-edge-litert", "onnxruntime", "coremltools", "numpy")
 class Choice:
     path: Path
     engine: str
+    """The engine's short name (``FileType.engine_id``)."""
     probed_ms: dict[str, float] = field(default_factory=dict)
     """Median single-thread latency here, by file name (empty: one candidate, no probe)."""
     recorded_ms: dict[str, float] = field(default_factory=dict)
@@ -85,8 +87,6 @@ def _recorded_ms(entry: dict) -> float | None:
 
 def candidates(release_dir: Path, manifest: dict) -> tuple[list[tuple[Path, float | None]], list]:
     """(path, recorded 1-thread ms) of the artefacts worth probing, and why others are not."""
-    from .release import inside_folder
-
     runnable, skipped = [], []
     for entry in manifest["files"]:
         if not entry["releasable"]:
@@ -115,8 +115,6 @@ def candidates(release_dir: Path, manifest: dict) -> tuple[list[tuple[Path, floa
 
 
 def _cache_key(paths: list[Path]) -> dict:
-    from .bench import machine_info, versions
-
     machine = machine_info()
     return {
         "cpu": machine["cpu"],
@@ -152,12 +150,10 @@ def _read_cache(path: Path, key: dict) -> dict | None:
 
 def probe(paths: list[Path]) -> dict[str, float]:
     """Median single-thread latency of each model file, in ms, runs interleaved in rounds."""
-    from .runtime import open_runner
-
     runners = []
     try:
         for path in paths:
-            runners.append(open_runner(path, num_threads=1))
+            runners.append(file_type_of(path).open_runner(path, num_threads=1))
         latencies: dict[str, list[float]] = {path.name: [] for path in paths}
         images = {}
         for runner in runners:
@@ -181,8 +177,6 @@ def probe(paths: list[Path]) -> dict[str, float]:
 
 def fastest_here(release_dir: str | Path, *, use_cache: bool = True) -> Choice:
     """The validated artefact of ``release_dir`` that runs fastest on this machine."""
-    from .release import read_manifest
-
     release_dir = Path(release_dir)
     manifest = read_manifest(release_dir)
     kept, skipped = candidates(release_dir, manifest)
@@ -194,7 +188,7 @@ def fastest_here(release_dir: str | Path, *, use_cache: bool = True) -> Choice:
     paths = [path for path, _ in kept]
     choice = Choice(
         path=paths[0],
-        engine=file_type_of(paths[0]).engine,
+        engine=file_type_of(paths[0]).engine_id,
         recorded_ms={path.name: ms for path, ms in kept if ms is not None},
         recorded_cpu=str(manifest.get("machine", {}).get("cpu", "")),
         skipped=skipped,
@@ -212,7 +206,7 @@ def fastest_here(release_dir: str | Path, *, use_cache: bool = True) -> Choice:
         _write_cache(choice.cache_file, key, choice.probed_ms)
     name = min(choice.probed_ms, key=choice.probed_ms.get)
     choice.path = release_dir / name
-    choice.engine = file_type_of(choice.path).engine
+    choice.engine = file_type_of(choice.path).engine_id
     return choice
 
 

@@ -31,6 +31,15 @@ class ImageError(NsfwMobileError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class MissingFileError(UsageError):
+    """A path the user named (a model, an image, a folder) that does not exist: the one
+    error for it in every command and in the library (a usage error, exit code 2)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        super().__init__(f"{self.path}: no such file or folder")
+
+
 class ModelFileError(NsfwMobileError):
     """A model file that is missing, corrupt, of an unknown kind or unsafe to load."""
 

@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFileError, UsageError
+from .export import CALIBRATION, IO_TYPE
+from .files import size_bytes
+from .metadata import ArtifactMetadata
 
 PRETRAINED = "pretrained"
-"""The name that stands for the shipped model wherever a model path is taken; the zoo's
-other names (``nsfw-mobile models``) are taken in the same places (``is_named_model``)."""
+"""The zoo name of the shipped model; what a name means is ``resolve.resolve_model``'s rule."""
 
 PRETRAINED_TFLITE = Path(__file__).parent / "pretrained" / "nsfw_float32.tflite"
 """The pretrained model as float32 TFLite: predict's default, runs without TensorFlow.
@@ -45,16 +47,6 @@ PRETRAINED_TFLITE = Path(__file__).parent / "pretrained" / "nsfw_float32.tflite"
 A copy of ``models/nsfw_float32.tflite`` (the release of the pretrained model), so
 its answers equal the Keras reference within the float32 tolerance.
 """
-
-
-def is_named_model(path) -> bool:
-    """Whether ``path`` names a zoo model ('pretrained', 'nsfwjs-mobilenet-v2-mid', ...) rather
-    than a file; names win over files of the same name (write ./NAME for the file)."""
-    if path is None:
-        return False
-    from .zoo import is_zoo_name
-
-    return is_zoo_name(str(path))
 
 
 def resolve(reference: str):
@@ -90,6 +82,15 @@ class FileType:
     CPU backend runs on one thread, Core ML picks its own compute units)."""
     engine_module: str | None = None
     """The optional package its engine comes from (ONNX Runtime: the ``onnx`` extra)."""
+    batched: bool = True
+    """Its runner takes a batch of images in one call (``predict --batch-size``); False: one
+    image per call (LiteRT)."""
+    lanes: bool = False
+    """With more than one worker, ``predict`` runs it in lanes, one image per call in each
+    (``Runner.lanes``), so ``--batch-size`` applies only with ``--workers 1``."""
+    engine_id: str | None = None
+    """The engine's short name (``ModelRef.engine``): litert, onnxruntime, tfjs, coreml;
+    None: the Keras reference itself."""
 
     def matches(self, path: Path) -> bool:
         if path.suffix.lower() == self.suffix:
@@ -111,6 +112,15 @@ class FileType:
     def inspect(self, path: Path) -> dict:
         return resolve(self.inspector)(path)
 
+    def read_metadata(self, path: Path) -> ArtifactMetadata:
+        reader = self.metadata_reader
+        return resolve(reader)(Path(path)) if reader else ArtifactMetadata()
+
+    @property
+    def shown(self) -> str:
+        """How help texts name it: its suffix, or the file that marks its folder."""
+        return self.suffix if self.folder_marker is None else f"{self.folder_marker} folder"
+
 
 KERAS = FileType(
     "keras",
@@ -127,9 +137,10 @@ TFJS_LAYERS = FileType(
     "nsfw_mobile.inspect_model:inspect_tfjs",
     "TF.js wasm (Node)",
     "TF.js layers or graph model (model.json and weight shards), run in TensorFlow.js under Node",
-    metadata_reader="nsfw_mobile.metadata:read_tfjs",
+    metadata_reader="nsfw_mobile.tfjs:artifact_metadata",
     folder_marker="model.json",
     threaded=False,
+    engine_id="tfjs",
 )
 TFLITE = FileType(
     "tflite",
@@ -138,7 +149,10 @@ TFLITE = FileType(
     "nsfw_mobile.inspect_model:inspect_tflite",
     "litert",
     "TensorFlow Lite flatbuffer",
-    metadata_reader="nsfw_mobile.metadata:read_tflite",
+    metadata_reader="nsfw_mobile.tflite_metadata:artifact_metadata",
+    batched=False,
+    lanes=True,
+    engine_id="litert",
 )
 MLMODEL = FileType(
     "mlmodel",
@@ -147,9 +161,10 @@ MLMODEL = FileType(
     "nsfw_mobile.inspect_model:inspect_coreml",
     "Core ML",
     "Core ML neural network",
-    metadata_reader="nsfw_mobile.metadata:read_coreml",
+    metadata_reader="nsfw_mobile.runtime.coreml_spec:artifact_metadata",
     native_system="Darwin",
     threaded=False,
+    engine_id="coreml",
 )
 MLPACKAGE = FileType(
     "mlpackage",
@@ -158,9 +173,10 @@ MLPACKAGE = FileType(
     "nsfw_mobile.inspect_model:inspect_coreml",
     "Core ML",
     "Core ML ML Program package (a folder)",
-    metadata_reader="nsfw_mobile.metadata:read_coreml",
+    metadata_reader="nsfw_mobile.runtime.coreml_spec:artifact_metadata",
     native_system="Darwin",
     threaded=False,
+    engine_id="coreml",
 )
 ONNX = FileType(
     "onnx",
@@ -169,8 +185,10 @@ ONNX = FileType(
     "nsfw_mobile.inspect_model:inspect_onnx",
     "onnxruntime",
     "ONNX model, run in ONNX Runtime (CPU execution provider)",
-    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    metadata_reader="nsfw_mobile.onnx_file:artifact_metadata",
     engine_module="onnxruntime",
+    lanes=True,
+    engine_id="onnxruntime",
 )
 ORT = FileType(
     "ort",
@@ -179,16 +197,18 @@ ORT = FileType(
     "nsfw_mobile.inspect_model:inspect_onnx",
     "onnxruntime",
     "ONNX Runtime's own ORT format (what ORT Mobile's reduced builds load)",
-    metadata_reader="nsfw_mobile.metadata:read_onnx",
+    metadata_reader="nsfw_mobile.onnx_file:artifact_metadata",
     engine_module="onnxruntime",
+    lanes=True,
+    engine_id="onnxruntime",
 )
 FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE, ONNX, ORT)
 
 
-def file_type_of(path: str | os.PathLike | None) -> FileType:
-    """The file type of a model path (None or a zoo model's name: its Keras model)."""
-    if path is None or is_named_model(path):
-        return KERAS
+def file_type_of(path: str | os.PathLike) -> FileType:
+    """The file type of a model file or folder, by its suffix or the file that marks it.
+
+    Only paths: what a name such as ``mid`` means is ``resolve.resolve_model``'s rule."""
     path = Path(path)
     for file_type in FILE_TYPES:
         if path.suffix.lower() == file_type.suffix:
@@ -238,16 +258,45 @@ def model_files_in(folder: str | os.PathLike) -> list[Path]:
     )
 
 
-def expand_model_paths(items: Iterable[str]) -> list[str]:
-    """Command-line model arguments: a folder that is not itself a model becomes its models."""
-    paths: list[str] = []
-    for item in items:
-        path = Path(item)
-        if not is_named_model(item) and path.is_dir() and not is_model_path(path):
-            paths += [str(p) for p in model_files_in(path)]
-        else:
-            paths.append(item)
-    return paths
+def read_metadata(path: str | os.PathLike) -> ArtifactMetadata:
+    """The metadata of any model file the toolkit reads (empty fields where it has none), by
+    the reader that lives beside its format."""
+    return file_type_of(path).read_metadata(Path(path))
+
+
+def inspect_file(path: str | os.PathLike) -> dict:
+    """Describe any model file the toolkit reads; ModelFileError for corrupt or foreign files."""
+    from .errors import MissingFileError
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(path)
+    file_type = file_type_of(path)
+    report = {"path": str(path), "size_bytes": size_bytes(path), "format": file_type.key}
+    report.update(file_type.inspect(path))
+    return report
+
+
+def file_types_help() -> str:
+    """The model files every command takes, for help texts: from the rows above."""
+    return ", ".join(f"{f.shown} ({f.key})" for f in FILE_TYPES)
+
+
+def engines_help() -> str:
+    """The engines that run each file type, for help texts."""
+    return ", ".join(f"{f.engine} for {f.shown}" for f in FILE_TYPES)
+
+
+def batched_help() -> str:
+    """Which file types take --batch-size, for help texts and the refusal."""
+    batched = [f.shown for f in FILE_TYPES if f.batched]
+    single = [f.shown for f in FILE_TYPES if not f.batched]
+    lanes = [f.shown for f in FILE_TYPES if f.batched and f.lanes]
+    return (
+        f"{', '.join(batched)} take batches ({', '.join(lanes)} only with --workers 1: more "
+        f"workers run them in lanes, one image per call); {', '.join(single)} take one image "
+        "per call in each lane"
+    )
 
 
 # ------------------------------------------------------------------ output formats
@@ -318,23 +367,8 @@ class Tolerance:
         )
 
 
-@dataclass(frozen=True)
-class Option:
-    """A converter option that only some formats take."""
-
-    name: str
-    flag: str
-    applies_to: str
-    """The formats that take it, in words."""
-    default: object = None
-    choices: tuple[str, ...] | None = None
-
-
-CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite and int8 ONNX")
-IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
 OPTIONS = {option.name: option for option in (CALIBRATION, IO_TYPE)}
-MIN_CALIBRATION_IMAGES = 10
-"""Fewest calibration images taken (the shipped default set has 10; real data: hundreds)."""
+"""The converters' options (defined beside them in ``export``); the rows say who takes which."""
 DEFAULT_STEMS = ("NSFW", "nsfw")
 """File name stems of the defaults (NSFW.mlmodel, nsfw_int8.tflite); --name replaces them."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -642,3 +676,28 @@ def markdown_table() -> str:
     for f in FORMATS:
         lines.append(f"| {f.key} | {f.filename} | {f.summary} | {f.tolerance.describe()} |")
     return "\n".join(lines)
+
+
+def format_of(path: str | os.PathLike) -> Format:
+    """The registry row an artefact was made as, from the metadata convert wrote."""
+    properties = read_metadata(path).properties
+    target = properties.get("target")
+    if target in TARGETS:
+        return select(
+            target,
+            properties.get("quantization", "none"),
+            properties.get("compute_precision") if target == "mlpackage" else None,
+        )
+    raise UsageError(
+        f"{path}: no nsfw-mobile metadata says how it was made, so its tolerance is unknown; "
+        "pass --format KEY (see `nsfw-mobile formats`)"
+    )
+
+
+def formats_help() -> str:
+    """The output formats, for help texts: every key of the rows above."""
+    return ", ".join(f.key for f in FORMATS)
+
+
+def targets_help() -> str:
+    return ", ".join(TARGETS)

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelFileError
-from .files import size_bytes
-from .formats import file_type_of
-
-
-def inspect_file(path: str | os.PathLike) -> dict:
-    """Describe any model file the toolkit reads; ModelFileError for corrupt or foreign files."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such file")
-    file_type = file_type_of(path)
-    report = {"path": str(path), "size_bytes": size_bytes(path)}
-    report.update(file_type.inspect(path))
-    return report
 
 
 def inspect_keras(path: Path) -> dict:
@@ -34,7 +20,6 @@ def inspect_keras(path: Path) -> dict:
         layer.__class__.__name__ for layer in model._flatten_layers(include_self=False)
     )
     return {
-        "format": file_type_of(path).key,
         "inputs": [
             {
                 "name": t.name,
@@ -235,13 +220,12 @@ def render(report: dict) -> str:
 def inspect_tfjs(path: Path) -> dict:
     """A TF.js layers or graph model from its model.json and shards alone (no TensorFlow,
     no Node)."""
-    from .metadata import read_tfjs
-    from .tfjs import GRAPH_MODEL, model_format, model_json_of, read_model
+    from .tfjs import GRAPH_MODEL, artifact_metadata, model_format, model_json_of, read_model
 
     model_json = model_json_of(path)
     document, weights = read_model(model_json)
     topology = document["modelTopology"]
-    metadata = read_tfjs(model_json)
+    metadata = artifact_metadata(model_json)
     if model_format(document) == GRAPH_MODEL:
         return _inspect_tfjs_graph(path, document, weights, metadata)
     layers = topology.get("model_config", topology).get("config", {}).get("layers", [])
@@ -263,7 +247,6 @@ def inspect_tfjs(path: Path) -> dict:
         except (ModelFileError, IndexError):
             labels = ()
     return {
-        "format": file_type_of(path).key,
         "inputs": [
             {
                 "name": "image",
@@ -304,7 +287,6 @@ def _inspect_tfjs_graph(path: Path, document: dict, weights: dict, metadata) -> 
             labels = ()
     height, width = metadata.input_size or (None, None)
     return {
-        "format": file_type_of(path).key,
         "kind": "graph model",
         "inputs": [
             {

@@ -7,10 +7,12 @@ version, author, licence, description, known limits, the source model's
 SHA-256, the toolkit version). Exporters write it into every artefact through
 ``provenance`` (Core ML: description fields and user-defined metadata; TFLite:
 the standard metadata and ``nsfw_mobile.json``; ONNX and ORT: ``metadata_props``;
-``.keras``: an ``nsfw_mobile.json`` member of its zip). Runners, ``validate``, ``inspect`` and
-``release`` read it back through ``read_metadata`` and ``contract_from``,
-whatever the file type. This module imports neither the exporters nor the
-runners, so both can use it.
+``.keras``: an ``nsfw_mobile.json`` member of its zip). Each file type's reader lives beside
+its format (``tflite_metadata``, ``tfjs``, ``onnx_file``, ``runtime.coreml_spec``) and
+returns an :class:`ArtifactMetadata`; ``formats.read_metadata`` picks the reader for
+any file, and ``contract_of`` turns what was read into a contract. This module is the
+core contract: it imports no other module of the package but ``errors`` and the
+version, so every layer above can use it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .errors import ModelFileError, UsageError
+from .version import __version__
 
 PREPROCESSING = (
     "RGB, whole image squashed to the input size with bilinear resampling, "
@@ -207,114 +209,3 @@ def contract_of(metadata: ArtifactMetadata, *, labels, input_size, name: str) ->
             properties[key] = metadata.info[key]
     properties.setdefault("name", name)
     return ModelContract.from_properties(properties, labels=labels, input_size=input_size)
-
-
-def read_metadata(path: str | Path) -> ArtifactMetadata:
-    """The metadata of any model file the toolkit reads (empty fields where it has none)."""
-    from .formats import file_type_of, resolve
-
-    reader = file_type_of(path).metadata_reader
-    return resolve(reader)(Path(path)) if reader else ArtifactMetadata()
-
-
-def read_tflite(path: Path) -> ArtifactMetadata:
-    from .tflite_metadata import read_metadata as read_flatbuffer
-
-    meta = read_flatbuffer(path)
-    if meta is None:
-        return ArtifactMetadata()
-    width_height = meta.image_size
-    return ArtifactMetadata(
-        labels=tuple(meta.labels),
-        input_size=(width_height[1], width_height[0]) if width_height else None,
-        info={
-            "name": meta.name,
-            "description": meta.description,
-            "version": meta.version,
-            "author": meta.author,
-            "license": meta.license,
-        },
-        properties=dict(meta.properties),
-    )
-
-
-def read_tfjs(path: Path) -> ArtifactMetadata:
-    """A TF.js model folder's contract, from ``userDefinedMetadata`` in its model.json."""
-    from .tfjs import contract_properties, input_shape_of, model_json_of, read_json
-
-    model_json = model_json_of(Path(path))
-    document = read_json(model_json)
-    properties = contract_properties(document)
-    try:
-        labels = tuple(json.loads(properties.get("labels", "[]")))
-    except ValueError:
-        labels = ()
-    shape = (
-        input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
-    )
-    sized = shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:3])
-    return ArtifactMetadata(
-        labels=labels if all(isinstance(label, str) for label in labels) else (),
-        input_size=(shape[1], shape[2]) if sized else None,
-        info={"name": model_json.parent.name},
-        properties=properties,
-    )
-
-
-def read_onnx(path: Path, summary=None) -> ArtifactMetadata:
-    """An ONNX or ORT file's contract, from its ``metadata_props``."""
-    from .onnx_file import read_model_file
-
-    summary = summary if summary is not None else read_model_file(path)
-    properties = dict(summary.metadata)
-    try:
-        labels = json.loads(properties.get("labels", "[]"))
-    except ValueError:
-        labels = ()
-    labels = tuple(labels) if isinstance(labels, list) else ()
-    shape = summary.inputs[0].shape if len(summary.inputs) == 1 else []
-    sized = len(shape) == 4 and all(isinstance(side, int) for side in shape[1:3])
-    return ArtifactMetadata(
-        labels=labels if all(isinstance(label, str) for label in labels) else (),
-        input_size=(shape[1], shape[2]) if sized else None,
-        info={"name": Path(path).stem},
-        properties=properties,
-    )
-
-
-def read_coreml(path: Path, spec=None) -> ArtifactMetadata:
-    from .runtime.coreml_spec import class_labels, image_features, load_spec
-
-    spec = spec if spec is not None else load_spec(path)
-    images = [feature.type.imageType for feature in image_features(spec)]
-    described = spec.description.metadata
-    return ArtifactMetadata(
-        labels=class_labels(spec),
-        input_size=(images[0].height, images[0].width) if len(images) == 1 else None,
-        info={
-            "name": Path(path).stem,
-            "description": described.shortDescription,
-            "version": described.versionString,
-            "author": described.author,
-            "license": described.license,
-        },
-        properties=dict(described.userDefined),
-    )
-
-
-def format_of(path: str | Path):
-    """The registry row an artefact was made as, from the metadata convert wrote."""
-    from .formats import TARGETS, select
-
-    properties = read_metadata(path).properties
-    target = properties.get("target")
-    if target in TARGETS:
-        return select(
-            target,
-            properties.get("quantization", "none"),
-            properties.get("compute_precision") if target == "mlpackage" else None,
-        )
-    raise UsageError(
-        f"{path}: no nsfw-mobile metadata says how it was made, so its tolerance is unknown; "
-        "pass --format KEY (see `nsfw-mobile formats`)"
-    )

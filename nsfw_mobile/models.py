@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import zoo
 from ._tf import import_keras
-from .errors import ModelFileError, UsageError
+from .errors import MissingFileError, ModelFileError, UsageError
 from .files import sha256_file
 from .labels import default_labels, merge_matrix
 from .metadata import ModelContract, read_keras_contract
@@ -118,7 +118,7 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
     keras = import_keras()
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+        raise MissingFileError(path)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
     except ValueError as exc:
@@ -205,7 +205,7 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
     if path.is_dir() and (path / "model.json").is_file():
         path = path / "model.json"
     if not path.exists():
-        raise ModelFileError(f"{path}: no such file")
+        raise MissingFileError(path)
     if path.suffix == ".keras":
         model = load_keras_model(path, allow_unsafe=allow_unsafe)
         checksum, properties = sha256_file(path), read_keras_contract(path)

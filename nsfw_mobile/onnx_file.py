@@ -18,12 +18,14 @@ running it, so ONNX Runtime is installed anyway). ``fuzz/targets.py``
 
 from __future__ import annotations
 
+import json
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFileError
+from .metadata import ArtifactMetadata
 
 MAX_FILE_BYTES = 1 << 30
 """1 GiB: the largest image classifier worth running on a phone is far below it
@@ -540,3 +542,22 @@ def check_model_file(path: str | Path) -> OnnxSummary:
         if problem is not None:
             raise ModelFileError(f"{path}: {problem}")
     return summary
+
+
+def artifact_metadata(path: Path, summary=None) -> ArtifactMetadata:
+    """An ONNX or ORT file's contract, from its ``metadata_props``."""
+    summary = summary if summary is not None else read_model_file(path)
+    properties = dict(summary.metadata)
+    try:
+        labels = json.loads(properties.get("labels", "[]"))
+    except ValueError:
+        labels = ()
+    labels = tuple(labels) if isinstance(labels, list) else ()
+    shape = summary.inputs[0].shape if len(summary.inputs) == 1 else []
+    sized = len(shape) == 4 and all(isinstance(side, int) for side in shape[1:3])
+    return ArtifactMetadata(
+        labels=labels if all(isinstance(label, str) for label in labels) else (),
+        input_size=(shape[1], shape[2]) if sized else None,
+        info={"name": Path(path).stem},
+        properties=properties,
+    )

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError, UnsupportedOpError
+from .errors import MissingFileError, ModelFileError, UnsupportedOpError
+from .metadata import ArtifactMetadata
 
 BYTES_PER_ELEMENT = {"float32": 4, "int32": 4, "uint16": 2, "float16": 2, "uint8": 1, "bool": 1}
 
@@ -56,7 +57,7 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
+        raise MissingFileError(path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: not a JSON file ({exc})") from None
 
@@ -396,3 +397,24 @@ def _build_model(model_json: Path, topology, weights: dict[str, _WeightSpec], in
     )
     _assign_weights(model, weights, model_json)
     return model
+
+
+def artifact_metadata(path: Path) -> ArtifactMetadata:
+    """A TF.js model folder's contract, from ``userDefinedMetadata`` in its model.json."""
+    model_json = model_json_of(Path(path))
+    document = read_json(model_json)
+    properties = contract_properties(document)
+    try:
+        labels = tuple(json.loads(properties.get("labels", "[]")))
+    except ValueError:
+        labels = ()
+    shape = (
+        input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
+    )
+    sized = shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:3])
+    return ArtifactMetadata(
+        labels=labels if all(isinstance(label, str) for label in labels) else (),
+        input_size=(shape[1], shape[2]) if sized else None,
+        info={"name": model_json.parent.name},
+        properties=properties,
+    )

@@ -28,6 +28,7 @@ from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
 from .errors import ModelFileError
+from .metadata import ArtifactMetadata
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -498,3 +499,23 @@ def _parse_metadata(raw: bytes, data: bytes) -> TFLiteMetadata:
             meta.properties_file = name
             meta.properties = json.loads(files[name])
     return meta
+
+
+def artifact_metadata(path: Path) -> ArtifactMetadata:
+    """A TFLite file's labels, input size and provenance (``formats.read_metadata``)."""
+    meta = read_metadata(path)
+    if meta is None:
+        return ArtifactMetadata()
+    width_height = meta.image_size
+    return ArtifactMetadata(
+        labels=tuple(meta.labels),
+        input_size=(width_height[1], width_height[0]) if width_height else None,
+        info={
+            "name": meta.name,
+            "description": meta.description,
+            "version": meta.version,
+            "author": meta.author,
+            "license": meta.license,
+        },
+        properties=dict(meta.properties),
+    )

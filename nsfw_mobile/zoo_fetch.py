@@ -46,6 +46,11 @@ def models_dir() -> Path:
     return _cache_root() / "models"
 
 
+def releases_dir() -> Path:
+    """Where ``nsfw-mobile models --fetch NAME --release`` keeps zoo models' releases."""
+    return _cache_root() / "releases"
+
+
 def downloads_dir() -> Path:
     return _cache_root() / "downloads"
 

@@ -25,8 +25,8 @@ import inspect
 
 import click
 
-from .. import __version__
 from ..quiet import cli_output
+from ..version import __version__
 from . import bench as bench_commands
 from . import convert as convert_commands
 from . import models as model_commands

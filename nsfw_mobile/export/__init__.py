@@ -1,4 +1,10 @@
-"""Converters: pure functions named after the edge they convert (see formats.py)."""
+"""Converters: pure functions named after the edge they convert (see formats.py).
+
+The registry (``formats``) names each converter by string and reads the options defined
+here; converters never import the registry (it sits above them), so each checks its own
+arguments against the variants it implements (``QUANTIZATIONS``), and a house test holds
+those equal to the registry's rows.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,41 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
 from ..files import sha256_file, size_bytes
+
+
+@dataclass(frozen=True)
+class Option:
+    """A converter option that only some formats take."""
+
+    name: str
+    flag: str
+    applies_to: str
+    """The formats that take it, in words."""
+    default: object = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, value) -> None:
+        if value is not None and self.choices and value not in self.choices:
+            raise UsageError(f"{self.flag} {value}: choose one of {', '.join(self.choices)}")
+
+
+CALIBRATION = Option("calibration", "--calibration", "full-integer TFLite and int8 ONNX")
+IO_TYPE = Option("io_type", "--io", "full-integer TFLite", "uint8", ("uint8", "int8", "float32"))
+MIN_CALIBRATION_IMAGES = 10
+"""Fewest calibration images taken (the shipped default set has 10; real data: hundreds).
+Written here once: the converters, ``convert``'s check and the help texts read it."""
+
+
+def check_quantization(converter: str, quantization: str, offered) -> None:
+    """Refuse a quantization the converter does not implement."""
+    if quantization not in offered:
+        raise UsageError(
+            f"{converter}: quantization {quantization!r} is not offered: choose one of "
+            f"{', '.join(offered)}"
+        )
+
 
 CALIBRATION_PROPERTY = "calibration_sha256"
 """Metadata entry of a calibrated artefact: the SHA-256 of its calibration images (JSON)."""
@@ -49,9 +89,6 @@ class Artifact:
 def calibration_for(quantization: str, calibration, what: str) -> tuple[object, dict[str, str]]:
     """``calibration_inputs`` for a conversion, refusing too few images when ``quantization``
     is int8 (``what`` names the quantization in the message); the record only for int8."""
-    from ..errors import UsageError
-    from ..formats import MIN_CALIBRATION_IMAGES
-
     pixels, record = calibration_inputs(calibration)
     if quantization != "int8":
         return pixels, {}

@@ -16,7 +16,6 @@ import numpy as np
 from .._tf import import_coremltools
 from ..atomic import atomic_path
 from ..errors import ConversionError, UsageError
-from ..formats import file_type_of, select
 from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
@@ -25,6 +24,17 @@ from . import Artifact, description
 LABEL_OUTPUT = "classLabel"
 PROBABILITIES_OUTPUT = "classLabelProbs"
 IMAGE_SCALE = 1 / 255.0
+
+
+VARIANTS = (
+    ("mlmodel", "none", None),
+    ("mlmodel", "float16", None),
+    ("mlpackage", "none", "float16"),
+    ("mlpackage", "none", "float32"),
+    ("mlpackage", "int8", "float16"),
+)
+"""(target, quantization, compute precision) this converter implements: the registry's Core ML
+rows (a house test checks)."""
 
 
 def keras2coreml(
@@ -44,20 +54,29 @@ def keras2coreml(
     before any work.
     """
     out = Path(out)
-    target = file_type_of(out).key
+    target = out.suffix.lower().lstrip(".")
     if target not in ("mlmodel", "mlpackage"):
         raise UsageError(f"{out}: a Core ML model must end in .mlmodel or .mlpackage")
-    fmt = select(target, quantization, precision)
+    precision = precision or ("float16" if target == "mlpackage" else None)
+    if (target, quantization, precision) not in VARIANTS:
+        offered = ", ".join(
+            f"{q}" + (f" ({p})" if p else "") for t, q, p in VARIANTS if t == target
+        )
+        raise UsageError(
+            f"{target} with quantization {quantization!r}"
+            + (f" and precision {precision}" if precision else "")
+            + f" is not offered: choose {offered}"
+        )
     started = time.perf_counter()
     ct = import_coremltools()
-    options, notes = _conversion_options(ct, target, quantization, fmt.precision)
+    options, notes = _conversion_options(ct, target, quantization, precision)
     try:
         with native_output():  # coremltools draws progress bars; the CLI shows its own
             mlmodel = _convert(ct, source, options)
             mlmodel = _compress(mlmodel, quantization)
     except Exception as exc:  # coremltools raises many types, all fatal here
         raise ConversionError(f"Core ML conversion to {target} failed: {exc}") from exc
-    precision_used = fmt.precision or "float32"
+    precision_used = precision or "float32"
     spec = mlmodel.get_spec()
     probabilities = spec.description.predictedProbabilitiesName
     if probabilities != PROBABILITIES_OUTPUT:

@@ -56,14 +56,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..atomic import atomic_path
 from ..errors import ConversionError, UnsupportedOpError, UsageError
-from ..formats import select
 from ..metadata import provenance
 from ..models import INPUT_NAME, SourceModel
 from ..quiet import native_output
-from . import Artifact, calibration_for, description
+from ..version import __version__
+from . import Artifact, calibration_for, check_quantization, description
 
 OPSET = 13
 IR_VERSION = 7
@@ -322,9 +321,13 @@ def _finish(
     return proto
 
 
+QUANTIZATIONS = {"onnx": ("none", "float16", "int8"), "ort": ("int8",)}
+"""What keras2onnx and keras2ort implement (the registry's rows; a house test checks)."""
+
+
 def _onnx_proto(source: SourceModel, quantization: str, calibration, target: str):
     """The finished model for ``target`` (onnx, ort) and the calibration pixels it took."""
-    select(target, quantization)
+    check_quantization(f"keras2{target}", quantization, QUANTIZATIONS[target])
     calibration, record = calibration_for(quantization, calibration, "int8 quantization")
     try:
         if quantization == "int8":

@@ -28,12 +28,11 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ConversionError, UnsupportedOpError
-from ..formats import select
 from ..labels import NSFWJS_LABELS
 from ..metadata import TOOLKIT, provenance
 from ..models import SourceModel
 from ..tfjs import CONTRACT_KEY, SHARD_BYTES, SUPPORTED_LAYERS, WEIGHT_ALIASES, shard_name
-from . import Artifact
+from . import Artifact, check_quantization
 
 KERAS2_VERSION = "2.15.0"
 """The Keras version the topology claims: the config dialect tfjs-layers reads."""
@@ -230,9 +229,13 @@ def nsfwjs_note(labels) -> str:
     )
 
 
+QUANTIZATIONS = ("none", "float16", "uint8")
+"""What this converter implements (the registry's tfjs rows; a house test checks)."""
+
+
 def keras2tfjs(source: SourceModel, out: str | Path, *, quantization: str = "none") -> Artifact:
     """Write ``source`` as a TF.js layers model folder at ``out`` (atomically)."""
-    select("tfjs", quantization)
+    check_quantization("keras2tfjs", quantization, QUANTIZATIONS)
     started = time.perf_counter()
     topology, weights = keras_topology(source.model)
     specs, data = encode_weights(weights, quantization)

@@ -9,13 +9,12 @@ import numpy as np
 
 from .._tf import import_tensorflow
 from ..atomic import atomic_path
-from ..errors import ConversionError
-from ..formats import IO_TYPE, check_options, select
+from ..errors import ConversionError, UsageError
 from ..metadata import provenance
 from ..models import SourceModel
 from ..quiet import native_output
 from ..tflite_metadata import TFLiteMetadata, attach_metadata
-from . import Artifact, calibration_for, description
+from . import IO_TYPE, Artifact, calibration_for, check_quantization, description
 
 
 def _calibration_batches(pixels: np.ndarray):
@@ -57,6 +56,10 @@ def _convert(tf, model, quantization: str, io_type: str, calibration: np.ndarray
         return converter.convert()
 
 
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+"""What this converter implements (the registry's tflite rows; a house test checks)."""
+
+
 def keras2tflite(
     source: SourceModel,
     out: str | Path,
@@ -71,8 +74,12 @@ def keras2tflite(
     images: an ``images.ImageBatch`` (its files' SHA-256 are recorded in the metadata) or a
     uint8 array (N, H, W, 3). ``io_type`` applies to int8 only (None: uint8).
     """
-    fmt = select("tflite", quantization)
-    check_options([fmt], io_type=io_type)
+    check_quantization("keras2tflite", quantization, QUANTIZATIONS)
+    IO_TYPE.check(io_type)
+    if io_type is not None and quantization != "int8":
+        raise UsageError(
+            f"{IO_TYPE.flag} applies to {IO_TYPE.applies_to} only: add --to tflite-int8"
+        )
     io_type = io_type or IO_TYPE.default
     calibration, calibration_record = calibration_for(
         quantization, calibration, "full-integer quantization"

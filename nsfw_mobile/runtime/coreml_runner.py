@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
-from ..metadata import contract_of, read_coreml
+from ..metadata import contract_of
 from .base import Runner
-from .coreml_spec import class_labels, image_features, load_spec
+from .coreml_spec import artifact_metadata, class_labels, image_features, load_spec
 
 MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
              ZeroDivisionError, RecursionError)  # fmt: skip
@@ -44,7 +44,7 @@ class CoreMLRunner(Runner):
         self.input_name = images[0].name
         self.input_size = (images[0].type.imageType.height, images[0].type.imageType.width)
         self.contract = contract_of(
-            read_coreml(self.path, self.spec),
+            artifact_metadata(self.path, self.spec),
             labels=self.labels,
             input_size=self.input_size,
             name=self.path.stem,

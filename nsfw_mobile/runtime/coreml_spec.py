@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..errors import ModelFileError
+from ..errors import MissingFileError, ModelFileError
+from ..metadata import ArtifactMetadata
 
 
 def load_spec(path: str | Path):
     """The protobuf spec of a .mlmodel file or .mlpackage folder, with clear errors."""
     path = Path(path)
     if not path.exists():
-        raise ModelFileError(f"{path}: no such file")
+        raise MissingFileError(path)
     if path.suffix == ".mlpackage" and not (path / "Manifest.json").is_file():
         raise ModelFileError(f"{path}: not an ML package (no Manifest.json)")
     from .._tf import import_coremltools
@@ -164,3 +165,22 @@ def program_image_preprocessing(spec) -> dict[str, dict]:
                 current = op.outputs[0].name
         result[name] = entry
     return result
+
+
+def artifact_metadata(path: Path, spec=None) -> ArtifactMetadata:
+    """A Core ML model's labels, input size and provenance (``formats.read_metadata``)."""
+    spec = spec if spec is not None else load_spec(path)
+    images = [feature.type.imageType for feature in image_features(spec)]
+    described = spec.description.metadata
+    return ArtifactMetadata(
+        labels=class_labels(spec),
+        input_size=(images[0].height, images[0].width) if len(images) == 1 else None,
+        info={
+            "name": Path(path).stem,
+            "description": described.shortDescription,
+            "version": described.versionString,
+            "author": described.author,
+            "license": described.license,
+        },
+        properties=dict(described.userDefined),
+    )

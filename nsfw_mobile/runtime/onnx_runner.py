@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..labels import default_labels
-from ..metadata import ModelContract, contract_of, read_onnx
-from ..onnx_file import OnnxSummary, check_model_file
+from ..metadata import ModelContract, contract_of
+from ..onnx_file import OnnxSummary, artifact_metadata, check_model_file
 from ..quiet import native_output
 from .base import Runner
 
@@ -40,7 +40,7 @@ def import_onnxruntime():
 
 def _contract_for(path: Path, summary: OnnxSummary) -> ModelContract:
     """The contract in metadata_props; labels.txt or the output width otherwise."""
-    metadata = read_onnx(path, summary)
+    metadata = artifact_metadata(path, summary)
     labels = metadata.labels or default_labels(summary.classes, path)
     if len(labels) != summary.classes:
         raise ModelFileError(

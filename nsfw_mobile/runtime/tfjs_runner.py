@@ -27,9 +27,9 @@ import numpy as np
 
 from ..errors import ModelFileError, UsageError
 from ..labels import default_labels
-from ..metadata import ModelContract, contract_of, read_tfjs
+from ..metadata import ModelContract, contract_of
 from ..node_packages import TFJS, node_executable, node_modules
-from ..tfjs import model_json_of, read_model
+from ..tfjs import artifact_metadata, model_json_of, read_model
 from .base import Runner
 
 SERVER = Path(__file__).parent / "js" / "tfjs_server.cjs"
@@ -40,7 +40,7 @@ DEFAULT_BACKEND = "wasm"
 
 
 def _contract_for(model_json: Path, width: int, input_size) -> ModelContract:
-    metadata = read_tfjs(model_json)
+    metadata = artifact_metadata(model_json)
     labels = metadata.labels or default_labels(width, model_json)
     if len(labels) != width:
         raise ModelFileError(f"{model_json}: {len(labels)} labels for a model with {width} outputs")

@@ -14,9 +14,14 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..labels import default_labels
-from ..metadata import ModelContract, contract_of, read_tflite
+from ..metadata import ModelContract, contract_of
 from ..quiet import native_output
-from ..tflite_metadata import declared_tensor_elements, input_shapes, structure_problem
+from ..tflite_metadata import (
+    artifact_metadata,
+    declared_tensor_elements,
+    input_shapes,
+    structure_problem,
+)
 from .base import Runner
 
 
@@ -35,7 +40,7 @@ def load_interpreter_class():
 
 def _contract_for(path: Path, width: int, input_size) -> ModelContract:
     """The contract in the file's metadata; labels.txt or the output width otherwise."""
-    metadata = read_tflite(path)
+    metadata = artifact_metadata(path)
     labels = metadata.labels or default_labels(width, path)
     if len(labels) != width:
         raise ModelFileError(f"{path}: {len(labels)} labels for a model with {width} outputs")
