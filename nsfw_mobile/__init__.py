@@ -1,8 +1,8 @@
 """nsfw-mobile: an NSFW image classifier (Neutral / Porn / Sexy) for phones.
 
 ``open_runner(model)`` runs any model the command line takes, named the same way
-(``nsfw_mobile.resolve``). Heavy dependencies (TensorFlow, coremltools) are imported only by the functions
-that need them, so importing this package and ``nsfw-mobile --help`` stay fast.
+(``nsfw_mobile.resolve``). Heavy dependencies (TensorFlow, coremltools) are imported only
+by the functions that need them, so importing this package and ``nsfw-mobile --help`` stay fast.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchmarkError, MissingFileError
+from .errors import BenchmarkError
 from .files import size_bytes
-from .formats import file_type_of, is_named_model
 from .machine import SYSTEM_NAMES, machine_info, versions
+from .resolve import MEASURE, ModelRef, resolve_model
 
 
 @dataclass
@@ -81,10 +81,8 @@ def peak_rss_mb() -> float:
 
 def _worker(path: str, threads: int) -> None:
     """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
-    from .runtime import open_runner
-
     started = time.perf_counter()
-    with open_runner(path, num_threads=threads) as runner:
+    with resolve_model(path, use=MEASURE).open_runner(num_threads=threads) as runner:
         _serve(runner, started)
 
 
@@ -178,7 +176,7 @@ class _Child:
 
 
 def bench(
-    paths: list[str],
+    paths: list[ModelRef | str],
     *,
     threads: tuple[int, ...] = (1,),
     min_runs: int = 50,
@@ -199,24 +197,28 @@ def bench(
             "block": block,
         },
     )
+    refs = {}  # spec -> ModelRef, each model once
+    for item in paths:
+        ref = item if isinstance(item, ModelRef) else resolve_model(item, use=MEASURE)
+        refs.update({part.spec: part for part in ref.parts})
     runnable = []
-    for path in map(str, paths):
-        if not is_named_model(path) and not Path(path).exists():
-            raise MissingFileError(path)
-        file_type = file_type_of(path)
+    for spec, ref in refs.items():
+        file_type = ref.file_type
         if not file_type.runs_at_speed_here:
             report.skipped.append(
-                f"{path}: {file_type.engine} latency needs "
+                f"{ref.label}: {file_type.engine} latency needs "
                 f"{SYSTEM_NAMES.get(file_type.native_system, file_type.native_system)} "
                 "(here it runs only in the toolkit's validator, which is not a runtime)"
             )
             continue
-        runnable.append(path)
-    one_thread = [p for p in runnable if not file_type_of(p).threaded]
+        ref.fetch()
+        runnable.append(spec)
+    one_thread = [p for p in runnable if not refs[p].file_type.threaded]
     if set(threads) != {1}:
         report.skipped += [
-            f"{path}: {file_type_of(path).engine} has no thread setting: measured once, at 1 thread"
-            for path in one_thread
+            f"{refs[p].label}: {refs[p].file_type.engine} has no thread setting: measured "
+            "once, at 1 thread"
+            for p in one_thread
         ]
     for index, count in enumerate(threads):
         timed = [(p, 1 if p in one_thread else count) for p in runnable]
@@ -240,11 +242,12 @@ def bench(
                     started[id(child)] += sum(latencies) / 1e3
             for child in children:
                 values = np.asarray(child.latencies)
+                ref = refs[child.path]
                 result = BenchResult(
-                    path=child.path,
-                    engine=file_type_of(child.path).engine,
+                    path=ref.label,
+                    engine=ref.file_type.engine,
                     threads=child.threads,
-                    size_bytes=0 if is_named_model(child.path) else size_bytes(child.path),
+                    size_bytes=0 if ref.path is None else size_bytes(ref.path),
                     load_seconds=round(child.load_seconds, 3),
                     runs=len(values),
                     median_ms=round(float(np.median(values)), 3),

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, ModelFileError, NsfwMobileError, UsageError
-from .formats import PRETRAINED_TFLITE, TFJS_LAYERS, file_type_of, is_named_model
+from .formats import TFJS_LAYERS
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, walk_inputs
 from .predict import Prediction, _predictions
+from .resolve import RUN, ModelRef, resolve_model
 
 RAY_INSTALL = 'pip install "nsfw-mobile[ray]"'
 SKIPPED_KIND = "unsupported_type"
@@ -67,20 +68,22 @@ class ModelFiles:
 
     entry: str | None
     """The file or folder to open, relative to where ``unpack`` writes; None: the zoo model
-    ``name`` as the worker's own install has it (``--model pretrained``, ``--model mid``: its
-    Keras reference; a fetched zoo model is fetched on each worker on first use)."""
+    ``name``, which each worker resolves on its own side (``resolve.resolve_model``: its
+    cached release, else its Keras reference; fetched on each worker on first use)."""
     files: dict[str, bytes] = field(default_factory=dict)
     name: str | None = None
 
     @classmethod
-    def read(cls, path: str | os.PathLike | None) -> ModelFiles:
-        """The files of a model (None: predict's default, the shipped float32 TFLite)."""
-        if is_named_model(path):
-            return cls(None, name=str(path))
-        path = Path(PRETRAINED_TFLITE if path is None else path)
+    def read(cls, model: ModelRef | str | os.PathLike | None) -> ModelFiles:
+        """What workers need to resolve ``model`` on their side: the files of the model the
+        driver resolved (None: predict's default), or a zoo model's name."""
+        ref = model if isinstance(model, ModelRef) else resolve_model(model, use=RUN)
+        if ref.path is None:
+            return cls(None, name=ref.zoo_model.key)
+        path = ref.path
         if path.is_dir():  # a .mlpackage or a TF.js model folder
             members = [p for p in sorted(path.rglob("*")) if p.is_file()]
-        elif file_type_of(path) is TFJS_LAYERS:
+        elif ref.file_type is TFJS_LAYERS:
             members = [path, *_tfjs_shards(path)]
         else:
             members = [path]
@@ -92,7 +95,7 @@ class ModelFiles:
         return sum(len(data) for data in self.files.values())
 
     def unpack(self, folder: Path) -> Path | str:
-        """Write the files under ``folder``; the path to open."""
+        """Write the files under ``folder``; what to resolve there (a path, or a zoo name)."""
         if self.entry is None:
             return self.name
         for relative, data in self.files.items():
@@ -186,14 +189,11 @@ class Classifier:
         allow_unsafe: bool = False,
         path_prefix: str = "",
     ):
-        from .runtime import open_runner
-
         self.threshold, self.max_pixels, self.path_prefix = threshold, max_pixels, path_prefix
         self._folder = Path(tempfile.mkdtemp(prefix="nsfw-mobile-model-"))
         try:
-            self.runner = open_runner(
-                model.unpack(self._folder), num_threads=1, allow_unsafe=allow_unsafe
-            )
+            ref = resolve_model(model.unpack(self._folder), use=RUN, unsafe=allow_unsafe)
+            self.runner = ref.open_runner(num_threads=1)
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
@@ -350,7 +350,7 @@ def run(
     paths: Iterable[str | os.PathLike],
     out: str | os.PathLike,
     *,
-    model: str | os.PathLike | None = None,
+    model: ModelRef | str | os.PathLike | None = None,
     labels: list[str],
     threshold: float | None = None,
     batch_size: int = 32,

@@ -22,7 +22,7 @@ from .atomic import atomic_path
 from .data import list_split, split_roots
 from .errors import UsageError
 from .images import load_images
-from .runtime import open_runner
+from .resolve import RUN, ModelRef, resolve_model
 
 FALSE_POSITIVE_TARGETS = (0.01, 0.05, 0.10)
 
@@ -112,15 +112,21 @@ def threshold_table(is_positive: np.ndarray, scores: np.ndarray) -> list[Thresho
 
 
 def evaluate(
-    model_path: str | Path | None,
+    model_path: ModelRef | str | Path | None,
     data_dir: str | Path,
     *,
     workers: int | None = None,
     allow_unsafe: bool = False,
 ) -> EvaluationReport:
-    """Run the model on DATA_DIR's held-out folder (test/ or val/, as ``train`` finds it),
-    else on DATA_DIR itself."""
-    with open_runner(model_path, allow_unsafe=allow_unsafe) as runner:
+    """Run the model (as ``predict --model`` names it: ``resolve.resolve_model``, use RUN)
+    on DATA_DIR's held-out folder (test/ or val/, as ``train`` finds it), else on DATA_DIR
+    itself."""
+    ref = (
+        model_path
+        if isinstance(model_path, ModelRef)
+        else resolve_model(model_path, use=RUN, unsafe=allow_unsafe)
+    )
+    with ref.open_runner() as runner:
         return _evaluate(runner, model_path, data_dir, workers)
 
 

@@ -372,18 +372,16 @@ def main(argv=None) -> None:
     """Print emulated and real differences from the reference for artefacts of one model."""
     import argparse
 
-    from .formats import by_key
+    from .formats import by_key, format_of
     from .images import load_images, sample_images
-    from .metadata import format_of
-    from .models import load_source
-    from .runtime import open_runner
+    from .resolve import MEASURE, SOURCE, resolve_model
 
     parser = argparse.ArgumentParser(prog="python -m nsfw_mobile.precision")
     parser.add_argument("model", help="reference: .keras, model.json or 'pretrained'")
     parser.add_argument("artifacts", nargs="+")
     parser.add_argument("--images", nargs="*", default=None)
     arguments = parser.parse_args(argv)
-    source = load_source(arguments.model)
+    source = resolve_model(arguments.model, use=SOURCE).load_source()
     batch = load_images(arguments.images or sample_images(), source.input_size)
     from .runtime.keras_runner import KerasRunner
 
@@ -392,7 +390,7 @@ def main(argv=None) -> None:
     for path in arguments.artifacts:
         fmt = format_of(path)
         key = fmt.tolerance.precision
-        with open_runner(path) as runner:
+        with resolve_model(path, use=MEASURE).open_runner() as runner:
             actual = np.abs(runner.predict(batch.pixels) - expected)
         emulated = np.abs(emulate(source.model, batch.pixels, key) - expected) if key else None
         print(

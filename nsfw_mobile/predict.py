@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, UsageError
+from .formats import batched_help
 from .images import DEFAULT_MAX_PIXELS, decode_image, iter_decoded
 from .parallel import default_workers, ordered_map
 from .runtime.base import Runner
@@ -66,6 +67,28 @@ def _predictions(runner: Runner, paths: list[Path], pixels: list[np.ndarray]) ->
         )
         for path, row, score in zip(paths, probabilities, scores)
     ]
+
+
+def check_batching(model, workers: int | None, batch_size_given: bool) -> None:
+    """Refuse --batch-size where it would be ignored, in one line (the registry's ``batched``
+    and ``lanes`` capabilities decide): ``model`` is a ``resolve.ModelRef``."""
+    file_type = model.file_type
+    if not batch_size_given or file_type is None:
+        return
+    name = Path(model.label).name
+    if not file_type.batched:
+        raise UsageError(
+            f"--batch-size applies to engines that take batches; {name} is {file_type.key}, "
+            f"one image per call in each lane (--workers sets the lanes; {batched_help()}): "
+            "drop --batch-size"
+        )
+    lanes = workers or default_workers()
+    if file_type.lanes and lanes > 1:
+        raise UsageError(
+            f"--batch-size applies to engines that take batches; {name} ({file_type.key}) runs "
+            f"in {lanes} lanes, one image per call in each: add --workers 1 to give it "
+            "batches, or drop --batch-size"
+        )
 
 
 def classify(

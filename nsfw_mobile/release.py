@@ -27,7 +27,6 @@ from .errors import NsfwMobileError, UsageError, ValidationFailed
 from .files import sha256_file, size_bytes
 from .formats import (
     FORMATS,
-    PRETRAINED,
     by_key,
     check_options,
     file_type_of,
@@ -39,7 +38,7 @@ from .manifest import (
     inside_folder,
     read_manifest,
 )
-from .models import load_source
+from .resolve import SOURCE, ModelRef, resolve_model
 from .validate import MIN_IMAGES, validate
 from .validate import render_markdown as validation_markdown
 from .version import __version__
@@ -50,7 +49,7 @@ class ReferenceMismatch(NsfwMobileError):
 
 
 def release(
-    model: str | None,
+    model: ModelRef | str | None,
     out_dir: str | Path,
     *,
     formats=FORMATS,
@@ -77,7 +76,8 @@ def release(
     formats = list(formats)
     check_options(formats, io_type=io_type, calibration=calibration)
     step = progress or (lambda stage, done, total: None)
-    source = load_source(model).with_contract(name=name, **(contract or {}))
+    ref = model if isinstance(model, ModelRef) else resolve_model(model, use=SOURCE)
+    source = ref.load_source().with_contract(name=name, **(contract or {}))
     image_files = find_images(images) if images else sample_images()
     if not image_files:
         raise UsageError(f"--images {', '.join(map(str, images))}: no image files found")
@@ -126,8 +126,8 @@ def release(
             format_keys=[a.format for a in artifacts],
             on_candidate=judged,
         )
-    timed = [str(a.path) for a in artifacts] + [str(model or PRETRAINED)]
-    runs_here = [p for p in timed if file_type_of(p).runs_at_speed_here]
+    timed = [str(a.path) for a in artifacts] + [ref.spec]  # the source: its Keras model
+    runs_here = [p for p in timed[:-1] if file_type_of(p).runs_at_speed_here] + [ref.spec]
     log(f"benchmarking {_count(runs_here, 'file')} (batch 1, each file in a fresh process)")
     measured = []
 
@@ -381,14 +381,14 @@ def _reference_for(manifest: dict, reference) -> str | None:
             f"the release was made from {source.get('file', '?')} (SHA-256 {recorded}): "
             "pass it with --reference MODEL"
         )
-    named = zoo.find(reference)
-    actual = named.sha256 if named else load_source(reference).sha256
+    ref = resolve_model(reference, use=SOURCE)
+    actual = ref.zoo_model.sha256 if ref.path is None else ref.load_source().sha256
     if actual != recorded:
         raise ReferenceMismatch(
             f"--reference {reference} has SHA-256 {actual}, but the release was made from "
             f"SHA-256 {recorded}"
         )
-    return str(reference)
+    return ref.spec if ref.path is not None else str(reference)
 
 
 def _validation_images(manifest: dict, images) -> tuple[list[Path], list[str]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, zoo
 from .atomic import atomic_path
 from .data import AUGMENTATIONS, check_augmentations
 from .errors import UsageError
@@ -71,20 +71,30 @@ class TrainConfig:
     license: str = ""
     description: str = ""
 
-    def zoo_backbone(self):
-        """The zoo model whose MobileNetV2 the backbone starts from, or None."""
-        from . import zoo
+    def backbone_model(self, log=None):
+        """The zoo model whose MobileNetV2 the backbone starts from (a ``resolve.ModelRef``,
+        SOURCE), or None. ``--backbone`` keeps its own words (``BACKBONES``: nsfw is the
+        pretrained model, mid the zoo's mid); any other zoo name goes through the resolver
+        like every command's model (a path such as ./mid is a weights file)."""
+        from .resolve import SOURCE, is_name, resolve_model
 
-        if self.backbone in ("nsfw", "mid"):
-            return zoo.DEFAULT if self.backbone == "nsfw" else zoo.MOBILENET_V2_MID
-        named = zoo.find(self.backbone) if zoo.is_zoo_name(self.backbone) else None
-        if named is not None and named.backbone_alpha is None:
+        word = {"nsfw": zoo.DEFAULT.key, "mid": zoo.MOBILENET_V2_MID.key}.get(self.backbone)
+        if word is None and not is_name(self.backbone):
+            return None
+        ref = resolve_model(word or self.backbone, use=SOURCE, log=log)
+        named = ref.zoo_model
+        if named.backbone_alpha is None:
             usable = [m.key for m in zoo.ZOO if m.backbone_alpha is not None]
             raise UsageError(
                 f"--backbone {self.backbone}: {named.key} is not a MobileNetV2, which train "
                 f"builds; choose {', '.join(usable)}"
             )
-        return named
+        return ref
+
+    def zoo_backbone(self):
+        """The zoo model whose MobileNetV2 the backbone starts from, or None."""
+        ref = self.backbone_model()
+        return None if ref is None else ref.zoo_model
 
     @property
     def width(self) -> float:
@@ -172,7 +182,6 @@ def load_nsfw_backbone(backbone, name: str = "nsfwjs-mobilenet-v2") -> int:
     its convolutions are matched in order, and each Keras BatchNorm after them is set to
     pass the bias through (mean 0, variance 1 - epsilon, scale 1, offset the bias).
     """
-    from . import zoo
     from .models import pretrained
 
     named = zoo.lookup(name)

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import LabelMismatchError, NsfwMobileError, UsageError
 from .files import sha256_file
-from .formats import KERAS, TFJS_LAYERS, Tolerance, by_key, file_type_of
+from .formats import Tolerance, by_key, format_of, read_metadata
 from .images import load_images, sample_images
-from .metadata import format_of, read_metadata
-from .runtime import open_runner
+from .resolve import MEASURE, SOURCE, SOURCE_TYPES, ModelRef, resolve_model
 from .runtime.base import Runner
 
 WORST_COUNT = 3
@@ -222,7 +221,9 @@ def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
     """One candidate's result; a candidate that raises is an ``error``, never the end of the run."""
     result = CandidateResult(path=str(path), format=fmt.key if fmt else "unknown", status="pass")
     try:
-        with open_runner(path, num_threads=num_threads) as runner:
+        ref = path if isinstance(path, ModelRef) else resolve_model(path, use=MEASURE)
+        path = result.path = ref.label
+        with ref.open_runner(num_threads=num_threads) as runner:
             fmt = fmt or format_of(path)
             result.format = fmt.key
             result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
@@ -274,27 +275,32 @@ def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
 
 def reference_runner(reference, *, allow_unsafe: bool = False):
     """The Keras reference: a runner given by the caller, or one opened from a model source
-    (None or 'pretrained', a .keras file, a TF.js model). Other files are refused: quantized
-    formats are judged by running the reference itself at their precision, in Keras."""
+    (``resolve.resolve_model(..., use=SOURCE)``: None, a zoo name, a .keras file, a TF.js
+    model). Other files are refused: quantized formats are judged by running the
+    reference itself at their precision, in Keras."""
     from .runtime.keras_runner import KerasRunner
 
     if isinstance(reference, KerasRunner):
         return reference
     if isinstance(reference, Runner):
         raise UsageError(f"the reference must be a Keras model, not {reference.name}")
-    is_file = reference is not None and Path(reference).exists()
-    if is_file and file_type_of(reference) not in (KERAS, TFJS_LAYERS):
+    ref = (
+        reference
+        if isinstance(reference, ModelRef)
+        else resolve_model(reference, use=SOURCE, unsafe=allow_unsafe)
+    )
+    if ref.path is not None and ref.file_type not in SOURCE_TYPES:
         raise UsageError(
-            f"--reference {reference}: give the Keras model the artefacts were made from "
+            f"--reference {ref.given}: give the Keras model the artefacts were made from "
             "(.keras or a TF.js model.json); the validator runs it in Keras"
         )
-    return KerasRunner.open(reference, allow_unsafe=allow_unsafe)
+    return replace(ref, use=SOURCE).open_runner()
 
 
 def validate(
-    candidates: list[str | Path],
+    candidates: list[ModelRef | str | Path],
     *,
-    reference: str | Path | Runner | None = None,
+    reference: ModelRef | str | Path | Runner | None = None,
     images: list[str | Path] | None = None,
     format_keys: list[str] | None = None,
     num_threads: int | None = None,

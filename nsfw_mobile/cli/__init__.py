@@ -21,7 +21,7 @@ command name.
 
 from __future__ import annotations
 
-import inspect
+import inspect as pyinspect
 
 import click
 
@@ -29,9 +29,11 @@ from ..quiet import cli_output
 from ..version import __version__
 from . import bench as bench_commands
 from . import convert as convert_commands
+from . import inspect as inspect_commands
 from . import models as model_commands
 from . import predict as predict_commands
 from . import train as train_commands
+from . import validate as validate_commands
 from .common import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
@@ -41,6 +43,7 @@ from .common import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     EXIT_VALIDATION_FAILED,
+    fill_help,
     install_signal_handlers,
     run_with_exit_codes,
 )
@@ -103,7 +106,7 @@ EXAMPLES = "Examples:"
 def examples_last(command: click.Command) -> None:
     """Move the examples that end a command's docstring after its options (the epilog), so
     that --help ends with them; the docstring keeps them where a reader of the code looks."""
-    text = inspect.cleandoc(command.help or "")
+    text = pyinspect.cleandoc(command.help or "")
     head, marker, examples = text.rpartition(EXAMPLES)
     if not marker or command.epilog:
         return
@@ -119,6 +122,7 @@ class ToolkitGroup(click.Group):
         cmd.params.append(VERBOSE)
         # -h as well as --help, also where the command is rendered on its own (the docs)
         cmd.context_settings.setdefault("help_option_names", HELP_OPTIONS)
+        fill_help(cmd)
         examples_last(cmd)
         super().add_command(cmd, name)
 
@@ -177,6 +181,8 @@ def main(ctx):
 for module in (
     predict_commands,
     convert_commands,
+    validate_commands,
+    inspect_commands,
     model_commands,
     train_commands,
     bench_commands,

@@ -9,23 +9,24 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from ..resolve import RULES_HELP
 from .common import (
     CONTRACT_FLAGS,
     EXIT_VALIDATION_FAILED,
-    MODEL_NAMES_HELP,
-    MODEL_PATH,
+    MODEL,
     ExistingPath,
     Progress,
     calibration_option,
     contract_changes,
     contract_options,
     echo_json,
-    fetch_named_model,
+    explain_model,
     images_option,
     json_option,
     model_option,
     one_model,
     out_dir_option,
+    progress_line,
     refuse_given,
     report_option,
     thread_counts,
@@ -80,7 +81,7 @@ def chosen_thread_counts(threads: int | None, text: str | None) -> tuple[int, ..
 
 
 @click.command("bench", short_help="Measure latency, memory and size of models on this CPU.")
-@click.argument("artifacts", nargs=-1, required=True, type=MODEL_PATH)
+@click.argument("artifacts", nargs=-1, required=True, type=MODEL)
 @thread_options
 @runs_options(50, 2.0)
 @json_option("Print the report as JSON (and no progress lines on stderr).")
@@ -90,11 +91,11 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
-    interleaved in rounds, each on the engine that runs it (LiteRT for .tflite,
-    ONNX Runtime for .onnx and .ort, TF.js in Node, Keras; Core ML on macOS
-    only). ARTIFACTS are model files, a zoo model's name ('pretrained',
-    nsfwjs-mobilenet-v2-mid, ...: its Keras reference), a folder (every model file
-    in it), or a release folder (the files its manifest marks releasable).
+    interleaved in rounds, each on the engine that runs it (the registry's:
+    {engines}; Core ML on macOS only). ARTIFACTS are model files, a zoo model's
+    name ('pretrained', mid, ...: its Keras reference; ./mid is a path), a
+    folder (every model file in it), or a release folder (the files its
+    manifest marks releasable).
 
     \b
     Examples:
@@ -103,22 +104,23 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
     from ..bench import bench, render_markdown, render_table
-    from ..release import expand_model_arguments
+    from ..resolve import MEASURE, resolve_model
 
     counts = chosen_thread_counts(threads, thread_counts_text)
     progress = Progress(quiet=as_json)
-    for artifact in artifacts:
-        fetch_named_model(artifact)
-
-    def excluded(folder, names):
-        progress.line(f"note: {folder}: not benchmarked, not releasable: {', '.join(names)}")
+    echo = progress.line
+    models = [resolve_model(a, use=MEASURE, log=echo) for a in artifacts]
+    for ref in models:
+        explain_model(ref, as_json=as_json)
+        if ref.excluded:
+            echo(f"note: {ref.given}: not benchmarked, not releasable: {', '.join(ref.excluded)}")
 
     def measured(result):
         name = Path(result.path).name
         progress.line(f"  {name} x{result.threads}: {result.median_ms:.2f} ms")
 
     report = bench(
-        expand_model_arguments(artifacts, on_excluded=excluded),
+        models,
         threads=counts,
         min_runs=runs,
         min_seconds=seconds,
@@ -175,8 +177,8 @@ MAKING_OPTIONS = {
 @click.command(
     "release", short_help="Make a validated release folder of every format; --check one."
 )
-@click.argument("model", required=False, default=None, type=MODEL_PATH)
-@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
+@click.argument("model", required=False, default=None, type=MODEL)
+@model_option(f"The model, instead of MODEL: {RULES_HELP}.")
 @out_dir_option("Release folder to write.", default=None)
 @click.option(
     "--check",
@@ -187,7 +189,7 @@ MAKING_OPTIONS = {
 )
 @click.option(
     "--reference",
-    type=MODEL_PATH,
+    type=MODEL,
     default=None,
     help="With --check: the model the release was made from, a file or a zoo name (default: "
     "the zoo model the manifest names).",
@@ -224,6 +226,7 @@ def release_command(
     """
     from .. import release as releases
     from ..formats import check_options
+    from ..resolve import SOURCE, resolve_model
 
     images = list(image_paths) or None
     model = one_model(model, model_option)
@@ -237,14 +240,15 @@ def release_command(
         return
     if reference is not None:
         raise UsageError("--reference applies to --check; a new release's reference is MODEL")
-    fetch_named_model(model)
+    ref = resolve_model(model, use=SOURCE, log=progress_line(as_json))
+    explain_model(ref, as_json=as_json)
     chosen = choose_formats(targets or ("all",), quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
     changes = contract_changes(name, model_version, author, license_, description)
     progress = Progress(quiet=as_json)
     try:
         manifest = releases.release(
-            model,
+            ref,
             out_dir,
             formats=chosen,
             calibration=calibration,

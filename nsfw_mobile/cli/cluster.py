@@ -22,7 +22,7 @@ from .common import EXIT_FLAGGED, EXIT_UNREADABLE, ExistingPath
 LOCAL = "local"
 ADDRESS = re.compile(r"(auto|local|ray://\S+|[\w.-]+:\d+)")
 APPLIES_ON_RAY = {
-    "paths", "model_path", "threshold", "fail_on_flagged", "batch_size", "unsafe",
+    "paths", "model", "threshold", "fail_on_flagged", "batch_size", "unsafe",
     "ray_address", "out_dir", "actors", "verbose",
 }  # fmt: skip
 """predict's options that mean something with --ray; any other one given is refused."""
@@ -162,14 +162,14 @@ def predict_on_ray(
     paths, *, model, output_class, threshold, fail_on_flagged, batch_size, unsafe,
     ray_address, out_dir, actors,
 ):  # fmt: skip
-    """predict's run on Ray. ``model``: the file --model chose; ``output_class`` is
-    predict's own (passed in: predict imports this module)."""
+    """predict's run on Ray. ``model``: the ModelRef --model resolved to (workers resolve
+    it again on their side); ``output_class`` is predict's own (passed in: predict imports
+    this module)."""
     from .. import distributed
     from ..quiet import verbose
-    from ..runtime import open_runner
 
     distributed.check_out(out_dir)
-    with open_runner(model, num_threads=1, allow_unsafe=unsafe) as runner:  # checked before Ray
+    with model.open_runner(num_threads=1) as runner:  # checked before Ray
         labels = list(runner.labels)
     if not runner.contract.nsfw_labels:
         click.echo(f"note: {runner.name} names no NSFW labels: no nsfw_score", err=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import NsfwMobileError, UsageError, ValidationFailed
-from ..formats import PRETRAINED
+from ..errors import MissingFileError, NsfwMobileError, UsageError, ValidationFailed
+from ..export import MIN_CALIBRATION_IMAGES
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -114,19 +114,6 @@ def refuse_given(ctx: click.Context, names: dict[str, str], reason: str) -> None
         raise UsageError(f"{', '.join(chosen)}: {reason}")
 
 
-def check_unsafe(model, unsafe: bool) -> None:
-    """--unsafe applies to .keras model files only (Lambda layers run Python code)."""
-    from ..formats import KERAS, file_type_of, is_named_model
-
-    if not unsafe:
-        return
-    if model is None or is_named_model(model) or file_type_of(model) is not KERAS:
-        raise UsageError(
-            f"--unsafe applies to .keras model files only (their Lambda layers run code); "
-            f"{model or PRETRAINED} is not one: drop --unsafe"
-        )
-
-
 def thread_counts(text: str) -> tuple[int, ...]:
     """Parse a --thread-counts value such as "1,2"."""
     try:
@@ -144,26 +131,21 @@ def thread_counts(text: str) -> tuple[int, ...]:
 
 
 class ExistingPath(click.ParamType):
-    """A path that must exist, or (with ``model_names``) a zoo model's name such as
-    'pretrained' or 'mid', returned as text: a name wins over a file of the same name.
+    """A path that must exist (images, folders, data; not a model: see ``MODEL``).
 
-    A missing path is a usage error (exit 2) in every command, with the same message.
+    A missing path is a usage error (exit 2) in every command, with the same message as
+    the resolver's ``MissingFileError``.
     """
 
     name = "path"
 
-    def __init__(self, *, model_names: bool = False, file_okay=True, dir_okay=True):
-        self.model_names, self.file_okay, self.dir_okay = model_names, file_okay, dir_okay
+    def __init__(self, *, file_okay=True, dir_okay=True):
+        self.file_okay, self.dir_okay = file_okay, dir_okay
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and self.model_names:
-            from ..formats import is_named_model
-
-            if is_named_model(value):
-                return value
         path = Path(value)
         if not path.exists():
-            self.fail(f"{value}: no such file or folder", param, ctx)
+            self.fail(str(MissingFileError(value)), param, ctx)
         if not self.dir_okay and path.is_dir():
             self.fail(f"{value}: a folder, expected a file", param, ctx)
         if not self.file_okay and not path.is_dir():
@@ -171,8 +153,18 @@ class ExistingPath(click.ParamType):
         return path
 
 
-MODEL_PATH = ExistingPath(model_names=True)
-"""A model file or folder that exists, or a zoo model's name ('pretrained', 'mid', ...)."""
+class ModelArgument(click.ParamType):
+    """A model as the user wrote it, kept as text: ``resolve.resolve_model`` decides what
+    it is (a zoo name, a file, a release folder), the same way in every command. Click
+    leaves the text alone, so ``./mid`` stays a path and ``mid`` a name."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, str) else str(value)
+
+
+MODEL = ModelArgument()
 
 
 class EngineThreads(click.IntRange):
@@ -224,7 +216,7 @@ def out_dir_option(help_text: str, **kwargs):
 
 def calibration_option(
     help_text: str = "Folder of representative images for full-integer TFLite and int8 ONNX "
-    "(at least 20).",
+    f"(at least {MIN_CALIBRATION_IMAGES}; hundreds of your own images calibrate best).",
 ):
     return click.option(
         "--calibration", type=ExistingPath(file_okay=False), default=None, help=help_text
@@ -341,12 +333,10 @@ class Progress:
 
 # ------------------------------------------------------------------ models by name
 
-MODEL_NAMES_HELP = "a zoo model's name (see `nsfw-mobile models`)"
-
 
 def model_option(help_text: str):
     """--model NAME|FILE, for commands that also take the model as their MODEL argument."""
-    return click.option("--model", "model_option", default=None, metavar="MODEL", help=help_text)
+    return click.option("--model", "model_option", type=MODEL, default=None, help=help_text)
 
 
 def one_model(argument, option):
@@ -356,13 +346,51 @@ def one_model(argument, option):
     return option if option is not None else argument
 
 
-def fetch_named_model(model) -> None:
-    """A zoo model whose weights are not fetched yet: fetch them now, saying so on stderr.
+def explain_model(ref, *, as_json: bool = False) -> None:
+    """Say which model runs: a model chosen from a release always (one line), and with
+    --verbose the resolver's reason and figures (with --json as one JSON object), on stderr."""
+    ctx = click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.meta.get("verbose"))
+    if verbose and as_json:
+        click.echo(json.dumps({"model": ref.to_dict()}), err=True)
+    elif verbose:
+        for line in ref.explain():
+            click.echo(line, err=True)
+    elif ref.kind in ("release", "zoo") and ref.path is not None:
+        click.echo(f"using {ref.why}", err=True)
 
-    The library fetches silently on first use; the command line shows what takes the time.
-    """
-    from ..zoo import find, is_zoo_name
 
-    named = find(model) if is_zoo_name(model) else None
-    if named is not None and named.status == "not fetched":
-        named.model_json(log=lambda line: click.echo(line, err=True))
+def progress_line(quiet: bool):
+    """Where a command's library reports a line (a zoo model's first fetch): stderr, or
+    nowhere with --json."""
+    return (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+
+
+def registry_words() -> dict[str, str]:
+    """What a command's docstring writes as {file_types}, {engines}, {targets}, {formats},
+    {batched} or {min_calibration}: lists generated from the registry, never by hand."""
+    from .. import formats
+
+    return {
+        "{file_types}": formats.file_types_help(),
+        "{engines}": formats.engines_help(),
+        "{targets}": formats.targets_help(),
+        "{formats}": formats.formats_help(),
+        "{batched}": formats.batched_help(),
+        "{min_calibration}": str(MIN_CALIBRATION_IMAGES),
+    }
+
+
+def fill_help(command: click.Command) -> None:
+    """Put the registry's lists into a command's help and its options' help."""
+    words = registry_words()
+
+    def fill(text):
+        for word, value in words.items():
+            text = text.replace(word, value) if text else text
+        return text
+
+    command.help = fill(command.help)
+    for param in command.params:
+        if isinstance(param, click.Option):
+            param.help = fill(param.help)

@@ -9,18 +9,26 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..formats import FORMATS, IO_TYPE, PRECISIONS, QUANTIZATIONS, TARGETS, quantizations
+from ..formats import (
+    FORMATS,
+    IO_TYPE,
+    PRECISIONS,
+    QUANTIZATIONS,
+    TARGETS,
+    formats_help,
+    quantizations,
+    targets_help,
+)
+from ..resolve import RULES_HELP
 from .common import (
-    MODEL_NAMES_HELP,
-    MODEL_PATH,
+    MODEL,
     ExistingPath,
     Progress,
     calibration_option,
-    check_unsafe,
     contract_changes,
     contract_options,
     echo_json,
-    fetch_named_model,
+    explain_model,
     json_option,
     model_option,
     one_model,
@@ -74,8 +82,8 @@ def format_options(*, required: bool, all_help: str):
                     multiple=True,
                     required=required,
                     type=click.Choice(TO_CHOICES),
-                    help="Output: a target (mlmodel, mlpackage, tflite, tfjs; with --quantize "
-                    "and --precision) or a format key such as tflite-int8 (see `nsfw-mobile "
+                    help=f"Output: a target ({targets_help()}; with --quantize and "
+                    f"--precision) or a format key ({formats_help()}; see `nsfw-mobile "
                     f"formats`); repeat for several. {all_help}",
                 ),
                 click.option(
@@ -116,8 +124,8 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 
 
 @click.command(short_help="Convert a model to the formats `nsfw-mobile formats` lists.")
-@click.argument("model", required=False, default=None, type=MODEL_PATH)
-@model_option(f"The model, instead of MODEL: a file or {MODEL_NAMES_HELP}.")
+@click.argument("model", required=False, default=None, type=MODEL)
+@model_option(f"The model, instead of MODEL: {RULES_HELP}.")
 @format_options(required=True, all_help="'all': every format.")
 @out_dir_option("Output folder.", default=Path("dist"), show_default=True)
 @calibration_option()
@@ -130,7 +138,7 @@ def convert(
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a zoo model's name, see
     `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
-    to Core ML, TFLite, TF.js and ONNX.
+    to the registry's targets: {targets}.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
     nsfw_float32.tflite, nsfw_int8.tflite, nsfw_tfjs_uint8/, nsfw_int8.onnx ...;
@@ -150,19 +158,19 @@ def convert(
     """
     from ..convert import convert_all
     from ..formats import check_options
-    from ..models import load_source
+    from ..resolve import SOURCE, resolve_model
 
-    model = one_model(model, model_option)
+    progress = Progress(quiet=as_json)
+    ref = resolve_model(one_model(model, model_option), use=SOURCE, unsafe=unsafe,
+                        log=progress.line)  # fmt: skip
+    explain_model(ref, as_json=as_json)
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
-    check_unsafe(model, unsafe)
     for fmt in chosen:
         fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
     changes = contract_changes(name, model_version, author, license_, description)
-    fetch_named_model(model)
-    source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
-    progress = Progress(quiet=as_json)
+    source = ref.load_source().with_contract(**changes)
 
     def on_start(index, fmt, out):
         progress.line(f"[{index + 1}/{len(chosen)}] {fmt.key}: {fmt.summary} -> {out}")

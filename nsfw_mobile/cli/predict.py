@@ -11,15 +11,15 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .cluster import INPUT_PATH, check_ray_options, ray_options
+from ..formats import batched_help, file_types_help
+from ..resolve import RULES_HELP
+from .cluster import INPUT_PATH, check_ray_options, predict_on_ray, ray_options
 from .common import (
     EXIT_FLAGGED,
     EXIT_UNREADABLE,
-    MODEL_NAMES_HELP,
-    MODEL_PATH,
-    check_unsafe,
+    MODEL,
     echo_json,
-    fetch_named_model,
+    explain_model,
     given,
     renamed_option,
     unsafe_option,
@@ -31,55 +31,6 @@ VIDEO_OPTIONS = {
     "min_segment": "--min-segment",
     "timeline_plot": "--timeline-plot",
 }
-
-
-def model_file(model_path: Path | str | None) -> Path | str:
-    """The file --model names: a model file, a release folder's fastest validated model on
-    this machine, a zoo model's name (its Keras reference), or by default the pretrained
-    model as the float32 TFLite file the package ships."""
-    from ..formats import PRETRAINED_TFLITE, is_named_model
-
-    if model_path is None:
-        return PRETRAINED_TFLITE
-    if is_named_model(model_path):
-        _need_tensorflow_for(str(model_path))
-        fetch_named_model(model_path)
-        return str(model_path)
-    if not Path(model_path).is_dir():
-        return model_path
-    from ..release import is_release_folder
-
-    if is_release_folder(model_path):
-        from ..engine_choice import fastest_here
-
-        choice = fastest_here(model_path)
-        click.echo(
-            f"using {choice.path.name} ({choice.engine}), the fastest validated model of the "
-            "release on this machine",
-            err=True,
-        )
-        if click.get_current_context().meta.get("verbose"):
-            for line in choice.explain():
-                click.echo(line, err=True)
-        return choice.path
-    return model_path
-
-
-def _need_tensorflow_for(name: str) -> None:
-    """A zoo model by name runs as its Keras reference: say so when TensorFlow is missing."""
-    import importlib.util
-
-    from ..errors import NsfwMobileError
-    from ..zoo import lookup
-
-    if importlib.util.find_spec("tensorflow") is None:
-        key = lookup(name).key
-        raise NsfwMobileError(
-            f"--model {name} runs {key} as its Keras reference, which needs TensorFlow (not "
-            "installed here): pip install 'nsfw-mobile[full]'; or, where TensorFlow is "
-            f"installed, make a release (nsfw-mobile release {key} --out DIR) and pass "
-            "--model DIR (its TFLite files run without TensorFlow)"
-        )
 
 
 def _table_line(prediction, labels, flagged: bool) -> str:
@@ -94,13 +45,22 @@ def _table_line(prediction, labels, flagged: bool) -> str:
 class _Output:
     """Writes results as a table, JSON lines or CSV, and counts them for the summary."""
 
-    def __init__(self, labels, *, fmt: str, threshold: float | None, only_flagged: bool):
+    def __init__(self, runner, *, fmt: str, threshold: float | None, only_flagged: bool):
+        """``runner``: the open model (its labels are the columns), or its labels."""
+        labels = getattr(runner, "labels", runner)
         self.labels, self.fmt, self.threshold, self.only_flagged = (
             labels,
             fmt,
             threshold,
             only_flagged,
         )
+        if hasattr(runner, "contract") and not runner.contract.nsfw_labels:
+            click.echo(
+                f"note: {runner.name} names no NSFW labels ({', '.join(runner.labels)}): "
+                "no nsfw_score"
+                + (", so --threshold flags nothing" if threshold is not None else ""),
+                err=True,
+            )
         self.by_label: Counter = Counter()
         self.flagged = self.errors = self.skipped = 0
         self.csv = None
@@ -189,6 +149,24 @@ class _Output:
             self.csv.writerow([path, "", *("" for _ in self.labels), "", "", reason,
                                "unsupported_type"])  # fmt: skip
 
+    def progress(self, count: int):
+        """A bar on stderr for ``count`` images, shown on a terminal for the table only."""
+        shown = count > 1 and self.fmt == "table" and sys.stderr.isatty()
+        return click.progressbar(
+            length=count, label="Classifying", file=sys.stderr, hidden=not shown
+        )
+
+    def finish(self, total: int, seconds: float, fail_on_flagged: bool) -> None:
+        """The summary on stderr, then the exit code: 5 flagged (with --fail-on-flagged),
+        3 some files unreadable."""
+        if self.errors:
+            click.echo(f"{self.errors} of {total} files could not be read", err=True)
+        click.echo(self.summary(seconds), err=True)
+        if fail_on_flagged and self.flagged:
+            sys.exit(EXIT_FLAGGED)
+        if self.errors:
+            sys.exit(EXIT_UNREADABLE)
+
     def summary(self, seconds: float) -> str:
         classified = sum(self.by_label.values())
         counts = ", ".join(f"{count} {label}" for label, count in self.by_label.most_common())
@@ -204,14 +182,13 @@ class _Output:
 @click.argument("paths", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
     "--model",
-    "model_path",
-    type=MODEL_PATH,
+    type=MODEL,
     default=None,
-    help="Model file: .keras, TF.js model.json (layers or graph), .tflite, .onnx, .ort, "
-    f".mlmodel or .mlpackage, a release folder, or {MODEL_NAMES_HELP}, run as its Keras "
-    "reference (needs TensorFlow; 'pretrained' is the default model's). Default: the "
-    "pretrained model as "
-    "the float32 TFLite file the package ships (same answers with or without TensorFlow).",
+    help=f"The model: {RULES_HELP} ({file_types_help()}). A release folder runs its "
+    "fastest validated file on this machine; a zoo name its cached release's (`nsfw-mobile "
+    "models --fetch NAME --release` makes it), else its Keras reference (needs TensorFlow). "
+    "Default: the pretrained model as the float32 TFLite file the package ships. "
+    "--verbose says which.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
@@ -263,8 +240,7 @@ class _Output:
     type=click.IntRange(1),
     default=32,
     show_default=True,
-    help="Images per model call for engines that take batches (.keras, TF.js, Core ML); "
-    "a TFLite model takes one image per call in each lane.",
+    help=f"Images per model call: {batched_help()}.",
 )
 @click.option(
     "--workers",
@@ -278,7 +254,7 @@ class _Output:
 @ray_options
 @click.pass_context
 def predict(
-    ctx, paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
+    ctx, paths, model, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
     keyframes, min_segment, timeline_plot, batch_size, workers, unsafe, ray_address, out_dir,
     actors,
 ):  # fmt: skip
@@ -311,22 +287,48 @@ def predict(
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
       nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
     """
-    from ..formats import TFLITE, file_type_of
     from ..images import walk_inputs
-    from ..predict import classify
+    from ..predict import check_batching, classify
+    from ..resolve import RUN, resolve_model
     from ..video import is_video
 
     check_ray_options(ctx)
-    if ray_address is not None:
-        from .cluster import predict_on_ray
-
-        chosen = model_file(model_path)
-        check_unsafe(chosen, unsafe)
+    _check_options(ctx, as_json, as_csv, threshold, fail_on_flagged, only_flagged, keyframes)
+    ref = resolve_model(model, use=RUN, unsafe=unsafe, log=lambda line: click.echo(line, err=True))
+    explain_model(ref, as_json=as_json)
+    if ray_address is not None:  # --batch-size: rows per Ray batch, for every engine
         return predict_on_ray(
-            paths, model=chosen, output_class=_Output, threshold=threshold,
+            paths, model=ref, output_class=_Output, threshold=threshold,
             fail_on_flagged=fail_on_flagged, batch_size=batch_size, unsafe=unsafe,
             ray_address=ray_address, out_dir=out_dir, actors=actors,
         )  # fmt: skip
+    check_batching(ref, workers, given(ctx, "batch_size"))
+    inputs = walk_inputs(paths)
+    if not inputs.images and not inputs.unsupported:
+        raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
+    videos = [p for p in inputs.images if is_video(p)]
+    plots = _check_video_options(ctx, paths, videos, timeline_plot)
+    output_format = "json" if as_json else "csv" if as_csv else "table"
+    started = time.perf_counter()
+    with ref.open_runner() as runner:
+        output = _Output(runner, fmt=output_format, threshold=threshold, only_flagged=only_flagged)
+        for path in inputs.unsupported:
+            output.skip(path)
+        images = [p for p in inputs.images if p not in set(videos)]
+        with output.progress(len(images)) as bar:
+            for prediction in classify(runner, images, batch_size=batch_size, workers=workers):
+                bar.update(1)
+                output.write(prediction)
+        for path in videos:
+            _classify_clip(runner, path, output, every=every, keyframes=keyframes,
+                           threshold=0.5 if threshold is None else threshold,
+                           min_segment=min_segment, plot=plots.get(path),
+                           batch_size=batch_size)  # fmt: skip
+    output.finish(len(inputs.images), time.perf_counter() - started, fail_on_flagged)
+
+
+def _check_options(ctx, as_json, as_csv, threshold, fail_on_flagged, only_flagged, keyframes):
+    """Refuse option combinations that cannot apply, before any work."""
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
     if (fail_on_flagged or only_flagged) and threshold is None:
@@ -336,60 +338,6 @@ def predict(
             "--every and --keyframes: choose one way to sample videos (a clip with one "
             "keyframe is sampled every second)"
         )
-    inputs = walk_inputs(paths)
-    if not inputs.images and not inputs.unsupported:
-        raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
-    videos = [p for p in inputs.images if is_video(p)]
-    plots = _check_video_options(ctx, paths, videos, timeline_plot)
-    chosen = model_file(model_path)
-    check_unsafe(chosen, unsafe)
-    if given(ctx, "batch_size") and file_type_of(chosen) is TFLITE:
-        raise UsageError(
-            f"--batch-size applies to engines that take batches (.keras, TF.js, Core ML); "
-            f"{Path(str(chosen)).name} is TFLite, one image per call in each lane "
-            "(--workers sets the lanes): drop --batch-size"
-        )
-    from ..runtime import open_runner
-
-    with open_runner(chosen, allow_unsafe=unsafe) as runner:
-        output = _Output(
-            runner.labels,
-            fmt="json" if as_json else "csv" if as_csv else "table",
-            threshold=threshold,
-            only_flagged=only_flagged,
-        )
-        if not runner.contract.nsfw_labels:
-            click.echo(
-                f"note: {runner.name} names no NSFW labels ({', '.join(runner.labels)}): "
-                "no nsfw_score"
-                + (", so --threshold flags nothing" if threshold is not None else ""),
-                err=True,
-            )
-        for path in inputs.unsupported:
-            output.skip(path)
-        video_set = set(videos)
-        images = [p for p in inputs.images if p not in video_set]
-        started = time.perf_counter()
-        show_progress = len(images) > 1 and output.fmt == "table" and sys.stderr.isatty()
-        with click.progressbar(
-            length=len(images), label="Classifying", file=sys.stderr, hidden=not show_progress
-        ) as bar:
-            for prediction in classify(runner, images, batch_size=batch_size, workers=workers):
-                bar.update(1)
-                output.write(prediction)
-        for path in videos:
-            _classify_clip(runner, path, output, every=every, keyframes=keyframes,
-                           threshold=0.5 if threshold is None else threshold,
-                           min_segment=min_segment, plot=plots.get(path),
-                           batch_size=batch_size)  # fmt: skip
-    total = len(inputs.images)
-    if output.errors:
-        click.echo(f"{output.errors} of {total} files could not be read", err=True)
-    click.echo(output.summary(time.perf_counter() - started), err=True)
-    if fail_on_flagged and output.flagged:
-        sys.exit(EXIT_FLAGGED)
-    if output.errors:
-        sys.exit(EXIT_UNREADABLE)
 
 
 def _check_video_options(ctx, paths, videos, timeline_plot) -> dict:

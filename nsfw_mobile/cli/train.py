@@ -9,16 +9,16 @@ import click
 
 from ..errors import UsageError
 from .common import (
-    MODEL_PATH,
+    MODEL,
     ExistingPath,
-    check_unsafe,
     contract_changes,
     contract_options,
     echo_json,
-    fetch_named_model,
+    explain_model,
     given,
     json_option,
     out_dir_option,
+    progress_line,
     unsafe_option,
 )
 
@@ -58,10 +58,12 @@ def _config(data_dir: Path, out_dir: Path, options: dict):
     "--backbone",
     default="imagenet",
     show_default=True,
-    help="Backbone start: imagenet (downloaded by Keras), nsfw (the pretrained model's "
-    "MobileNetV2 1.0), mid (nsfwjs-mobilenet-v2-mid's MobileNetV2 1.4, fetched on first use), "
-    "none (random weights: the whole network trains from the first epoch, BatchNorm "
-    "included, and --fine-tune does not apply), or a weights file.",
+    help="Backbone start, in train's own words: imagenet (downloaded by Keras), nsfw (the "
+    "pretrained model's MobileNetV2 1.0), mid (nsfwjs-mobilenet-v2-mid's MobileNetV2 1.4, "
+    "fetched on first use), none (random weights: the whole network trains from the first "
+    "epoch, BatchNorm included, and --fine-tune does not apply); another zoo model's name, "
+    "resolved as every command's --model (a MobileNetV2 one); or a weights file (a path: "
+    "./mid is a file).",
 )
 @click.option(
     "--alpha",
@@ -170,7 +172,8 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     test/ (or val/) folder beside it; the classes are the folders' names
     (--merge folds folders together). Corrupt files and files found in both
     splits are listed before training starts. best.keras carries the model's
-    contract (labels, NSFW labels, provenance), so convert needs no flags.
+    contract (labels, NSFW labels, provenance), so convert needs no flags to make
+    every target of the registry from it ({targets}).
 
     \b
     Examples:
@@ -198,7 +201,9 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
     config = _config(data_dir, out_dir, options)
     if not resume:
         config.check()
-        fetch_named_model(config.backbone)
+        backbone = config.backbone_model(log=lambda line: click.echo(line, err=True))
+        if backbone is not None:
+            backbone.fetch()
     result = run_training(config, resume=resume, log=lambda line: click.echo(line, err=True))
     if as_json:
         echo_json(
@@ -212,7 +217,7 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
 
 
 @click.command(short_help="Measure accuracy and NSFW thresholds on labelled images.")
-@click.argument("model", type=MODEL_PATH)
+@click.argument("model", type=MODEL)
 @click.argument("data_dir", type=ExistingPath(file_okay=False))
 @out_dir_option(
     "Write report.md, report.json, confusion.png, roc.png and pr.png here.", default=None
@@ -228,11 +233,12 @@ def train(ctx, data_dir, out_dir, resume, as_json, **options):
 @json_option("Print the report as JSON.")
 @unsafe_option()
 def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
-    """Evaluate MODEL (any format: .keras, .tflite, .mlmodel, .mlpackage, TF.js, or a
-    zoo model's name such as 'pretrained' or nsfwjs-mobilenet-v2-mid, see
-    `nsfw-mobile models`) on a labelled DATA_DIR: its test/ or val/ folder when it has
-    one (as train finds it), else its class folders. Images of the model's NSFW
-    labels are the positives of the NSFW-versus-safe view.
+    """Evaluate MODEL (any file type: {file_types}; a release folder: its fastest
+    validated file here; or a zoo model's name such as 'pretrained' or mid, see
+    `nsfw-mobile models`, as predict --model runs it: ./mid is a path) on a labelled
+    DATA_DIR: its test/ or val/ folder when it has one (as train finds it), else its
+    class folders. Images of the model's NSFW labels are the positives of the
+    NSFW-versus-safe view.
 
     \b
     Examples:
@@ -242,13 +248,11 @@ def evaluate(model, data_dir, out_dir, predictions_path, as_json, unsafe):
     """
     from ..evaluate import evaluate as run_evaluation
     from ..evaluate import render_table, write_predictions, write_reports
-    from ..formats import is_named_model
+    from ..resolve import RUN, resolve_model
 
-    check_unsafe(model, unsafe)
-    fetch_named_model(model)
-    report = run_evaluation(
-        model if is_named_model(model) else Path(model), data_dir, allow_unsafe=unsafe
-    )
+    ref = resolve_model(model, use=RUN, unsafe=unsafe, log=progress_line(as_json))
+    explain_model(ref, as_json=as_json)
+    report = run_evaluation(ref, data_dir)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_table(report))
     if out_dir is not None:
         for path in write_reports(report, out_dir):

@@ -1,0 +1,101 @@
+"""``nsfw-mobile validate``: check converted models against their reference."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..formats import FORMATS
+from .common import (
+    EXIT_VALIDATION_FAILED,
+    MODEL,
+    explain_model,
+    images_option,
+    json_option,
+    progress_line,
+    report_option,
+    threads_option,
+    write_text_atomically,
+)
+
+
+@click.command(short_help="Check converted models against their reference model.")
+@click.argument("candidates", nargs=-1, required=True, type=MODEL)
+@click.option(
+    "--reference",
+    type=MODEL,
+    default=None,
+    help="Reference model: .keras, TF.js model.json or a zoo model's name (see "
+    "`nsfw-mobile models`; ./mid is a path); default: the pretrained model.",
+)
+@images_option()
+@click.option(
+    "--format",
+    "format_keys",
+    multiple=True,
+    type=click.Choice([f.key for f in FORMATS]),
+    help="Format key(s) for artefacts without nsfw-mobile metadata: one for all candidates "
+    "or one per candidate (see `nsfw-mobile formats`).",
+)
+@threads_option("Threads each candidate's engine uses (engines with a thread setting only).")
+@json_option("Print the report as JSON (and no progress lines on stderr).")
+@report_option("Also write a Markdown report to this file.")
+def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+    """Check that converted models agree with the reference model.
+
+    Runs the reference and every CANDIDATE (a converted file: {file_types}; a
+    folder: its model files; a release folder: the files its manifest marks
+    releasable) on the same decoded images and compares probabilities against each format's
+    tolerance. Core ML models run on Linux through the toolkit's own numpy
+    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
+    label/shape mismatch); 1 or 2: bad input or usage.
+
+    \b
+    Examples:
+      nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
+      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
+      nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+    """
+    from ..errors import UsageError
+    from ..resolve import MEASURE, SOURCE, resolve_model
+    from ..validate import render_json, render_markdown, render_table
+    from ..validate import validate as run_validation
+
+    files = [part for c in candidates for part in resolve_model(c, use=MEASURE).parts]
+    for part in files:
+        if part.path is None:
+            raise UsageError(
+                f"{part.given} is a zoo model's Keras reference, not a converted file: give "
+                "--reference NAME and the files made from it"
+            )
+    if threads is not None and not any(p.file_type.threaded and p.engine for p in files):
+        raise UsageError(
+            "--threads sets the threads of engines that take them (LiteRT, ONNX Runtime) and "
+            "no candidate runs on one: drop --threads"
+        )
+    reference = resolve_model(reference, use=SOURCE, log=progress_line(as_json))
+    explain_model(reference, as_json=as_json)
+
+    def progress(result):
+        if not as_json:
+            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
+
+    report = run_validation(
+        files,
+        reference=reference,
+        images=list(image_paths) or None,
+        format_keys=list(format_keys) or None,
+        num_threads=threads,
+        on_candidate=progress,
+    )
+    click.echo(render_json(report) if as_json else render_table(report))
+    if report_path:
+        write_text_atomically(report_path, render_markdown(report))
+    for line in report.unreadable:
+        click.echo(f"skipped unreadable image {line}", err=True)
+    if not report.passed:
+        sys.exit(EXIT_VALIDATION_FAILED)
+
+
+COMMANDS = (validate,)
