@@ -4,6 +4,7 @@ caller's process alone, the command line prints only its own lines and cleans up
 from __future__ import annotations
 
 import ast
+import fnmatch
 import os
 import re
 import shutil
@@ -30,37 +31,185 @@ PACKAGE = ROOT / "nsfw_mobile"
 
 # ------------------------------------------------------------------ layers
 
+REFERENCE = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)+):[\w.]+$")
+"""A registry's string reference to code, ``"package.module:attribute"`` (``formats.resolve``)."""
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """Every nsfw_mobile module ``path`` imports, at the top or inside functions."""
-    name = _module_name(path)
+def _entered(target: str, modules: set[str], top: str, importer: str) -> set[str]:
+    """Importing ``a.b.c`` from outside ``a.b`` runs ``a.b`` first (its package): an edge
+    too (inside it, ``a.b`` is already running). The top package is left out: it is the
+    library's facade, above every layer, and imports nothing at its top but the version."""
+    parts = target.split(".")
+    found = {".".join(parts[:n]) for n in range(2, len(parts) + 1)}
+    own = {".".join(importer.split(".")[:n]) for n in range(1, importer.count(".") + 1)}
+    return {m for m in found if m in modules and m != top and (m == target or m not in own)}
+
+
+def _imports(path: Path, modules: set[str], root: Path) -> set[str]:
+    """Every module of the package ``path`` enters: imports at the top or inside functions,
+    the packages they run first, and registry string references ("module:attribute")."""
+    name = _module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
+    targets = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name in modules}
+            targets |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = package
             for _ in range(node.level - 1):
                 base = base.rpartition(".")[0]
-            target = f"{base}.{node.module}" if node.level and node.module else base or node.module
-            if not node.level:
-                target = node.module
+            target = (
+                (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            )
             for alias in node.names:
                 candidate = f"{target}.{alias.name}"
-                found.add(candidate if candidate in modules else target)
-    return {module for module in found if module in modules and module != name}
+                targets.add(candidate if candidate in modules else target)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = REFERENCE.match(node.value)
+            if match:
+                targets.add(match.group(1))
+    found = set()
+    for target in targets:
+        found |= _entered(target, modules, root.name, name)
+        if target == root.name:
+            found.add(target)
+    return found - {name}
 
 
-def import_graph() -> dict[str, set[str]]:
-    files = list(PACKAGE.rglob("*.py"))
-    modules = {_module_name(f) for f in files}
-    return {_module_name(f): _imports(f, modules) for f in files}
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it enters (see ``_imports``)."""
+    files = [f for f in root.rglob("*.py") if "__pycache__" not in f.parts]
+    modules = {_module_name(f, root) for f in files}
+    return {_module_name(f, root): _imports(f, modules, root) for f in files}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each as the path
+    of one cycle through it: an import circle of any length."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node):  # recursion is fine: the package has ~70 modules
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_one_cycle(graph, group) for group in groups]
+
+
+def _one_cycle(graph, group: set[str]) -> list[str]:
+    """A cycle inside ``group``, as module names from the first back to it."""
+    start = min(group)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for target in sorted(graph[node] & group):
+            if target == start:
+                return [*paths[node], start]
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    raise AssertionError(group)
+
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "core contract",
+        (
+            "version",
+            "errors",
+            "labels",
+            "files",
+            "atomic",
+            "quiet",
+            "_tf",
+            "parallel",
+            "machine",
+            "node_packages",
+            "metadata",
+            "images",
+            "zoo_fetch",
+            "zoo",
+        ),
+    ),
+    (
+        "format code",
+        (
+            "tflite_metadata",
+            "onnx_file",
+            "tfjs",
+            "tfjs_graph",
+            "models",
+            "inspect_model",
+            "runtime",
+            "runtime.*",
+            "export",
+            "export.*",
+        ),
+    ),
+    ("registry", ("formats",)),
+    ("naming a model", ("manifest", "engine_choice", "resolve")),
+    (
+        "services",
+        (
+            "precision",
+            "predict",
+            "video",
+            "video_plot",
+            "validate",
+            "bench",
+            "convert",
+            "release",
+            "evaluate",
+            "data",
+            "train",
+            "distributed",
+        ),
+    ),
+    ("command line and library facade", ("", "cli", "cli.*")),
+)
+"""The declared order, lowest first: a module imports only from its own layer or below."""
+
+
+def rank(module: str, top: str = "nsfw_mobile") -> int:
+    relative = module.removeprefix(top).removeprefix(".")
+    for position, (_, patterns) in enumerate(LAYERS):
+        if any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns):
+            return position
+    raise AssertionError(f"{module} has no layer in LAYERS: give it one")
+
+
+def upward_imports(graph) -> list[str]:
+    return sorted(
+        f"{a} ({LAYERS[rank(a)][0]}) -> {b} ({LAYERS[rank(b)][0]})"
+        for a, targets in graph.items()
+        for b in targets
+        if rank(b) > rank(a)
+    )
 
 
 def test_runtime_never_imports_the_exporters():
@@ -74,16 +223,55 @@ def test_runtime_never_imports_the_exporters():
     assert offenders == []
     graph = import_graph()
     for module in ("nsfw_mobile.validate", "nsfw_mobile.inspect_model", "nsfw_mobile.metadata"):
-        assert not any(m.startswith("nsfw_mobile.export") for m in graph[module]), module
+        assert not any(m.startswith("nsfw_mobile.export.") for m in graph[module]), module
 
 
-def test_no_module_imports_one_that_imports_it_back():
+def test_the_package_has_no_import_circle_of_any_length():
     graph = import_graph()
     assert "nsfw_mobile.runtime.coreml_spec" in graph["nsfw_mobile.runtime.coreml_mil"]
-    pairs = sorted(
-        (a, b) for a, targets in graph.items() for b in targets if a < b and a in graph[b]
-    )
-    assert pairs == []
+    assert "nsfw_mobile.runtime" in graph["nsfw_mobile.resolve"]  # a submodule's package
+    assert "nsfw_mobile.runtime.tflite_runner" in graph["nsfw_mobile.formats"]  # by reference
+    assert "nsfw_mobile.resolve" in graph["nsfw_mobile.cli.predict"]  # inside a function
+    assert cycles(graph) == []
+
+
+def test_every_module_has_a_layer_and_imports_only_downward():
+    graph = import_graph()
+    for module in graph:
+        rank(module)
+    assert upward_imports(graph) == []
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    """A package written under ``root`` from {relative path: source}."""
+    for relative, source in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root
+
+
+def test_the_circle_finder_sees_a_planted_three_module_circle(tmp_path):
+    """a -> b at the top, b -> c inside a function, c -> a by a registry string: found;
+    the same package without the string reference is clean."""
+    planted = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from . import b\n",
+        "pkg/b.py": "def late():\n    from .c import thing\n    return thing\n",
+        "pkg/c.py": 'thing = 1\nRUNNER = "pkg.a:Runner"\n',
+        "pkg/sub/__init__.py": "from ..a import b\n",
+        "pkg/d.py": "import pkg.sub.e\n",
+        "pkg/sub/e.py": "",
+    }
+    graph = import_graph(_package(tmp_path / "planted", planted) / "pkg")
+    assert graph["pkg.d"] == {"pkg.sub", "pkg.sub.e"}  # a submodule runs its package first
+    assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+    clean = {**planted, "pkg/c.py": "thing = 1\n"}
+    assert cycles(import_graph(_package(tmp_path / "clean", clean) / "pkg")) == []
+    two = {**clean, "pkg/sub/e.py": "from .. import d\n"}  # a circle through a package
+    assert cycles(import_graph(_package(tmp_path / "two", two) / "pkg")) == [
+        ["pkg.d", "pkg.sub.e", "pkg.d"]
+    ]
 
 
 # ------------------------------------------------------------------ registry
