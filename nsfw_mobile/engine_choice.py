@@ -28,7 +28,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import ModelFileError
-from .files import sha256_file
+from .files import cache_root, sha256_file
 from .formats import file_type_of
 from .machine import SYSTEM_NAMES, machine_info, versions
 from .manifest import inside_folder, read_manifest
@@ -125,7 +125,6 @@ def _cache_key(paths: list[Path]) -> dict:
 
 
 def _cache_path(key: dict) -> Path:
-    from .node_packages import cache_root
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return cache_root() / CACHE_FOLDER / f"{digest[:32]}.json"

@@ -1,9 +1,19 @@
-"""Checksums and sizes of artefacts, which may be files or folders (``.mlpackage``)."""
+"""Checksums and sizes of artefacts, which may be files or folders (``.mlpackage``), and
+the toolkit's cache folder."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The toolkit's cache: NSFW_MOBILE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /nsfw-mobile."""
+    if os.environ.get("NSFW_MOBILE_CACHE"):
+        return Path(os.environ["NSFW_MOBILE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nsfw-mobile"
 
 
 def sha256_file(path: str | Path) -> str:

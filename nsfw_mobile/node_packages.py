@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import NsfwMobileError
+from .files import cache_root
 
 try:
     import fcntl
@@ -53,13 +53,6 @@ INSTALL_TIMEOUT = 180
 
 class NodeMissingError(NsfwMobileError):
     """Node.js or npm is not installed, or the packages cannot be installed."""
-
-
-def cache_root() -> Path:
-    if os.environ.get("NSFW_MOBILE_CACHE"):
-        return Path(os.environ["NSFW_MOBILE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nsfw-mobile"
 
 
 def node_executable() -> str:

@@ -69,11 +69,11 @@ def _predictions(runner: Runner, paths: list[Path], pixels: list[np.ndarray]) ->
     ]
 
 
-def check_batching(model, workers: int | None, batch_size_given: bool) -> None:
-    """Refuse --batch-size where it would be ignored, in one line (the registry's ``batched``
+def check_batching(model, workers: int | None) -> None:
+    """Refuse a --batch-size the engine would ignore, in one line (the registry's ``batched``
     and ``lanes`` capabilities decide): ``model`` is a ``resolve.ModelRef``."""
     file_type = model.file_type
-    if not batch_size_given or file_type is None:
+    if file_type is None:
         return
     name = Path(model.label).name
     if not file_type.batched:

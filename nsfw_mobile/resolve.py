@@ -69,9 +69,7 @@ RULES_HELP = (
 
 def zoo_release_folder(model: zoo.ZooModel) -> Path:
     """Where ``nsfw-mobile models --fetch NAME --release`` keeps a zoo model's release."""
-    from .zoo_fetch import releases_dir
-
-    return releases_dir() / model.key
+    return model.release_folder
 
 
 def is_name(given) -> bool:
@@ -166,12 +164,14 @@ class ModelRef:
             raise UsageError(
                 f"{self.given}: {len(self.members)} models; a runner opens one of them"
             )
-        if self.use == SOURCE or self.path is None:
+        if self.use == SOURCE and self.path is not None:  # a TF.js source runs in Keras
             from .runtime.keras_runner import KerasRunner
 
             return KerasRunner(self.load_source(), **options)
+        self.fetch()
+        target = self.zoo_model.key if self.path is None else self.path
         return self.file_type.open_runner(
-            self.path, num_threads=num_threads, allow_unsafe=self.allow_unsafe, **options
+            target, num_threads=num_threads, allow_unsafe=self.allow_unsafe, **options
         )
 
     def load_source(self):
@@ -285,13 +285,13 @@ def _fastest(folder: Path, given, use: str, zoo_model=None) -> ModelRef:
     from .engine_choice import fastest_here  # numpy and the engines: only for a release
 
     choice = fastest_here(folder)
-    of = f"{zoo_model.key}'s cached release {folder}" if zoo_model else f"the release {folder}"
+    of = f"{zoo_model.key}'s cached release" if zoo_model else "the release"
     return ModelRef(
         None if given is None else str(given), use, "zoo" if zoo_model else "release",
         f"{choice.path.name} ({choice.engine}), the fastest validated model of {of} on "
         "this machine",
         path=choice.path, zoo_model=zoo_model, file_type=file_type_of(choice.path),
-        details=tuple(choice.explain()),
+        details=(f"  release folder: {folder}", *choice.explain()),
     )  # fmt: skip
 
 

@@ -78,7 +78,7 @@ class TrainConfig:
         like every command's model (a path such as ./mid is a weights file)."""
         from .resolve import SOURCE, is_name, resolve_model
 
-        word = {"nsfw": zoo.DEFAULT.key, "mid": zoo.MOBILENET_V2_MID.key}.get(self.backbone)
+        word = {"nsfw": zoo.DEFAULT.key}.get(self.backbone)  # "mid" is a zoo name already
         if word is None and not is_name(self.backbone):
             return None
         ref = resolve_model(word or self.backbone, use=SOURCE, log=log)

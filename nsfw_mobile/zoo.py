@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import zoo_fetch
 from .errors import UsageError
+from .files import cache_root
 from .labels import LABELS, NSFWJS_LABELS
 from .zoo_fetch import model_digest
 
@@ -120,7 +121,13 @@ class ZooModel:
         """Where its model.json and shards are (or will be, once fetched)."""
         if self.bundled:
             return PACKAGE_DIR / self.bundled
-        return zoo_fetch.models_dir() / self.key
+        return cache_root() / zoo_fetch.MODELS_FOLDER / self.key
+
+    @property
+    def release_folder(self) -> Path:
+        """Where ``nsfw-mobile models --fetch NAME --release`` keeps its release (the toolkit's
+        cache); ``--model NAME`` runs that release's fastest validated file when it is there."""
+        return cache_root() / "releases" / self.key
 
     @property
     def status(self) -> str:

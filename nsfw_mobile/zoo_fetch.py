@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import ModelFileError, NsfwMobileError
+from .files import cache_root
 
 DECODER = Path(__file__).parent / "pretrained" / "decode_bundle.cjs"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -37,18 +38,15 @@ class FetchError(NsfwMobileError):
 
 
 def _cache_root() -> Path:
-    from .node_packages import cache_root  # imports fcntl (POSIX): only when the cache is used
-
     return cache_root()
 
 
+MODELS_FOLDER = "models"
+"""The cache's folder of fetched zoo models, one folder per key (``ZooModel.folder``)."""
+
+
 def models_dir() -> Path:
-    return _cache_root() / "models"
-
-
-def releases_dir() -> Path:
-    """Where ``nsfw-mobile models --fetch NAME --release`` keeps zoo models' releases."""
-    return _cache_root() / "releases"
+    return _cache_root() / MODELS_FOLDER
 
 
 def downloads_dir() -> Path:

@@ -67,12 +67,14 @@ def test_children_already_started_are_closed_when_a_later_one_fails(tmp_path):
 def test_a_release_folder_is_benchmarked_through_its_manifest(tmp_path):
     """`bench models/`, the README's example: manifest.json is no TF.js model, and only the
     files the manifest marks releasable are measured."""
-    from nsfw_mobile.release import expand_model_arguments, read_manifest
+    from nsfw_mobile.manifest import read_manifest
+    from nsfw_mobile.resolve import MEASURE, resolve_model
 
     models = Path(__file__).resolve().parent.parent / "models"
     manifest = read_manifest(models)
-    releasable = [str(models / e["file"]) for e in manifest["files"] if e["releasable"]]
-    assert expand_model_arguments([models]) == releasable and releasable
+    releasable = [models / e["file"] for e in manifest["files"] if e["releasable"]]
+    assert [m.path for m in resolve_model(models, use=MEASURE).parts] == releasable
+    assert releasable
 
     folder = tmp_path / "release"
     folder.mkdir()

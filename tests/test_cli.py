@@ -363,7 +363,7 @@ def tiny_tfjs(tiny_source, tmp_path_factory):
 
 
 def test_a_runner_is_a_context_manager_that_ends_its_node_process(tiny_tfjs):
-    from nsfw_mobile.runtime import open_runner
+    from nsfw_mobile import open_runner
 
     before = child_processes("node")
     with open_runner(tiny_tfjs) as runner:

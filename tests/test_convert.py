@@ -242,7 +242,7 @@ def test_kill_9_mid_conversion_leaves_no_file_under_a_final_name(tmp_path, tiny_
     for name in final_names:
         assert not (out / name).exists(), f"{name} appeared under its final name"
     # Whatever did reach a final name is complete and loadable.
-    from nsfw_mobile.runtime import open_runner
+    from nsfw_mobile import open_runner
 
     for path in out.iterdir():
         if not path.name.startswith(".") and path.suffix in (".tflite", ".mlmodel", ".mlpackage"):
@@ -297,9 +297,9 @@ def test_full_size_every_format(full_artifacts):
             assert contract["labels"] == '["Neutral", "Porn", "Sexy"]'
             assert contract["input_size"] == "224x224" and contract["author"].startswith("GantMan")
         elif artifact.target in ("onnx", "ort"):
-            from nsfw_mobile.metadata import read_onnx
+            from nsfw_mobile.onnx_file import artifact_metadata
 
-            meta = read_onnx(artifact.path)
+            meta = artifact_metadata(artifact.path)
             assert meta.labels == tuple(LABELS) and meta.input_size == (224, 224)
             assert meta.properties["author"].startswith("GantMan")
         else:

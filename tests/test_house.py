@@ -280,8 +280,6 @@ def test_the_circle_finder_sees_a_planted_three_module_circle(tmp_path):
 def test_file_types_come_from_the_registry(tmp_path):
     assert formats.file_type_of("x/NSFW.mlpackage") is formats.MLPACKAGE
     assert formats.file_type_of("m.TFLITE") is formats.TFLITE
-    assert formats.file_type_of(None) is formats.KERAS
-    assert formats.file_type_of("pretrained") is formats.KERAS
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "model.json").write_text("{}")
     assert formats.file_type_of(tmp_path / "web") is formats.TFJS_LAYERS

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import ModelFileError
-from nsfw_mobile.formats import FORMATS
-from nsfw_mobile.inspect_model import inspect_file, render
+from nsfw_mobile.formats import FORMATS, inspect_file
+from nsfw_mobile.inspect_model import render
 from nsfw_mobile.labels import LABELS
 from nsfw_mobile.models import PRETRAINED_JSON
 

@@ -280,7 +280,7 @@ def test_the_contract_in_the_metadata_is_read_or_the_problem_named(tmp_path):
 def test_the_runner_needs_neither_tensorflow_nor_the_onnx_package(tiny_artifacts, samples):
     code = (
         "import sys, numpy as np\n"
-        "from nsfw_mobile.runtime import open_runner\n"
+        "from nsfw_mobile import open_runner\n"
         f"runner = open_runner({str(tiny_artifacts['onnx-int8'].path)!r})\n"
         "print(runner.predict(np.zeros((2, 96, 96, 3), np.uint8)).shape, "
         "[m for m in ('tensorflow', 'keras', 'onnx') if m in sys.modules])\n"
@@ -319,7 +319,7 @@ def _release(folder: Path, files: dict[str, float]) -> Path:
 
 def test_the_probe_picks_what_is_faster_here_and_remembers_it(tmp_path, monkeypatch):
     from nsfw_mobile.engine_choice import fastest_here
-    from nsfw_mobile.release import fastest_artifact
+    from nsfw_mobile.manifest import fastest_artifact
 
     monkeypatch.setenv("NSFW_MOBILE_CACHE", str(tmp_path / "cache"))
     # the manifest claims the float32 ONNX file is fastest; the int8 TFLite file is not

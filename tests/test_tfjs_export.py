@@ -257,8 +257,8 @@ def test_wasm_agrees_with_cpu_on_the_pretrained_model(samples, node_ready):
 
 
 def test_wasm_is_the_default_backend_and_a_bad_one_is_refused(tiny_exports, node_ready):
+    from nsfw_mobile import open_runner
     from nsfw_mobile.errors import UsageError
-    from nsfw_mobile.runtime import open_runner
     from nsfw_mobile.runtime.tfjs_runner import TFJSRunner
 
     runner = open_runner(tiny_exports["uint8"].path)

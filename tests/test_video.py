@@ -14,11 +14,10 @@ from click.testing import CliRunner
 from clips import write_clip
 from PIL import Image
 
-from nsfw_mobile import video
+from nsfw_mobile import open_runner, video
 from nsfw_mobile.cli import EXIT_UNREADABLE, main
 from nsfw_mobile.formats import PRETRAINED_TFLITE
 from nsfw_mobile.images import decode_image
-from nsfw_mobile.runtime import open_runner
 from nsfw_mobile.video import (
     SegmentRule,
     VideoError,

@@ -58,9 +58,8 @@ def models_command(fetch_names, tarball, make_release, as_json):
     """
     from .. import zoo
     from ..errors import UsageError
-    from ..zoo_fetch import fetch
-
     from ..resolve import zoo_release_folder
+    from ..zoo_fetch import fetch
 
     if tarball is not None and not fetch_names:
         raise UsageError("--from goes with --fetch NAME: name the model to extract from it")

@@ -302,7 +302,8 @@ def predict(
             fail_on_flagged=fail_on_flagged, batch_size=batch_size, unsafe=unsafe,
             ray_address=ray_address, out_dir=out_dir, actors=actors,
         )  # fmt: skip
-    check_batching(ref, workers, given(ctx, "batch_size"))
+    if given(ctx, "batch_size"):
+        check_batching(ref, workers)
     inputs = walk_inputs(paths)
     if not inputs.images and not inputs.unsupported:
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
