@@ -8,8 +8,9 @@ published accuracy with its source. ``contract(classes)`` turns a record into
 the model contract every artefact of it carries, so nothing of one model is
 assumed for another.
 
-Names are matched before paths: ``--model mid`` is the zoo model even if a
-folder called ``mid`` exists (write ``./mid`` for the folder).
+What a name means is ``resolve.resolve_model``'s rule: ``--model mid`` is the zoo
+model even if a folder called ``mid`` exists; ``./mid``, ``mid/`` or a ``Path`` is
+that folder, never a name.
 
 This module imports no TensorFlow; ``models.pretrained(name=...)`` builds the
 Keras model.
