@@ -7,6 +7,13 @@ import hashlib
 import os
 from pathlib import Path
 
+MAX_DECLARED_ELEMENTS = 1 << 26
+"""The one size limit on model files: 67 M tensor elements over the tensors a file declares
+(TFLite: weights and activations; ONNX: weights). The pretrained MobileNetV2 declares 9.6 M
+as TFLite, InceptionV3 22.4 M weights. Runners refuse more before their engine allocates:
+a 5 KB mutated TFLite model declaring 100 M made LiteRT allocate 1.9 GB
+(fuzz/targets.py: fuzz_tflite)."""
+
 
 def cache_root() -> Path:
     """The toolkit's cache: NSFW_MOBILE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /nsfw-mobile."""

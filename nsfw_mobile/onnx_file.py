@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFileError
+from .files import MAX_DECLARED_ELEMENTS
 from .metadata import ArtifactMetadata
 
 MAX_FILE_BYTES = 1 << 30
 """1 GiB: the largest image classifier worth running on a phone is far below it
 (MobileNetV2 is 14 MB as float32); protobuf itself stops at 2 GiB."""
-MAX_DECLARED_ELEMENTS = 1 << 27
-"""134 M elements over all weight tensors (0.5 GB as float32); MobileNetV2 declares 3.5 M."""
 MAX_INPUT_SIDE = 4096
 """Largest input height or width: the predict path allocates (N, H, W, 3) images of it."""
 MAX_CLASSES = 100_000

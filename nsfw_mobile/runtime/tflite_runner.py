@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..files import MAX_DECLARED_ELEMENTS
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of
 from ..quiet import native_output
@@ -45,12 +46,6 @@ def _contract_for(path: Path, width: int, input_size) -> ModelContract:
     if len(labels) != width:
         raise ModelFileError(f"{path}: {len(labels)} labels for a model with {width} outputs")
     return contract_of(metadata, labels=labels, input_size=input_size, name=path.stem)
-
-
-MAX_DECLARED_ELEMENTS = 1 << 26
-"""67 M tensor elements, summed over the file's tensors: the pretrained MobileNetV2 at
-224 declares 9.6 M, so this is 7 times that. A 5 KB mutated model declaring 100 M made
-LiteRT allocate 1.9 GB (fuzz/targets.py: fuzz_tflite); such files are refused first."""
 
 
 def _refuse_unsafe_models(path: Path) -> None:
