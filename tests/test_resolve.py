@@ -12,13 +12,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from nsfw_mobile import resolve, zoo
 from nsfw_mobile.cli import EXIT_USAGE, main
 from nsfw_mobile.errors import MissingFileError, UsageError
-from nsfw_mobile.formats import KERAS, PRETRAINED_TFLITE, TFJS_LAYERS
+from nsfw_mobile.export import MIN_CALIBRATION_IMAGES
+from nsfw_mobile.formats import KERAS, PRETRAINED_TFLITE, TFJS_LAYERS, TFLITE
 from nsfw_mobile.resolve import MEASURE, RUN, SOURCE, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,3 +290,53 @@ def _modules_following(model, image) -> set[str]:
     finally:
         sys.setprofile(None)
     return entered
+
+
+# ------------------------------------------------------------------ registry-driven rules
+
+
+def test_batch_size_with_onnx_lanes_is_refused_in_one_line_or_batches(samples):
+    onnx = str(MODELS / "nsfw_int8.onnx")
+    args = ["predict", str(samples[0]), str(samples[1]), "--model", onnx, "--batch-size", "8"]
+    refused = CliRunner().invoke(main, [*args, "--workers", "2"])
+    assert refused.exit_code == EXIT_USAGE, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "runs in 2 lanes" in refused.stderr and "--workers 1" in refused.stderr
+    batched = CliRunner().invoke(main, [*args, "--workers", "1", "--json"])
+    assert batched.exit_code == 0, batched.output
+    assert len(batched.stdout.splitlines()) == 2
+    tflite = CliRunner().invoke(
+        main, ["predict", str(samples[0]), "--model", str(PRETRAINED_TFLITE), "--batch-size", "8"]
+    )
+    assert tflite.exit_code == EXIT_USAGE and "is tflite, one image per call" in tflite.stderr
+    assert TFLITE.batched is False and KERAS.batched and not KERAS.lanes
+
+
+def _help(*args) -> str:
+    """A command's --help without its line breaks (help wraps inside words at hyphens)."""
+    return "".join(CliRunner().invoke(main, [*args, "--help"]).stdout.split())
+
+
+def _bare(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_help_lists_are_the_registrys(monkeypatch):
+    from nsfw_mobile import formats
+    from nsfw_mobile.cli.common import fill_help
+
+    targets, keys = _bare(formats.targets_help()), _bare(formats.formats_help())
+    assert "onnx" in targets and "onnx-int8" in keys
+    assert targets in _help("convert") and targets in _help("train")
+    assert keys in _help("models") and keys in _help("convert")
+    for command in ("predict", "evaluate", "inspect", "validate"):
+        assert _bare(formats.file_types_help()) in _help(command), command
+    assert _bare(formats.batched_help()) in _help("predict")
+    calibration = f"atleast{MIN_CALIBRATION_IMAGES};"
+    assert calibration in _help("convert") and "atleast20" not in _help("convert")
+    # generated, not typed: a registry with one more target says so in the help
+    monkeypatch.setattr(formats, "TARGETS", (*formats.TARGETS, "newformat"))
+    command = click.Command("x", help="Targets: {targets}.")
+    fill_help(command)
+    assert command.help == f"Targets: {formats.targets_help()}."
+    assert command.help.endswith(", newformat.")
