@@ -29,9 +29,13 @@ from ..quiet import cli_output
 from ..version import __version__
 from . import bench as bench_commands
 from . import convert as convert_commands
+from . import evaluate as evaluate_commands
+from . import formats as formats_commands
+from . import import_tfjs as import_tfjs_commands
 from . import inspect as inspect_commands
 from . import models as model_commands
 from . import predict as predict_commands
+from . import release as release_commands
 from . import train as train_commands
 from . import validate as validate_commands
 from .common import (
@@ -181,11 +185,15 @@ def main(ctx):
 for module in (
     predict_commands,
     convert_commands,
+    formats_commands,
+    import_tfjs_commands,
     validate_commands,
     inspect_commands,
     model_commands,
     train_commands,
+    evaluate_commands,
     bench_commands,
+    release_commands,
 ):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -1,4 +1,4 @@
-"""``convert``, ``formats`` and ``import-tfjs``: making model files."""
+"""``nsfw-mobile convert``: make model files of the registry's formats."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from ..formats import (
 from ..resolve import RULES_HELP
 from .common import (
     MODEL,
-    ExistingPath,
     Progress,
     calibration_option,
     contract_changes,
@@ -202,79 +201,4 @@ def convert(
         click.echo(f"{artifact.path}  {artifact.size_bytes / 1e6:8.2f} MB  {artifact.sha256[:16]}")
 
 
-@click.command("formats", short_help="List the output formats, their files and tolerances.")
-@json_option("Print the registry as JSON.")
-@click.option(
-    "--markdown",
-    is_flag=True,
-    help="Print the formats table as Markdown (docs/formats.md shows it).",
-)
-def list_formats(as_json, markdown):
-    """List the output formats, their file names and validation tolerances.
-
-    \b
-    Examples:
-      nsfw-mobile formats
-      nsfw-mobile formats --json
-      nsfw-mobile formats --markdown
-    """
-    from dataclasses import asdict
-
-    from ..formats import markdown_table
-
-    if as_json and markdown:
-        raise UsageError("--json and --markdown: choose one output")
-
-    if as_json:
-        echo_json(
-            [
-                {
-                    "key": f.key,
-                    "target": f.target,
-                    "quantization": f.quantization,
-                    "precision": f.precision,
-                    "filename": f.filename,
-                    "summary": f.summary,
-                    "options": list(f.options),
-                    "tolerance": {**asdict(f.tolerance), "rule": f.tolerance.describe()},
-                }
-                for f in FORMATS
-            ]
-        )
-        return
-    if markdown:
-        click.echo(markdown_table())
-        return
-    for f in FORMATS:
-        click.echo(f"{f.key:<18} {f.filename:<24} {f.tolerance.describe():<32} {f.summary}")
-
-
-@click.command("import-tfjs", short_help="Turn a TF.js model (layers or graph) into a .keras file.")
-@click.argument("model_json", type=ExistingPath())
-@click.argument("out", type=click.Path(path_type=Path))
-def import_tfjs(model_json, out):
-    """Convert a TF.js model (model.json + shards, or their folder) to a .keras file:
-    a layers model, or a graph model (a frozen TensorFlow graph; the ops of NSFWJS's
-    MobileNetV2Mid are supported, any other is refused by name before anything is
-    written). The model contract in its userDefinedMetadata, if any, comes along.
-
-    \b
-    Examples:
-      nsfw-mobile import-tfjs web_model/model.json model.keras
-      nsfw-mobile import-tfjs dist/nsfw_tfjs_uint8 back.keras
-      nsfw-mobile import-tfjs mobilenet_v2_mid/model.json mid.keras
-    """
-    from ..atomic import atomic_path
-    from ..metadata import write_keras_contract
-    from ..models import load_source
-
-    if out.suffix != ".keras":
-        raise UsageError(f"{out}: the output must end in .keras")
-    source = load_source(model_json)
-    with atomic_path(out) as temporary:
-        source.model.save(temporary)
-        write_keras_contract(temporary, source.contract)
-    click.echo(f"wrote {out} ({source.model.count_params():,} parameters)")
-
-
-COMMANDS = (convert, list_formats, import_tfjs)
+COMMANDS = (convert,)
