@@ -36,7 +36,7 @@ import numpy as np
 from .errors import ImageError, ModelFileError, NsfwMobileError, UsageError
 from .formats import TFJS_LAYERS
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, walk_inputs
-from .predict import Prediction, _predictions
+from .predict import Prediction, _predictions, column_names
 from .resolve import RUN, ModelRef, resolve_model
 
 RAY_INSTALL = 'pip install "nsfw-mobile[ray]"'
@@ -121,11 +121,6 @@ def _tfjs_shards(model_json: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------ rows
-
-
-def column_names(labels: Iterable[str]) -> list[str]:
-    """The columns of the output, those of ``predict --csv``."""
-    return ["path", "label", *(f"p_{n}" for n in labels), "nsfw_score", "flagged", "error", "kind"]
 
 
 def output_schema(labels: Iterable[str]):

@@ -69,6 +69,11 @@ def _predictions(runner: Runner, paths: list[Path], pixels: list[np.ndarray]) ->
     ]
 
 
+def column_names(labels: Iterable[str]) -> list[str]:
+    """The columns of ``predict --csv`` and of the Parquet rows on Ray, written once."""
+    return ["path", "label", *(f"p_{n}" for n in labels), "nsfw_score", "flagged", "error", "kind"]
+
+
 def check_batching(model, workers: int | None) -> None:
     """Refuse a --batch-size the engine would ignore, in one line (the registry's ``batched``
     and ``lanes`` capabilities decide): ``model`` is a ``resolve.ModelRef``."""

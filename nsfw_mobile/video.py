@@ -34,6 +34,9 @@ SEEK_AT_LEAST_S = 10.0
 """Sampling intervals this long seek to each sample instead of decoding every frame."""
 MAX_SAMPLES = 100_000
 """Samples per clip (28 hours at 1 s); a file claiming more is cut there, with a warning."""
+VIDEO_THRESHOLD = 0.5
+"""The nsfw_score above which a stretch of a video starts a segment when no --threshold is
+given (``predict``'s help reads it from here)."""
 SMOOTHING = (0.25, 0.5, 0.25)
 """Weights of the light smoothing of the score before the verdict takes its maximum."""
 
@@ -52,7 +55,7 @@ class SegmentRule:
     """Hysteresis: a stretch starts above ``threshold`` and ends below ``low``; stretches one
     sample apart merge; stretches shorter than ``min_segment_s`` are dropped."""
 
-    threshold: float = 0.5
+    threshold: float = VIDEO_THRESHOLD
     low: float | None = None
     """Default: 0.8 x threshold."""
     min_segment_s: float = 0.0

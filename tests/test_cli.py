@@ -290,7 +290,7 @@ IGNORED_OPTION_CASES = [
     (["predict", "nsfw_mobile/samples/coffee.jpg", "--unsafe"], "--unsafe applies to .keras"),
     (["predict", "nsfw_mobile/samples/coffee.jpg", "--threads", "2"],
      "--threads is now --workers"),
-    (["validate", "models/NSFW.mlmodel", "--threads", "2"], "no candidate is a .tflite"),
+    (["validate", "models/NSFW.mlmodel", "--threads", "2"], "no candidate runs on one"),
     (["bench", "pretrained", "--threads", "1,2"], "use --thread-counts 1,2"),
     (["bench", "pretrained", "--threads", "2", "--thread-counts", "1,2"],
      "--threads and --thread-counts"),

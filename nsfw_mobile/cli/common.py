@@ -370,6 +370,7 @@ def registry_words() -> dict[str, str]:
     """What a command's docstring writes as {file_types}, {engines}, {targets}, {formats},
     {batched} or {min_calibration}: lists generated from the registry, never by hand."""
     from .. import formats
+    from ..video import VIDEO_THRESHOLD
 
     return {
         "{file_types}": formats.file_types_help(),
@@ -378,6 +379,7 @@ def registry_words() -> dict[str, str]:
         "{formats}": formats.formats_help(),
         "{batched}": formats.batched_help(),
         "{min_calibration}": str(MIN_CALIBRATION_IMAGES),
+        "{video_threshold}": f"{VIDEO_THRESHOLD:g}",
     }
 
 

@@ -53,7 +53,6 @@ def models_command(fetch_names, tarball, make_release, as_json):
     Examples:
       nsfw-mobile models
       nsfw-mobile models --fetch all
-      nsfw-mobile models --fetch all --from nsfwjs-4.3.0.tgz
       nsfw-mobile models --fetch mid --release
     """
     from .. import zoo

@@ -12,7 +12,9 @@ import click
 
 from ..errors import UsageError
 from ..formats import batched_help, file_types_help
+from ..predict import column_names
 from ..resolve import RULES_HELP
+from ..video import VIDEO_THRESHOLD
 from .cluster import INPUT_PATH, check_ray_options, predict_on_ray, ray_options
 from .common import (
     EXIT_FLAGGED,
@@ -66,18 +68,13 @@ class _Output:
         self.csv = None
         if fmt == "csv":
             self.csv = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
-            self.csv.writerow(["path", "label", *(f"p_{n}" for n in labels), "nsfw_score",
-                               "flagged", "error", "kind"])  # fmt: skip
+            self.csv.writerow(column_names(labels))
         elif fmt == "table":
             header = "  ".join(f"{name:>8}" for name in labels)
             click.echo(f"{'label':<8}  {header}  {'nsfw':>6}  path")
 
-    def is_flagged(self, prediction) -> bool:
-        score = prediction.nsfw_score
-        return self.threshold is not None and score is not None and score > self.threshold
-
     def write(self, prediction) -> None:
-        flagged = self.is_flagged(prediction)
+        flagged = prediction.is_flagged(self.threshold)
         if prediction.error is not None:
             self.errors += 1
         else:
@@ -263,7 +260,7 @@ def predict(
     Videos (mp4, mov, m4v, mkv, webm, avi, animated GIF and WebP; PyAV from the
     `video` extra) get a timeline, flagged segments and a verdict: the frame on
     screen every --every seconds, or --keyframes. Segments start above
-    --threshold (default 0.5 for videos) and end below 0.8 x threshold. Images
+    --threshold (default {video_threshold} for videos) and end below 0.8 x threshold. Images
     are answered first, then videos, each in input order. Video options with
     files none of which is a video are refused; with folders that hold no video,
     a note says so.
@@ -322,7 +319,7 @@ def predict(
                 output.write(prediction)
         for path in videos:
             _classify_clip(runner, path, output, every=every, keyframes=keyframes,
-                           threshold=0.5 if threshold is None else threshold,
+                           threshold=VIDEO_THRESHOLD if threshold is None else threshold,
                            min_segment=min_segment, plot=plots.get(path),
                            batch_size=batch_size)  # fmt: skip
     output.finish(len(inputs.images), time.perf_counter() - started, fail_on_flagged)
