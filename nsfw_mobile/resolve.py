@@ -269,8 +269,9 @@ def _is_model(path: Path) -> bool:
 
 def _file(path: Path, given, use: str, why: str) -> ModelRef:
     file_type = file_type_of(path)
+    shown = given if given is not None and Path(given) == path else path  # ./mid, not mid
     return ModelRef(
-        given, use, "file", f"{path} ({file_type.key}): {why}", path=path, file_type=file_type
+        given, use, "file", f"{shown} ({file_type.key}): {why}", path=path, file_type=file_type
     )
 
 
