@@ -9,7 +9,7 @@ from .atomic import atomic_path
 from .errors import ConversionError, UnsupportedOpError, UsageError
 from .export import IO_TYPE, MIN_CALIBRATION_IMAGES, Artifact
 from .files import sha256_file
-from .formats import Format, check_options
+from .formats import Format, by_key, check_options
 from .images import CALIBRATION_DIR, ImageBatch, calibration_samples, load_images
 from .models import SourceModel
 
@@ -111,7 +111,6 @@ def write_readme(
     path = out_dir / "README.md"
     if path.exists() and not path.read_text().startswith(README_MARKER):
         return None
-    from .formats import by_key
     from .version import __version__
 
     lines = [

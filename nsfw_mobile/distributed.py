@@ -35,7 +35,14 @@ import numpy as np
 
 from .errors import ImageError, ModelFileError, NsfwMobileError, UsageError
 from .formats import TFJS_LAYERS
-from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, walk_inputs
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    decode_image,
+    unsupported_reason,
+    walk_inputs,
+)
 from .predict import Prediction, _predictions, column_names
 from .resolve import RUN, ModelRef, resolve_model
 
@@ -155,7 +162,6 @@ def rows_table(predictions: list[Prediction], labels: list[str], threshold: floa
 
 def skipped_prediction(path: str | os.PathLike) -> Prediction:
     """A file of a folder that is not classified: a row with kind ``unsupported_type``."""
-    from .images import VIDEO_SUFFIXES, unsupported_reason
 
     path = Path(path)
     reason = VIDEO_REASON if path.suffix.lower() in VIDEO_SUFFIXES else unsupported_reason(path)
@@ -310,7 +316,6 @@ def split_inputs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[P
     classified on Ray. Remote inputs (URIs) are listed by Ray: only their image files
     are read.
     """
-    from .images import VIDEO_SUFFIXES
 
     local = [Path(p) for p in paths if not is_uri(p)]
     remote = [str(p) for p in paths if is_uri(p)]

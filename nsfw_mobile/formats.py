@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFileError, UsageError
+from .errors import MissingFileError, ModelFileError, UsageError
 from .export import CALIBRATION, IO_TYPE
 from .files import size_bytes
 from .metadata import ArtifactMetadata
@@ -266,7 +266,6 @@ def read_metadata(path: str | os.PathLike) -> ArtifactMetadata:
 
 def inspect_file(path: str | os.PathLike) -> dict:
     """Describe any model file the toolkit reads; ModelFileError for corrupt or foreign files."""
-    from .errors import MissingFileError
 
     path = Path(path)
     if not path.exists():

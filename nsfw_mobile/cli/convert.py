@@ -15,11 +15,12 @@ from ..formats import (
     PRECISIONS,
     QUANTIZATIONS,
     TARGETS,
+    check_options,
     formats_help,
     quantizations,
     targets_help,
 )
-from ..resolve import RULES_HELP
+from ..resolve import RULES_HELP, SOURCE, resolve_model
 from .common import (
     MODEL,
     Progress,
@@ -156,8 +157,6 @@ def convert(
       nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
     """
     from ..convert import convert_all
-    from ..formats import check_options
-    from ..resolve import SOURCE, resolve_model
 
     progress = Progress(quiet=as_json)
     ref = resolve_model(one_model(model, model_option), use=SOURCE, unsafe=unsafe,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
-from ..formats import FORMATS
+from ..formats import FORMATS, markdown_table
 from .common import echo_json, json_option
 
 
@@ -26,8 +26,6 @@ def list_formats(as_json, markdown):
       nsfw-mobile formats --markdown
     """
     from dataclasses import asdict
-
-    from ..formats import markdown_table
 
     if as_json and markdown:
         raise UsageError("--json and --markdown: choose one output")

@@ -12,9 +12,9 @@ import click
 
 from ..errors import UsageError
 from ..formats import batched_help, file_types_help
-from ..predict import column_names
-from ..resolve import RULES_HELP
-from ..video import VIDEO_THRESHOLD
+from ..predict import Prediction, check_batching, classify, column_names
+from ..resolve import RULES_HELP, RUN, resolve_model
+from ..video import VIDEO_THRESHOLD, SegmentRule, VideoError, classify_video, is_video
 from .cluster import INPUT_PATH, check_ray_options, predict_on_ray, ray_options
 from .common import (
     EXIT_FLAGGED,
@@ -285,9 +285,6 @@ def predict(
       nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
     """
     from ..images import walk_inputs
-    from ..predict import check_batching, classify
-    from ..resolve import RUN, resolve_model
-    from ..video import is_video
 
     check_ray_options(ctx)
     _check_options(ctx, as_json, as_csv, threshold, fail_on_flagged, only_flagged, keyframes)
@@ -357,8 +354,6 @@ def _check_video_options(ctx, paths, videos, timeline_plot) -> dict:
 
 def _classify_clip(runner, path, output, *, every, keyframes, threshold, min_segment, plot,
                    batch_size):  # fmt: skip
-    from ..predict import Prediction
-    from ..video import SegmentRule, VideoError, classify_video
 
     rule = SegmentRule(threshold=threshold, min_segment_s=min_segment)
     try:

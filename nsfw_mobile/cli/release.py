@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..resolve import RULES_HELP
+from ..resolve import RULES_HELP, SOURCE, resolve_model
 from .bench import chosen_thread_counts, runs_options, thread_options
 from .common import (
     CONTRACT_FLAGS,
@@ -127,7 +127,6 @@ def release_command(
     """
     from .. import release as releases
     from ..formats import check_options
-    from ..resolve import SOURCE, resolve_model
 
     images = list(image_paths) or None
     model = one_model(model, model_option)
