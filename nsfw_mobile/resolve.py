@@ -117,8 +117,10 @@ class ModelRef:
 
     @property
     def label(self) -> str:
-        """How reports name it: its path, else the zoo model's key."""
-        return str(self.path) if self.path is not None else self.zoo_model.key
+        """How reports name it: its path, else the zoo name as given (or its key)."""
+        if self.path is not None:
+            return str(self.path)
+        return self.given if is_name(self.given) else self.zoo_model.key
 
     @property
     def spec(self) -> str:

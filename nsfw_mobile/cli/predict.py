@@ -304,12 +304,12 @@ def predict(
     videos = [p for p in inputs.images if is_video(p)]
     plots = _check_video_options(ctx, paths, videos, timeline_plot)
     output_format = "json" if as_json else "csv" if as_csv else "table"
-    started = time.perf_counter()
     with ref.open_runner() as runner:
         output = _Output(runner, fmt=output_format, threshold=threshold, only_flagged=only_flagged)
         for path in inputs.unsupported:
             output.skip(path)
         images = [p for p in inputs.images if p not in set(videos)]
+        started = time.perf_counter()
         with output.progress(len(images)) as bar:
             for prediction in classify(runner, images, batch_size=batch_size, workers=workers):
                 bar.update(1)
