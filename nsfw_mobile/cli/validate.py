@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..formats import FORMATS
+from ..resolve import ModelRef
 from .common import (
     EXIT_VALIDATION_FAILED,
     MODEL,
@@ -58,18 +59,19 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
     """
     from ..errors import UsageError
-    from ..resolve import MEASURE, SOURCE, resolve_model
+    from ..resolve import SOURCE, resolve_model
     from ..validate import render_json, render_markdown, render_table
     from ..validate import validate as run_validation
 
-    files = [part for c in candidates for part in resolve_model(c, use=MEASURE).parts]
+    files = [part for c in candidates for part in _candidates(c)]
     for part in files:
-        if part.path is None:
+        if isinstance(part, ModelRef) and part.path is None:
             raise UsageError(
                 f"{part.given} is a zoo model's Keras reference, not a converted file: give "
                 "--reference NAME and the files made from it"
             )
-    if threads is not None and not any(p.file_type.threaded and p.engine for p in files):
+    refs = [p for p in files if isinstance(p, ModelRef)]
+    if threads is not None and not any(p.file_type.threaded and p.engine for p in refs):
         raise UsageError(
             "--threads sets the threads of engines that take them (LiteRT, ONNX Runtime) and "
             "no candidate runs on one: drop --threads"
@@ -96,6 +98,21 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         click.echo(f"skipped unreadable image {line}", err=True)
     if not report.passed:
         sys.exit(EXIT_VALIDATION_FAILED)
+
+
+def _candidates(given) -> list:
+    """What a CANDIDATE names (MEASURE: a folder or a release is its files). A file of no
+    type the toolkit reads stays as it is: the report shows it as that candidate's error,
+    and the others are judged."""
+    from ..errors import MissingFileError, ModelFileError
+    from ..resolve import MEASURE, resolve_model
+
+    try:
+        return list(resolve_model(given, use=MEASURE).parts)
+    except MissingFileError:
+        raise
+    except ModelFileError:
+        return [given]
 
 
 COMMANDS = (validate,)
