@@ -291,11 +291,19 @@ def test_camera_mode_flags_the_planted_stretch(server, tmp_path):
             page.select_option("#rate", str(CAMERA_FPS))
             page.check("#camera")
             page.wait_for_selector("body[data-camera='running']", timeout=30_000)
-            page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
-            page.wait_for_timeout(600)  # the blur's transition
+            for _ in range(3):  # the state and the blur, read together
+                page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
+                shown = page.evaluate("[document.body.dataset.liveState, video.className]")
+                if shown[0] == "on":
+                    break
+            assert shown == ["on", "blur"], shown
             if os.environ.get("NSFW_MOBILE_UPDATE_SCREENSHOT"):
-                page.screenshot(path=str(ROOT / "web_sample" / "camera.png"))
-            assert page.get_attribute("#video", "class") == "blur"
+                for _ in range(20):  # on for the blur's transition, then still on
+                    page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
+                    page.wait_for_timeout(400)
+                    if page.evaluate("document.body.dataset.liveState") == "on":
+                        page.screenshot(path=str(ROOT / "web_sample" / "camera.png"))
+                        break
             deadline = 60_000
             while deadline > 0:  # until a whole stretch, on and off again, has been seen
                 log = page.evaluate("window.__camera.log")
@@ -319,9 +327,10 @@ def test_camera_mode_flags_the_planted_stretch(server, tmp_path):
         f"\ncamera mode (Chromium, tfjs wasm, {threads} thread(s), default model, asked for "
         f"{CAMERA_FPS} frames/s): {len(steady)} frames classified in {span:.1f} s = "
         f"{fps:.1f} frames/s (the page showed {shown_fps:.1f}), {dropped} ticks dropped, "
-        f"longest gap {max(gaps):.2f} s"
+        f"longest gap {max(gaps):.2f} s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
     )
-    assert fps >= LIVE_MIN_FPS
+    assert fps >= LIVE_MIN_FPS, f"{fps:.1f} frames/s (load average {os.getloadavg()[0]:.1f})"
 
     # the page's states are the rule's: the Python rule on the page's scores agrees
     rule = LiveRule(LiveRuleParams(on=0.5, max_gap_s=1))

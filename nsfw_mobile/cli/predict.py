@@ -322,8 +322,7 @@ def predict(
     Examples:
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
-      nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
-      nsfw-mobile predict upload.mp4 --stop-at-flag --json
+      nsfw-mobile predict upload.mp4 --stop-at-flag --timeline-plot upload.png
     """
     from ..formats import TFLITE, file_type_of
     from ..images import walk_inputs
