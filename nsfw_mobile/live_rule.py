@@ -22,11 +22,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import UsageError
+from .errors import NsfwMobileError, UsageError
 
 OFF, PENDING, ON = "off", "pending", "on"
 TIME_EPSILON_S = 1e-6
 """Times within a microsecond are equal (sums of 0.1 s steps are not exact in binary)."""
+
+
+class TimeOrderError(NsfwMobileError, ValueError):
+    """A sample at or before the previous one: the rule takes samples in increasing time."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class LiveRule:
     def update(self, t: float, score: float) -> LiveState:
         p = self.params
         if self._t is not None and t <= self._t:
-            raise ValueError(
+            raise TimeOrderError(
                 f"live rule: time {t} s is not after the previous sample's {self._t} s"
             )
         if self._t is not None and p.max_gap_s is not None and t - self._t > p.max_gap_s:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nsfw_mobile.errors import UsageError
-from nsfw_mobile.live_rule import LiveRule, LiveRuleParams
+from nsfw_mobile.live_rule import LiveRule, LiveRuleParams, TimeOrderError
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "live_rule.json").read_text())
@@ -155,7 +155,7 @@ def test_time_must_increase_and_the_end_of_a_clip_holds_the_last_score():
     rule = LiveRule(tau_s=1.0)
     rule.update(0.0, 0.0)
     rule.update(1.0, 1.0)
-    with pytest.raises(ValueError, match="not after"):
+    with pytest.raises(TimeOrderError, match="not after"):
         rule.update(1.0, 0.5)
     end = rule.at_end(3.0)
     assert end.flagged and end.smoothed == pytest.approx(1 - math.exp(-2))
