@@ -97,20 +97,26 @@ def server(served):
     httpd.shutdown()
 
 
+BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+
+
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright per module: its sync API cannot start a second one inside the first."""
     needs(Path(CHROMIUM).is_file(), f"the browser test needs Chromium at {CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         needs(False, "the browser test needs the playwright package (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    yield browser
+    browser.close()
 
 
 def read_cards(page) -> dict[str, dict[str, float]]:
@@ -280,55 +286,48 @@ def screenshot_when_on(page, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_camera_mode_flags_the_planted_stretch(server, tmp_path):
+def test_camera_mode_flags_the_planted_stretch(server, playwright, tmp_path):
     """Chromium's fake camera plays a clip with a planted stretch; the page classifies its
     frames on tfjs wasm, and its live rule turns on within the rule's latency after the
     stretch starts and off after it ends, the same states the Python rule gives."""
     from nsfw_mobile.live_rule import LiveRule, LiveRuleParams
 
-    needs(Path(CHROMIUM).is_file(), f"the browser test needs Chromium at {CHROMIUM}")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        needs(False, "the browser test needs the playwright package (pip install -e '.[dev]')")
     clip = write_camera_clip(tmp_path / "camera.y4m")
-    args = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    args = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}"]  # fmt: skip
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 700})
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{server}/web_sample/index.html")
-            page.wait_for_selector("body[data-ready='true']", timeout=120_000)
-            assert "wasm backend" in page.inner_text("#status")
-            page.select_option("#rate", str(CAMERA_FPS))
-            page.check("#camera")
-            page.wait_for_selector("body[data-camera='running']", timeout=30_000)
-            for _ in range(3):  # the state and the blur, read together
-                page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
-                shown = page.evaluate("[document.body.dataset.liveState, video.className]")
-                if shown[0] == "on":
-                    break
-            assert shown == ["on", "blur"], shown
-            deadline = 60_000
-            while deadline > 0:  # until a whole stretch, on and off again, has been seen
-                log = page.evaluate("window.__camera.log")
-                if any(end["t"] + 3 < log[-1]["t"] for _, end in high_runs(log, 0.5)):
-                    break
-                page.wait_for_timeout(1000)
-                deadline -= 1000
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{server}/web_sample/index.html")
+        page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+        assert "wasm backend" in page.inner_text("#status")
+        page.select_option("#rate", str(CAMERA_FPS))
+        page.check("#camera")
+        page.wait_for_selector("body[data-camera='running']", timeout=30_000)
+        for _ in range(3):  # the state and the blur, read together
+            page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
+            shown = page.evaluate("[document.body.dataset.liveState, video.className]")
+            if shown[0] == "on":
+                break
+        assert shown == ["on", "blur"], shown
+        deadline = 60_000
+        while deadline > 0:  # until a whole stretch, on and off again, has been seen
             log = page.evaluate("window.__camera.log")
-            shown_fps = float(page.get_attribute("body", "data-live-fps"))
-            dropped = page.evaluate("window.__camera.dropped")
-            if os.environ.get("NSFW_MOBILE_UPDATE_SCREENSHOT"):
-                screenshot_when_on(page, ROOT / "web_sample" / "camera.png")
-            threads = page.evaluate("crossOriginIsolated ? tf.wasm.getThreadsCount() : 1")
-            assert not errors, errors
-        finally:
-            browser.close()
+            if any(end["t"] + 3 < log[-1]["t"] for _, end in high_runs(log, 0.5)):
+                break
+            page.wait_for_timeout(1000)
+            deadline -= 1000
+        log = page.evaluate("window.__camera.log")
+        shown_fps = float(page.get_attribute("body", "data-live-fps"))
+        dropped = page.evaluate("window.__camera.dropped")
+        if os.environ.get("NSFW_MOBILE_UPDATE_SCREENSHOT"):
+            screenshot_when_on(page, ROOT / "web_sample" / "camera.png")
+        threads = page.evaluate("crossOriginIsolated ? tf.wasm.getThreadsCount() : 1")
+        assert not errors, errors
+    finally:
+        browser.close()
 
     steady = log[1:]  # the first frame also waits for the camera to start
     span = steady[-1]["t"] - steady[0]["t"]
