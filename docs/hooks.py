@@ -25,6 +25,7 @@ import figures  # noqa: E402
 
 ASSETS = {
     "assets/screenshot.png": ROOT / "web_sample" / "screenshot.png",
+    "assets/camera.png": ROOT / "web_sample" / "camera.png",
     "assets/latency.png": ROOT / "benchmarks" / "latency.png",
     "assets/release.yml": DOCS / "examples" / "release.yml",
 }

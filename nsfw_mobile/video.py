@@ -27,6 +27,7 @@ from .images import (
     fit_to_input,
     reduced_size,
 )
+from .live_rule import ON, LiveRule, LiveRuleParams
 from .runtime.base import Runner
 
 ANIMATION_SUFFIXES = frozenset({".gif", ".webp"})
@@ -34,11 +35,9 @@ SEEK_AT_LEAST_S = 10.0
 """Sampling intervals this long seek to each sample instead of decoding every frame."""
 MAX_SAMPLES = 100_000
 """Samples per clip (28 hours at 1 s); a file claiming more is cut there, with a warning."""
-VIDEO_THRESHOLD = 0.5
-"""The nsfw_score above which a stretch of a video starts a segment when no --threshold is
+VIDEO_THRESHOLD = LiveRuleParams().on
+"""The nsfw_score above which the live rule flags a stretch of a video when no --threshold is
 given (``predict``'s help reads it from here)."""
-SMOOTHING = (0.25, 0.5, 0.25)
-"""Weights of the light smoothing of the score before the verdict takes its maximum."""
 
 
 class VideoError(NsfwMobileError):
@@ -48,21 +47,6 @@ class VideoError(NsfwMobileError):
     def __init__(self, path, reason: str, kind: str = "corrupt"):
         self.path, self.reason, self.kind = str(path), reason, kind
         super().__init__(f"{self.path}: {reason}")
-
-
-@dataclass(frozen=True)
-class SegmentRule:
-    """Hysteresis: a stretch starts above ``threshold`` and ends below ``low``; stretches one
-    sample apart merge; stretches shorter than ``min_segment_s`` are dropped."""
-
-    threshold: float = VIDEO_THRESHOLD
-    low: float | None = None
-    """Default: 0.8 x threshold."""
-    min_segment_s: float = 0.0
-
-    @property
-    def exit_below(self) -> float:
-        return self.threshold * 0.8 if self.low is None else self.low
 
 
 @dataclass
@@ -75,6 +59,9 @@ class VideoResult:
     complete: bool
     warnings: list[str] = field(default_factory=list)
     sampling: str = ""
+    stopped: dict | None = None
+    """With ``stop_at_flag``, where reading stopped: at_ms (the sample at which the rule
+    flagged the clip), read_fraction (of the duration), read_bytes and file_bytes."""
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +74,7 @@ class VideoResult:
             "complete": self.complete,
             "warnings": self.warnings,
             "sampling": self.sampling,
+            "stopped": self.stopped,
             "timeline": self.timeline,
         }
 
@@ -127,6 +115,8 @@ class _Stream:
     """What sampling learnt about the file as it went."""
 
     duration_s: float | None = None
+    read_bytes: int | None = None
+    """The furthest byte of the file demuxed (containers only)."""
     samples: int = 0
     complete: bool = True
     warnings: list[str] = field(default_factory=list)
@@ -266,6 +256,9 @@ def _pyav_frames(path: Path, size, every: float, keyframes: bool, state: _Stream
             rate = float(stream.average_rate or 25)
             try:
                 for packet in container.demux(stream):
+                    if packet.pos is not None and packet.pos >= 0:
+                        end_byte = packet.pos + packet.size
+                        state.read_bytes = max(state.read_bytes or 0, end_byte)
                     if packet.pts is not None and packet.time_base is not None:
                         reached = max(reached, float(packet.pts * packet.time_base) - start)
                     try:
@@ -380,67 +373,76 @@ def sample_frames(
     else:
         frames = _pyav_frames(path, size, every, keyframes, state)
     last_ms, last_picture, pixels = -1, None, None
-    for t, picture in frames:
-        t_ms = int(round(t * 1000))
-        if t_ms <= last_ms or picture is None:
-            continue
-        if state.samples >= MAX_SAMPLES:
-            state.complete = False
-            state.warnings.append(f"stopped after {MAX_SAMPLES:,} samples: use a larger --every")
-            return
-        state.samples += 1
-        if picture is not last_picture:  # a frame on screen at several samples: one input
-            last_picture, pixels = picture, fit_to_input(picture, size)
-        last_ms = t_ms
-        yield t_ms, pixels
+    try:
+        for t, picture in frames:
+            t_ms = int(round(t * 1000))
+            if t_ms <= last_ms or picture is None:
+                continue
+            if state.samples >= MAX_SAMPLES:
+                state.complete = False
+                state.warnings.append(
+                    f"stopped after {MAX_SAMPLES:,} samples: use a larger --every"
+                )
+                return
+            state.samples += 1
+            if picture is not last_picture:  # a frame on screen at several samples: one input
+                last_picture, pixels = picture, fit_to_input(picture, size)
+            last_ms = t_ms
+            yield t_ms, pixels
+    finally:
+        frames.close()  # a caller that stops early closes the file now
 
 
 # ------------------------------------------------------------------ results
 
 
-def _segments(times, scores, probabilities, labels, nsfw, rule, end_ms):
-    runs, start = [], None
-    for index, score in enumerate(scores):
-        if start is None and score > rule.threshold:
-            start = index
-        elif start is not None and score < rule.exit_below:
-            runs.append([start, index - 1])
-            start = None
-    if start is not None:
-        runs.append([start, len(scores) - 1])
-    merged: list[list[int]] = []
-    for run in runs:
-        if merged and run[0] - merged[-1][1] <= 2:  # one sample between them
-            merged[-1][1] = run[1]
-        else:
-            merged.append(run)
-    step = int(np.median(np.diff(times))) if len(times) > 1 else 0
+def _apply_rule(times, scores, params: LiveRuleParams, end_ms: int) -> tuple[list, list]:
+    """The live rule's state after each sample, and the stretches it flagged as
+    ``[start_ms, end_ms]``: from when the smoothed score crossed ``on`` (for a stretch that
+    then turned the state on) to when it crossed ``off``, or the end of the clip. The last
+    sample's score holds to the end of the clip."""
+    rule, states, stretches = LiveRule(params), [], []
+    for t_ms, score in zip(times, scores):
+        state = rule.update(t_ms / 1000, score)
+        if state.flagged and not (stretches and stretches[-1][1] is None):
+            stretches.append([state.since * 1000, None])
+        elif not state.flagged and stretches and stretches[-1][1] is None:
+            stretches[-1][1] = state.since * 1000
+        states.append(state)
+    if stretches and stretches[-1][1] is None:
+        last = rule.at_end(end_ms / 1000) if end_ms > times[-1] else states[-1]
+        stretches[-1][1] = end_ms if last.flagged else last.since * 1000
+    return states, stretches
+
+
+def _segments(times, scores, probabilities, labels, nsfw, stretches):
     segments = []
-    for first, last in merged:
-        begin, end = times[first], min(times[last] + step, end_ms) if end_ms else times[last] + step
-        if (end - begin) / 1000 < rule.min_segment_s:
-            continue
-        mean = probabilities[first : last + 1].mean(axis=0)
+    bounds = [*times[1:], float("inf")]
+    for begin, end in stretches:
+        # the samples on screen during the stretch: each holds until the next one
+        inside = [i for i, t in enumerate(times) if t < end and bounds[i] > begin]
+        mean = probabilities[inside].mean(axis=0)
         label = max(nsfw, key=lambda name: mean[labels.index(name)]) if nsfw else None
         segments.append({
-            "start_ms": int(begin),
-            "end_ms": int(max(end, begin)),
-            "peak": round(float(max(scores[first : last + 1])), 6),
+            "start_ms": int(round(begin)),
+            "end_ms": int(round(max(end, begin))),
+            "peak": round(float(max(scores[i] for i in inside)), 6),
             "label": label,
         })  # fmt: skip
     return segments
 
 
-def _verdict(times, scores, probabilities, labels, segments, duration_ms, complete):
+def _verdict(states, scores, probabilities, labels, segments, duration_ms, complete):
     if not len(scores):
         return {"label": None, "score": None, "flagged": False, "flagged_fraction": 0.0,
                 "duration_ms": duration_ms, "complete": complete, "samples": 0}  # fmt: skip
-    padded = np.pad(np.asarray(scores, np.float64), 1, mode="edge")
-    smoothed = np.convolve(padded, SMOOTHING, mode="valid")
+    smoothed = [state.smoothed for state in states]
     peak = int(np.argmax(smoothed))
+    # the smoothed score at a sample comes from the scores on screen up to it
+    source = max(range(max(peak - 1, 0), peak + 1), key=lambda i: scores[i])
     flagged_ms = sum(s["end_ms"] - s["start_ms"] for s in segments)
     return {
-        "label": labels[int(np.argmax(probabilities[peak]))],
+        "label": labels[int(np.argmax(probabilities[source]))],
         "score": round(float(smoothed[peak]), 6),
         "flagged": bool(segments),
         "flagged_fraction": round(flagged_ms / duration_ms, 4) if duration_ms else 0.0,
@@ -450,72 +452,105 @@ def _verdict(times, scores, probabilities, labels, segments, duration_ms, comple
     }
 
 
+def _nsfw_scores(runner: Runner, probabilities: np.ndarray) -> np.ndarray:
+    scores = runner.contract.nsfw_score(probabilities)
+    return np.zeros(len(probabilities)) if scores is None else np.asarray(scores, np.float64)
+
+
 def classify_video(
     runner: Runner,
     path: str | os.PathLike,
     *,
     every: float = 1.0,
     keyframes: bool = False,
-    rule: SegmentRule | None = None,
+    rule: LiveRuleParams | None = None,
     batch_size: int = 16,
+    stop_at_flag: bool = False,
 ) -> VideoResult:
-    """Sample, classify, and summarise one video file. Raises VideoError when nothing can be
-    read; a clip cut short gives the samples up to the cut with ``complete`` False."""
-    rule = rule or SegmentRule()
+    """Sample, classify, and summarise one video file with the live rule
+    (docs/live-rule.md). Raises VideoError when nothing can be read; a clip cut short gives
+    the samples up to the cut with ``complete`` False.
+
+    ``stop_at_flag``: classify one sample at a time and stop decoding at the sample where
+    the rule's state turns on (an upload gate); ``stopped`` says where and how much of the
+    file was read."""
+    rule = rule or LiveRuleParams()
     state = _Stream()
     times: list[int] = []
     rows: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     repeats: list[int] = []  # how many consecutive samples show each classified picture
     last = None
-    for t_ms, pixels in sample_frames(
-        path, runner.input_size, every=every, keyframes=keyframes, state=state
-    ):
-        times.append(t_ms)
-        if pixels is last:
-            repeats[-1] += 1
-            continue
-        last = pixels
-        repeats.append(1)
-        pending.append(pixels)
-        if len(pending) == batch_size:
-            rows.append(runner.predict(np.stack(pending)))
-            pending.clear()
+    watch = LiveRule(rule) if stop_at_flag else None
+    stopped = None
+    frames = sample_frames(path, runner.input_size, every=every, keyframes=keyframes, state=state)
+    try:
+        for t_ms, pixels in frames:
+            times.append(t_ms)
+            if pixels is last:
+                repeats[-1] += 1
+            else:
+                last = pixels
+                repeats.append(1)
+                pending.append(pixels)
+                if len(pending) == batch_size or watch is not None:
+                    rows.append(runner.predict(np.stack(pending)))
+                    pending.clear()
+            if watch is not None:
+                score = float(_nsfw_scores(runner, rows[-1][-1:])[0])
+                if watch.update(t_ms / 1000, score).state == ON:
+                    stopped = t_ms
+                    break
+    finally:
+        frames.close()  # closes the container: no more decoding
     if pending:
         rows.append(runner.predict(np.stack(pending)))
     if not times and not state.complete:
         raise VideoError(path, "; ".join(state.warnings) or "no frame decodes", "corrupt")
     if not times:
         raise VideoError(path, "no frame decodes", "corrupt")
-    if keyframes and len(times) < 2 and (state.duration_s or 0) > 2 * every:
-        fallback = classify_video(runner, path, every=every, rule=rule, batch_size=batch_size)
+    if keyframes and len(times) < 2 and (state.duration_s or 0) > 2 * every and stopped is None:
+        fallback = classify_video(runner, path, every=every, rule=rule, batch_size=batch_size,
+                                  stop_at_flag=stop_at_flag)  # fmt: skip
         fallback.warnings.insert(
             0, f"one keyframe for the whole clip: sampled every {every:g} s instead"
         )
         return fallback
     probabilities = np.repeat(np.concatenate(rows), repeats, axis=0)
-    scores = runner.contract.nsfw_score(probabilities)
-    scores = np.zeros(len(times)) if scores is None else np.asarray(scores, np.float64)
+    scores = _nsfw_scores(runner, probabilities)
     labels, nsfw = tuple(runner.labels), tuple(runner.contract.nsfw_labels or ())
     duration_ms = int(round((state.duration_s or times[-1] / 1000) * 1000))
+    end_ms = duration_ms if stopped is None else stopped
+    states, stretches = _apply_rule(times, scores, rule, end_ms)
     timeline = [
         {
             "t_ms": t,
             "probabilities": {n: round(float(p), 6) for n, p in zip(labels, row)},
             "nsfw_score": round(float(score), 6),
+            "smoothed": round(live.smoothed, 6),
+            "state": live.state,
         }
-        for t, row, score in zip(times, probabilities, scores)
+        for t, row, score, live in zip(times, probabilities, scores, states)
     ]
-    segments = _segments(times, scores, probabilities, labels, nsfw, rule, duration_ms)
+    segments = _segments(times, scores, probabilities, labels, nsfw, stretches)
+    if stopped is not None:
+        file_bytes = Path(path).stat().st_size
+        stopped = {
+            "at_ms": stopped,
+            "read_fraction": round(stopped / duration_ms, 4) if duration_ms else None,
+            "read_bytes": state.read_bytes,
+            "file_bytes": file_bytes,
+        }
     return VideoResult(
         path=str(path),
         labels=labels,
         timeline=timeline,
         segments=segments,
         verdict=_verdict(
-            times, scores, probabilities, labels, segments, duration_ms, state.complete
+            states, scores, probabilities, labels, segments, duration_ms, state.complete
         ),  # fmt: skip
         complete=state.complete,
         warnings=state.warnings,
         sampling="keyframes" if keyframes else f"every {every:g} s",
+        stopped=stopped,
     )

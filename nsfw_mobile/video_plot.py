@@ -69,8 +69,11 @@ def timeline_figure(result, rule):
         axes.plot([*times, end], [*scores, scores[-1]], drawstyle="steps-post",
                   color="tab:blue", label="nsfw score")  # fmt: skip
         axes.plot(times, scores, linestyle="none", marker=".", color="tab:blue")
-    axes.axhline(rule.threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
-    axes.axhline(rule.exit_below, color="tab:orange", linestyle=":", linewidth=1, label="exit")
+    smoothed = [entry["smoothed"] for entry in result.timeline]
+    if times:
+        axes.plot(times, smoothed, color="tab:purple", linewidth=1, label="smoothed (live rule)")
+    axes.axhline(rule.on, color="tab:red", linestyle="--", linewidth=1, label="on")
+    axes.axhline(rule.off_threshold, color="tab:orange", linestyle=":", linewidth=1, label="off")
     axes.set_ylim(0, 1)
     axes.set_xlim(0, end)
     axes.set_xlabel("seconds")

@@ -152,6 +152,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "node_packages",
             "metadata",
             "images",
+            "live_rule",
             "zoo_fetch",
             "zoo",
         ),

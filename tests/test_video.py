@@ -5,7 +5,9 @@ crop the pretrained model scores Porn 0.90)."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -18,8 +20,8 @@ from nsfw_mobile import open_runner, video
 from nsfw_mobile.cli import EXIT_UNREADABLE, main
 from nsfw_mobile.formats import PRETRAINED_TFLITE
 from nsfw_mobile.images import decode_image
+from nsfw_mobile.live_rule import LiveRuleParams
 from nsfw_mobile.video import (
-    SegmentRule,
     VideoError,
     classify_video,
     frame_time,
@@ -126,7 +128,7 @@ def test_variable_frame_rate_and_start_time_sample_the_frame_on_screen(runner, p
     times = [700, 800, 850, 1600, 3070, 4900, 5000]  # flagged shown from 3070 to 4900
     frames = [neutral[0], neutral[1], neutral[2], neutral[0], flagged, neutral[1], neutral[1]]
     write_clip(tmp_path / "vfr.mp4", frames, times_ms=times, fps=10)
-    result = classify_video(runner, tmp_path / "vfr.mp4", rule=SegmentRule(0.5))
+    result = classify_video(runner, tmp_path / "vfr.mp4", rule=LiveRuleParams(0.5))
     by_time = {entry["t_ms"]: entry["nsfw_score"] for entry in result.timeline}
     assert sorted(by_time) == [0, 1000, 2000, 3000, 4000]  # relative to the first frame
     assert by_time[2000] < 0.2 and by_time[3000] > 0.7 and by_time[4000] > 0.7
@@ -277,7 +279,9 @@ def test_predict_answers_every_clip_and_bad_file(clips, tmp_path):
     assert png.size[0] > 400
     keyframes = CliRunner().invoke(main, ["predict", str(clips / "placed.mp4"), "--keyframes"])
     assert keyframes.exit_code == 0 and "FLAGGED" in keyframes.stdout
-    assert "3.0-" in keyframes.stdout
+    # the segment runs from where the smoothed score crossed on (0.5) to where it crossed off
+    # (0.4): the truth, 3-6 s, plus the smoothing's lag (tau ln(peak / (peak - on)), 0.4 s)
+    assert re.search(r": 3\.[0-5]-6\.[0-5] s Porn", keyframes.stdout), keyframes.stdout
 
 
 def test_a_large_corrupt_mp4_is_judged_from_its_box_headers(runner, tmp_path):
@@ -378,7 +382,7 @@ def test_timeline_steps_between_samples_and_its_legend_hides_none(runner, clips)
 
     from nsfw_mobile.video_plot import timeline_figure
 
-    rule = SegmentRule(0.5)
+    rule = LiveRuleParams(0.5)
     result = classify_video(runner, clips / "placed.mp4", rule=rule)
     figure = timeline_figure(result, rule)
     FigureCanvasAgg(figure).draw()
@@ -390,3 +394,65 @@ def test_timeline_steps_between_samples_and_its_legend_hides_none(runner, clips)
     assert list(samples[0].get_xdata()) == [e["t_ms"] / 1000 for e in result.timeline]
     legend = axes.get_legend().get_window_extent(renderer)
     assert not legend.overlaps(axes.get_window_extent(renderer))
+
+
+# ------------------------------------------------------------------ the live rule, early exit
+
+
+def test_segments_are_the_live_rules_stretches(runner, clips):
+    """Each sample carries the rule's smoothed score and state; the segment starts where the
+    smoothed score crossed on, tau ln(peak / (peak - on)) after the stretch began."""
+    params = LiveRuleParams(0.5)
+    result = classify_video(runner, clips / "placed.mp4", rule=params)
+    states = [entry["state"] for entry in result.timeline]
+    assert states == ["off"] * 4 + ["on"] * 3 + ["off"], states
+    peak = result.segments[0]["peak"]
+    lag = params.tau_s * math.log(peak / (peak - params.on))
+    assert abs(result.segments[0]["start_ms"] - (PLACED[0] + lag * 1000)) < 150
+    held = classify_video(runner, clips / "placed.mp4", rule=LiveRuleParams(0.5, min_duration_s=2))
+    assert [e["state"] for e in held.timeline] == ["off"] * 4 + ["pending", "pending", "on", "off"]
+    assert held.segments[0]["start_ms"] == result.segments[0]["start_ms"]
+    too_long = classify_video(
+        runner, clips / "placed.mp4", rule=LiveRuleParams(0.5, min_duration_s=3)
+    )
+    assert too_long.segments == [] and not too_long.verdict["flagged"]
+
+
+def test_stop_at_flag_stops_within_the_rules_latency_plus_one_sample(runner, pictures, tmp_path):
+    neutral, flagged = pictures
+    fps, start_s = 10, 4.0  # on a sample (one between two samples is seen a sample later)
+    frames = [
+        flagged if start_s <= i / fps < start_s + 5 else neutral[(i // fps) % 3]
+        for i in range(fps * 20)
+    ]
+    write_clip(tmp_path / "gate.mp4", frames, fps=fps, keyframe_every=10)
+    params = LiveRuleParams(0.5)
+    full = classify_video(runner, tmp_path / "gate.mp4", rule=params)
+    stopped = classify_video(runner, tmp_path / "gate.mp4", rule=params, stop_at_flag=True)
+    peak = full.segments[0]["peak"]
+    at_ms = stopped.stopped["at_ms"]
+    assert start_s * 1000 < at_ms <= (start_s + params.latency_s(peak) + 1) * 1000
+    on_in_full = next(e["t_ms"] for e in full.timeline if e["state"] == "on")
+    assert at_ms == on_in_full  # the same rule, sample by sample
+    assert len(stopped.timeline) == at_ms // 1000 + 1 < len(full.timeline)
+    assert stopped.verdict["flagged"] and stopped.segments[0]["end_ms"] == at_ms
+    assert stopped.stopped["read_fraction"] == pytest.approx(at_ms / 20000, abs=1e-3)
+    assert 0 < stopped.stopped["read_bytes"] < 0.6 * stopped.stopped["file_bytes"]
+    assert full.stopped is None
+
+
+def test_stop_at_flag_is_a_gate(clips, same_named_clips):
+    flagged = CliRunner().invoke(
+        main, ["predict", str(clips / "placed.mp4"), "--stop-at-flag", "--json"]
+    )
+    assert flagged.exit_code == 5, flagged.output
+    (answer,) = map(json.loads, flagged.stdout.splitlines())
+    assert answer["stopped"]["at_ms"] == 4000 and len(answer["timeline"]) == 5
+    table = CliRunner().invoke(main, ["predict", str(clips / "placed.mp4"), "--stop-at-flag"])
+    assert table.exit_code == 5 and "stopped at 4.0 s" in table.stdout
+    neutral = CliRunner().invoke(
+        main, ["predict", str(same_named_clips / "b" / "clip.mp4"), "--stop-at-flag", "--json"]
+    )
+    assert neutral.exit_code == 0, neutral.output
+    (answer,) = map(json.loads, neutral.stdout.splitlines())
+    assert answer["stopped"] is None and not answer["verdict"]["flagged"]

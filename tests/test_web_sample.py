@@ -65,6 +65,12 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def end_headers(self):
+        # cross-origin isolated: tfjs-backend-wasm may use its threaded SIMD build
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -91,20 +97,26 @@ def server(served):
     httpd.shutdown()
 
 
+BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+
+
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright per module: its sync API cannot start a second one inside the first."""
     needs(Path(CHROMIUM).is_file(), f"the browser test needs Chromium at {CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         needs(False, "the browser test needs the playwright package (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    yield browser
+    browser.close()
 
 
 def read_cards(page) -> dict[str, dict[str, float]]:
@@ -207,3 +219,147 @@ def test_page_matches_the_toolkit(server, browser, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("NSFW_MOBILE_UPDATE_SCREENSHOT"):
         shutil.copy(shot, ROOT / "web_sample" / "screenshot.png")
+
+
+# ------------------------------------------------------------------ camera mode
+
+CAMERA_FPS = 10
+CAMERA_CLIP = (3.0, 3.0, 3.0)
+"""Seconds of neutral frames, of the planted stretch and of neutral frames again; Chromium's
+fake camera plays the file in real time and loops it."""
+LIVE_MIN_FPS = 5
+
+
+def write_camera_clip(path: Path) -> Path:
+    """A y4m clip for Chromium's fake camera: neutral photos, microaneurysms.tif (the
+    pretrained model scores it Porn 0.90), neutral again; 224x224 at 10 fps (6.8 MB)."""
+    av = pytest.importorskip("av")
+    from nsfw_mobile.images import decode_image
+
+    neutral = [decode_image(SAMPLES_DIR / n, 224) for n in ("astronaut.jpg", "coffee.jpg")]
+    planted = decode_image(SAMPLES_DIR / "microaneurysms.tif", 224)
+    before, stretch, after = (int(s * CAMERA_FPS) for s in CAMERA_CLIP)
+    frames = (
+        [neutral[(i // CAMERA_FPS) % 2] for i in range(before)]
+        + [planted] * stretch
+        + [neutral[(i // CAMERA_FPS + 1) % 2] for i in range(after)]
+    )
+    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
+        stream = container.add_stream("rawvideo", rate=CAMERA_FPS)
+        stream.width, stream.height, stream.pix_fmt = 224, 224, "yuv420p"
+        for pixels in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def high_runs(log, on):
+    """(first frame above on, first frame below it again) of each raw-score stretch that
+    starts after a frame below."""
+    runs, start = [], None
+    for previous, entry in zip(log, log[1:]):
+        if start is None and entry["score"] > on >= previous["score"]:
+            start = entry
+        elif start is not None and entry["score"] <= on:
+            runs.append((start, entry))
+            start = None
+    return runs
+
+
+def screenshot_when_on(page, path: Path) -> None:
+    """The page in the on state for the README: the camera mode is paused while the state
+    is on (no frame can turn it off during the blur's transition), then shot."""
+    freeze = "() => { clearInterval(window.__camera.timer); video.pause(); }"
+    resume = "() => { window.__camera.setRate(10); video.play(); }"
+    for _ in range(10):
+        page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
+        page.evaluate(freeze)
+        page.wait_for_timeout(800)  # a frame in flight lands; the blur's transition ends
+        if page.evaluate("document.body.dataset.liveState") == "on":
+            page.screenshot(path=str(path))
+            return
+        page.evaluate(resume)
+    raise AssertionError("the page never stayed on for a screenshot")
+
+
+@pytest.mark.slow
+def test_camera_mode_flags_the_planted_stretch(server, playwright, tmp_path):
+    """Chromium's fake camera plays a clip with a planted stretch; the page classifies its
+    frames on tfjs wasm, and its live rule turns on within the rule's latency after the
+    stretch starts and off after it ends, the same states the Python rule gives."""
+    from nsfw_mobile.live_rule import LiveRule, LiveRuleParams
+
+    clip = write_camera_clip(tmp_path / "camera.y4m")
+    args = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"]  # fmt: skip
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{server}/web_sample/index.html")
+        page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+        assert "wasm backend" in page.inner_text("#status")
+        page.select_option("#rate", str(CAMERA_FPS))
+        page.check("#camera")
+        page.wait_for_selector("body[data-camera='running']", timeout=30_000)
+        for _ in range(3):  # the state and the blur, read together
+            page.wait_for_selector("body[data-live-state='on']", timeout=60_000)
+            shown = page.evaluate("[document.body.dataset.liveState, video.className]")
+            if shown[0] == "on":
+                break
+        assert shown == ["on", "blur"], shown
+        deadline = 60_000
+        while deadline > 0:  # until a whole stretch, on and off again, has been seen
+            log = page.evaluate("window.__camera.log")
+            if any(end["t"] + 3 < log[-1]["t"] for _, end in high_runs(log, 0.5)):
+                break
+            page.wait_for_timeout(1000)
+            deadline -= 1000
+        log = page.evaluate("window.__camera.log")
+        shown_fps = float(page.get_attribute("body", "data-live-fps"))
+        dropped = page.evaluate("window.__camera.dropped")
+        if os.environ.get("NSFW_MOBILE_UPDATE_SCREENSHOT"):
+            screenshot_when_on(page, ROOT / "web_sample" / "camera.png")
+        threads = page.evaluate("crossOriginIsolated ? tf.wasm.getThreadsCount() : 1")
+        assert not errors, errors
+    finally:
+        browser.close()
+
+    steady = log[1:]  # the first frame also waits for the camera to start
+    span = steady[-1]["t"] - steady[0]["t"]
+    fps = (len(steady) - 1) / span
+    gaps = [b["t"] - a["t"] for a, b in zip(log, log[1:])]
+    print(
+        f"\ncamera mode (Chromium, tfjs wasm, {threads} thread(s), default model, asked for "
+        f"{CAMERA_FPS} frames/s): {len(steady)} frames classified in {span:.1f} s = "
+        f"{fps:.1f} frames/s (the page showed {shown_fps:.1f}), {dropped} ticks dropped, "
+        f"longest gap {max(gaps):.2f} s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
+    assert fps >= LIVE_MIN_FPS, f"{fps:.1f} frames/s (load average {os.getloadavg()[0]:.1f})"
+
+    # the page's states are the rule's: the Python rule on the page's scores agrees
+    rule = LiveRule(LiveRuleParams(on=0.5, max_gap_s=1))
+    assert [rule.update(e["t"], e["score"]).state for e in log] == [e["state"] for e in log]
+
+    runs = high_runs(log, 0.5)
+    assert runs, "the planted stretch never scored above 0.5"
+    params = LiveRuleParams(on=0.5)
+    for start, end in runs:
+        if end["t"] + 3 > log[-1]["t"]:
+            continue
+        seen = end["t"] - start["t"]
+        assert abs(seen - CAMERA_CLIP[1]) < 0.6, seen  # the camera really plays the clip
+        inside = [e for e in log if start["t"] <= e["t"] < end["t"]]
+        latency = params.latency_s(min(e["score"] for e in inside))
+        turned_on = next(e["t"] for e in inside if e["state"] == "on")
+        assert turned_on - start["t"] <= latency + max(gaps), (turned_on - start["t"], latency)
+        after = [e for e in log if e["t"] >= end["t"]]
+        turned_off = next(e["t"] for e in after if e["state"] == "off")
+        assert turned_off - end["t"] <= 1.5, turned_off - end["t"]
+        before = [e for e in log if start["t"] - 2 <= e["t"] < start["t"]]
+        assert before and all(e["state"] == "off" for e in before)

@@ -14,6 +14,8 @@ final class CameraController: NSObject, ObservableObject, AVCaptureVideoDataOutp
     @Published private(set) var status: Status = .idle
     @Published private(set) var smoothed: Classification?
     @Published private(set) var framesPerSecond: Double?
+    /// The live rule's decision (docs/live-rule.md): blur while its state is on.
+    @Published private(set) var live: LiveRuleOutput?
     @Published private(set) var lastError: String?
 
     let session = AVCaptureSession()
@@ -21,7 +23,9 @@ final class CameraController: NSObject, ObservableObject, AVCaptureVideoDataOutp
     private let queue = DispatchQueue(label: "nsfw.camera.frames", qos: .userInitiated)
     private let lock = NSLock()
     private var inFlight = false
-    private var smoother = ScoreSmoother(window: 5)
+    private var smoother = ScoreSmoother(window: 5) // the label and bars shown, and fps
+    /// The rule the toolkit and the web sample use; a feed that stalls for over a second starts over.
+    private var liveRule = LiveRule(LiveRuleParameters(maxGapS: 1))
 
     init(classifier: NSFWClassifier) {
         self.classifier = classifier
@@ -40,6 +44,10 @@ final class CameraController: NSObject, ObservableObject, AVCaptureVideoDataOutp
         default:
             await setStatus(.denied)
             return
+        }
+        await MainActor.run {
+            self.liveRule.reset()
+            self.smoother.reset()
         }
         do {
             try configure()
@@ -108,6 +116,7 @@ final class CameraController: NSObject, ObservableObject, AVCaptureVideoDataOutp
     private func publish(_ result: Classification, at time: Double) {
         smoothed = smoother.add(result, at: time)
         framesPerSecond = smoother.framesPerSecond
+        live = liveRule.update(at: time, nsfwScore: result.nsfwScore)
         lastError = nil
     }
 

@@ -12,7 +12,9 @@ struct LiveModeView: View {
 
     var body: some View {
         ZStack(alignment: .bottom) {
-            CameraPreview(session: camera.session).ignoresSafeArea()
+            CameraPreview(session: camera.session)
+                .blur(radius: camera.live?.flagged == true ? 30 : 0)
+                .ignoresSafeArea()
             overlay
                 .padding()
                 .background(.ultraThinMaterial, in: RoundedRectangle(cornerRadius: 12))
@@ -37,6 +39,10 @@ struct LiveModeView: View {
                     ScoresView(classification: smoothed)
                 } else {
                     Text("Waiting for the first frame…")
+                }
+                if let live = camera.live {
+                    Text("live rule: \(live.state.rawValue), smoothed score \(live.smoothed, specifier: "%.2f")")
+                        .font(.caption).monospacedDigit()
                 }
                 if let fps = camera.framesPerSecond {
                     Text("\(fps, specifier: "%.1f") frames per second").font(.caption).monospacedDigit()

@@ -14,7 +14,8 @@ from ..errors import UsageError
 from ..formats import batched_help, file_types_help
 from ..predict import Prediction, check_batching, classify, column_names
 from ..resolve import RULES_HELP, RUN, resolve_model
-from ..video import VIDEO_THRESHOLD, SegmentRule, VideoError, classify_video, is_video
+from ..live_rule import LiveRuleParams
+from ..video import VIDEO_THRESHOLD, VideoError, classify_video, is_video
 from .cluster import INPUT_PATH, check_ray_options, predict_on_ray, ray_options
 from .common import (
     EXIT_FLAGGED,
@@ -31,6 +32,7 @@ VIDEO_OPTIONS = {
     "every": "--every",
     "keyframes": "--keyframes",
     "min_segment": "--min-segment",
+    "stop_at_flag": "--stop-at-flag",
     "timeline_plot": "--timeline-plot",
 }
 
@@ -123,6 +125,8 @@ class _Output:
                 for s in result.segments
             )
             state = "" if result.complete else ", INCOMPLETE"
+            if result.stopped:
+                state += f", stopped at {result.stopped['at_ms'] / 1000:.1f} s"
             click.echo(
                 f"{verdict['label']:<8}  video {verdict['duration_ms'] / 1000:.1f} s, "
                 f"{verdict['samples']} samples ({result.sampling}{state}), "
@@ -222,7 +226,15 @@ class _Output:
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
-    help="Videos: drop flagged stretches shorter than this many seconds.",
+    help="Videos: the live rule's minimum duration: a stretch is flagged once its smoothed "
+    "score has stayed above --threshold this many seconds (docs/live-rule.md).",
+)
+@click.option(
+    "--stop-at-flag",
+    is_flag=True,
+    help=f"Videos: stop decoding a clip where the live rule first flags it and exit with code "
+    f"{EXIT_FLAGGED} (an upload gate that need not read the rest); the JSON's 'stopped' says "
+    "where it stopped and how much of the file it read.",
 )
 @click.option(
     "--timeline-plot",
@@ -252,15 +264,17 @@ class _Output:
 @click.pass_context
 def predict(
     ctx, paths, model, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
-    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe, ray_address, out_dir,
-    actors,
+    keyframes, min_segment, stop_at_flag, timeline_plot, batch_size, workers, unsafe,
+    ray_address, out_dir, actors,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
     Videos (mp4, mov, m4v, mkv, webm, avi, animated GIF and WebP; PyAV from the
     `video` extra) get a timeline, flagged segments and a verdict: the frame on
-    screen every --every seconds, or --keyframes. Segments start above
-    --threshold (default {video_threshold} for videos) and end below 0.8 x threshold. Images
+    screen every --every seconds, or --keyframes. The live rule (docs/live-rule.md)
+    smooths the scores over time and flags a stretch once the smoothed score is
+    above --threshold (default {video_threshold} for videos) for --min-segment seconds, until it
+    falls below 0.8 x threshold; --stop-at-flag stops reading there. Images
     are answered first, then videos, each in input order. Video options with
     files none of which is a video are refused; with folders that hold no video,
     a note says so.
@@ -282,7 +296,7 @@ def predict(
     Examples:
       nsfw-mobile predict photos/ --json > results.jsonl
       nsfw-mobile predict uploads/ --threshold 0.8 --fail-on-flagged --only-flagged --csv
-      nsfw-mobile predict upload.mp4 --model models/ --timeline-plot upload.png
+      nsfw-mobile predict upload.mp4 --stop-at-flag --timeline-plot upload.png
     """
     from ..images import walk_inputs
 
@@ -318,8 +332,10 @@ def predict(
             _classify_clip(runner, path, output, every=every, keyframes=keyframes,
                            threshold=VIDEO_THRESHOLD if threshold is None else threshold,
                            min_segment=min_segment, plot=plots.get(path),
-                           batch_size=batch_size)  # fmt: skip
-    output.finish(len(inputs.images), time.perf_counter() - started, fail_on_flagged)
+                           batch_size=batch_size, stop_at_flag=stop_at_flag)  # fmt: skip
+    output.finish(
+        len(inputs.images), time.perf_counter() - started, fail_on_flagged or stop_at_flag
+    )
 
 
 def _check_options(ctx, as_json, as_csv, threshold, fail_on_flagged, only_flagged, keyframes):
@@ -353,13 +369,13 @@ def _check_video_options(ctx, paths, videos, timeline_plot) -> dict:
 
 
 def _classify_clip(runner, path, output, *, every, keyframes, threshold, min_segment, plot,
-                   batch_size):  # fmt: skip
-
-    rule = SegmentRule(threshold=threshold, min_segment_s=min_segment)
+                   batch_size, stop_at_flag):  # fmt: skip
+    rule = LiveRuleParams(on=threshold, min_duration_s=min_segment)
     try:
         result = classify_video(
-            runner, path, every=every, keyframes=keyframes, rule=rule, batch_size=batch_size
-        )
+            runner, path, every=every, keyframes=keyframes, rule=rule, batch_size=batch_size,
+            stop_at_flag=stop_at_flag,
+        )  # fmt: skip
     except VideoError as exc:
         output.write(Prediction(path=str(path), error=exc.reason, kind=exc.kind))
         return
