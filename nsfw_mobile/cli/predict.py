@@ -12,9 +12,9 @@ import click
 
 from ..errors import UsageError
 from ..formats import batched_help, file_types_help
+from ..live_rule import LiveRuleParams
 from ..predict import Prediction, check_batching, classify, column_names
 from ..resolve import RULES_HELP, RUN, resolve_model
-from ..live_rule import LiveRuleParams
 from ..video import VIDEO_THRESHOLD, VideoError, classify_video, is_video
 from .cluster import INPUT_PATH, check_ray_options, predict_on_ray, ray_options
 from .common import (
