@@ -12,6 +12,7 @@ says which file of a valid seed model the rest of the bytes replace.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import shutil
@@ -46,6 +47,7 @@ def workspace() -> Path:
     global _workspace
     if _workspace is None:
         _workspace = Path(tempfile.mkdtemp(prefix="nsfw-fuzz-"))
+        atexit.register(shutil.rmtree, _workspace, ignore_errors=True)
         shutil.copytree(MODELS, _workspace / "models")
     return _workspace
 

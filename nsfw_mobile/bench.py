@@ -27,6 +27,7 @@ import numpy as np
 from .errors import BenchmarkError, UsageError
 from .files import size_bytes
 from .formats import file_type_of, is_named_model
+from .pause import phase
 
 SYSTEM_NAMES = {"Darwin": "macOS"}
 ISA_FLAGS = (
@@ -281,6 +282,7 @@ def bench(
         try:
             for path, path_threads in timed:  # one by one: a later failure closes these
                 children.append(_Child(path, path_threads))
+                phase(f"benchmarking:{Path(path).name}")  # its process is running
             started = {id(c): 0.0 for c in children}
             while True:
                 pending = [

@@ -126,7 +126,7 @@ class ModelContract:
             if "input_size" in properties:
                 width, height = (int(v) for v in str(properties["input_size"]).split("x"))
                 input_size = (height, width)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"unreadable model contract in the metadata ({exc})") from None
         if not all(isinstance(label, str) for label in (*labels, *nsfw)):
             raise ModelFileError("unreadable model contract: labels must be strings")
@@ -246,9 +246,10 @@ def read_tfjs(path: Path) -> ArtifactMetadata:
     document = read_json(model_json)
     properties = contract_properties(document)
     try:
-        labels = tuple(json.loads(properties.get("labels", "[]")))
-    except ValueError:
+        labels = json.loads(properties.get("labels", "[]"))
+    except (ValueError, RecursionError):
         labels = ()
+    labels = tuple(labels) if isinstance(labels, list) else ()
     shape = (
         input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
     )

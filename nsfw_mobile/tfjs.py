@@ -59,6 +59,8 @@ def read_json(path: Path) -> dict:
         raise ModelFileError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: not a JSON file ({exc})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: JSON nested too deeply to read") from None
 
 
 CONTRACT_KEY = "nsfw_mobile"

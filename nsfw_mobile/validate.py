@@ -27,6 +27,7 @@ from .files import sha256_file
 from .formats import KERAS, TFJS_LAYERS, Tolerance, by_key, file_type_of
 from .images import load_images, sample_images
 from .metadata import format_of, read_metadata
+from .pause import phase
 from .runtime import open_runner
 from .runtime.base import Runner
 
@@ -318,6 +319,7 @@ def validate(
         judged = _Reference(runner, batch)
         results = []
         for index, path in enumerate(candidates):
+            phase(f"validating:{Path(path).name}")
             started = time.perf_counter()
             result = _judge(path, formats[index] if formats else None, judged, num_threads)
             result.seconds = round(time.perf_counter() - started, 2)

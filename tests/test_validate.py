@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_outputs_vary
+from conftest import SECOND_SEED, assert_outputs_vary
 
 from nsfw_mobile.cli import EXIT_USAGE, EXIT_VALIDATION_FAILED, main
 from nsfw_mobile.errors import UsageError
@@ -43,14 +43,33 @@ def edited(path, edit, out):
     return save_spec(spec, out)
 
 
-@pytest.fixture(scope="module")
-def tiny_report(tiny_artifacts, tiny_model_path, tiny_images_dir):
-    candidates = [tiny_artifacts[f.key].path for f in FORMATS]
-    return validate(candidates, reference=tiny_model_path, images=[tiny_images_dir])
+@pytest.fixture(
+    scope="module",
+    params=[0, pytest.param(SECOND_SEED, marks=pytest.mark.slow)],
+    ids=lambda seed: f"seed{seed}",
+)
+def tiny_report(request, tiny_images_dir):
+    """Every format of the tiny model validated; trained from seed 0 (quick loop) and from
+    a second seed (slow tier): the bounds must hold for any faithful artefact."""
+    if request.param == 0:
+        artifacts, model_path = (
+            request.getfixturevalue(n) for n in ("tiny_artifacts", "tiny_model_path")
+        )
+    else:
+        artifacts, model_path = (
+            request.getfixturevalue(n) for n in ("second_seed_artifacts", "second_seed_model_path")
+        )
+    candidates = [artifacts[f.key].path for f in FORMATS]
+    report = validate(candidates, reference=model_path, images=[tiny_images_dir])
+    report.model_path = model_path
+    return report
 
 
-def test_every_correct_tiny_artefact_passes(tiny_report, tiny_model, sample_pixels_tiny):
-    assert_outputs_vary(tiny_model.predict(sample_pixels_tiny / 255.0, verbose=0))
+def test_every_correct_tiny_artefact_passes(tiny_report, sample_pixels_tiny):
+    from nsfw_mobile.models import load_keras_model
+
+    model = load_keras_model(tiny_report.model_path)
+    assert_outputs_vary(model.predict(sample_pixels_tiny / 255.0, verbose=0))
     print()
     for result in tiny_report.candidates:
         print(
