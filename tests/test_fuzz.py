@@ -51,6 +51,7 @@ def test_crash_inputs_now_end_in_a_typed_error_or_a_warning():
 
 def _fixed_run(name: str, folder: Path) -> dict:
     """benchmarks/fuzz.py's fixed run of target ``name``; corpus and findings in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
         [
             sys.executable,
