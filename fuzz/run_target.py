@@ -6,6 +6,7 @@ to reproduce a finding: python fuzz/run_target.py tflite path/to/crash-file
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -54,6 +55,15 @@ KERAS_TARGETS = ("tfjs", "tfjs_graph")
 import (over 10 s on a busy machine) is not timed as that input's run."""
 
 
+def warm_up(name: str) -> None:
+    """Run the target once per mode on a one-byte input before fuzzing, so that the
+    libraries it imports lazily (coremltools' protobufs, ONNX Runtime, PyAV...) are loaded
+    outside libFuzzer's per-input time limit: a slow import is not a hang."""
+    for mode in range(4):
+        with contextlib.suppress(Exception):  # the fuzzer itself finds and reports these
+            targets.run_one(name, bytes([mode]))
+
+
 def main() -> None:
     name = sys.argv[1]
     if name not in targets.TARGETS:
@@ -62,6 +72,7 @@ def main() -> None:
         from nsfw_mobile._tf import import_keras
 
         import_keras()
+    warm_up(name)
     atheris.Setup([sys.argv[0], *sys.argv[2:]], lambda data: targets.run_one(name, data))
     atheris.Fuzz()
 

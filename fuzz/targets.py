@@ -12,6 +12,7 @@ says which file of a valid seed model the rest of the bytes replace.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import shutil
@@ -46,6 +47,7 @@ def workspace() -> Path:
     global _workspace
     if _workspace is None:
         _workspace = Path(tempfile.mkdtemp(prefix="nsfw-fuzz-"))
+        atexit.register(shutil.rmtree, _workspace, ignore_errors=True)
         shutil.copytree(MODELS, _workspace / "models")
     return _workspace
 
@@ -146,18 +148,27 @@ def fuzz_onnx(data: bytes) -> None:
         runner.predict(_zeros(runner))
 
 
+def write_tfjs_model(kind: str, data: bytes, folder: Path) -> Path:
+    """Turn a copy of the micro TF.js model ``kind`` ("tfjs" or "tfjs_graph") in ``folder``
+    into the model the fuzz input ``data`` describes: model.json (mode 0) or the weight
+    shard (mode 1) replaced, or model.json mutated as JSON (mode 2). Returns ``folder``."""
+    if not (folder / "model.json").exists():
+        shutil.copytree(MODELS / kind, folder)
+    mode, payload = _split(data, 3)
+    if mode == 2:
+        document = json.loads((folder / "model.json").read_text())
+        payload = json.dumps(mutate_json(document, payload)).encode()
+    (folder / ("group1-shard1of1.bin" if mode == 1 else "model.json")).write_bytes(payload)
+    return folder
+
+
 @target
 def fuzz_tfjs(data: bytes) -> None:
     """A TF.js layers model with model.json (mode 0) or its weight shard (mode 1) replaced,
     or its model.json mutated as JSON (mode 2: the topology and manifest of the wrong shape)."""
     from nsfw_mobile.tfjs import read_contract_properties, tfjs2keras
 
-    mode, payload = _split(data, 3)
-    folder = _fresh("tfjs")
-    if mode == 2:
-        document = json.loads((folder / "model.json").read_text())
-        payload = json.dumps(mutate_json(document, payload)).encode()
-    (folder / ("group1-shard1of1.bin" if mode == 1 else "model.json")).write_bytes(payload)
+    folder = write_tfjs_model("tfjs", data, _fresh("tfjs"))
     read_contract_properties(folder / "model.json")
     tfjs2keras(folder / "model.json")
 
@@ -170,12 +181,7 @@ def fuzz_tfjs_graph(data: bytes) -> None:
     from nsfw_mobile.inspect_model import inspect_tfjs
     from nsfw_mobile.tfjs import tfjs2keras
 
-    mode, payload = _split(data, 3)
-    folder = _fresh("tfjs_graph")
-    if mode == 2:
-        document = json.loads((folder / "model.json").read_text())
-        payload = json.dumps(mutate_json(document, payload)).encode()
-    (folder / ("group1-shard1of1.bin" if mode == 1 else "model.json")).write_bytes(payload)
+    folder = write_tfjs_model("tfjs_graph", data, _fresh("tfjs_graph"))
     inspect_tfjs(folder)
     tfjs2keras(folder / "model.json")
 

@@ -42,6 +42,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .pause import phase
+
 MARKER = ".nsfw-mobile-"
 PARTIAL_GLOB = f"{MARKER}partial-*"
 """Glob of the toolkit's in-progress writes in a folder."""
@@ -212,12 +214,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         if not temporary.exists():
             raise FileNotFoundError(f"{temporary} was not written")
+        phase(f"write:{final.name}")
         _fsync(temporary)
         if final.is_dir() and not final.is_symlink():
             _replace_folder(temporary, final)
         else:
             os.replace(temporary, final)
         _fsync(final.parent)
+        phase(f"renamed:{final.name}")
     except BaseException:
         _remove(temporary)
         raise

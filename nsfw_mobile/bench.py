@@ -25,6 +25,7 @@ import numpy as np
 from .errors import BenchmarkError
 from .files import size_bytes
 from .machine import SYSTEM_NAMES, machine_info, versions
+from .pause import phase
 from .resolve import MEASURE, ModelRef, resolve_model
 
 
@@ -227,6 +228,7 @@ def bench(
         try:
             for path, path_threads in timed:  # one by one: a later failure closes these
                 children.append(_Child(path, path_threads))
+                phase(f"benchmarking:{Path(path).name}")  # its process is running
             started = {id(c): 0.0 for c in children}
             while True:
                 pending = [

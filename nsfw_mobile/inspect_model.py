@@ -217,31 +217,61 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _dict_or_fail(value, where: str, model_json: Path) -> dict:
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{model_json}: {where} is {type(value).__name__}, not an object")
+    return value
+
+
+def _list_or_fail(value, where: str, model_json: Path) -> list:
+    if not isinstance(value, list):
+        raise ModelFileError(f"{model_json}: {where} is {type(value).__name__}, not a list")
+    return value
+
+
+def _tfjs_weight_storage(document: dict, model_json: Path) -> tuple[dict, int]:
+    """How the manifest stores the weights (dtype -> count) and how many shards it names."""
+    storage: Counter = Counter()
+    shards = 0
+    manifest = _list_or_fail(document.get("weightsManifest", []), "weightsManifest", model_json)
+    for group in manifest:
+        group = _dict_or_fail(group, "a weightsManifest group", model_json)
+        shards += len(_list_or_fail(group.get("paths", []), "a group's paths", model_json))
+        for spec in _list_or_fail(group.get("weights", []), "a group's weights", model_json):
+            spec = _dict_or_fail(spec, "a weight entry", model_json)
+            quantization = spec.get("quantization") or {}
+            quantization = _dict_or_fail(quantization, "a weight's quantization", model_json)
+            storage[str(quantization.get("dtype", spec.get("dtype", "float32")))] += 1
+    return dict(sorted(storage.items())), shards
+
+
 def inspect_tfjs(path: Path) -> dict:
     """A TF.js layers or graph model from its model.json and shards alone (no TensorFlow,
-    no Node)."""
+    no Node). A model.json of the wrong shape is a ModelFileError naming what is wrong."""
     from .tfjs import GRAPH_MODEL, artifact_metadata, model_format, model_json_of, read_model
 
     model_json = model_json_of(path)
     document, weights = read_model(model_json)
-    topology = document["modelTopology"]
+    topology = _dict_or_fail(document["modelTopology"], "modelTopology", model_json)
     metadata = artifact_metadata(model_json)
+    storage, shards = _tfjs_weight_storage(document, model_json)
     if model_format(document) == GRAPH_MODEL:
-        return _inspect_tfjs_graph(path, document, weights, metadata)
-    layers = topology.get("model_config", topology).get("config", {}).get("layers", [])
-    storage = Counter(
-        (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
-        for group in document.get("weightsManifest", [])
-        for spec in group.get("weights", [])
+        return _inspect_tfjs_graph(path, document, weights, metadata, storage, shards)
+    model_config = _dict_or_fail(
+        topology.get("model_config", topology), "modelTopology's model_config", model_json
     )
+    config = _dict_or_fail(model_config.get("config", {}), "the model's config", model_json)
+    layers = _list_or_fail(config.get("layers", []), "the model's layers", model_json)
+    layers = [_dict_or_fail(layer, "a layer", model_json) for layer in layers]
     height, width = metadata.input_size or (None, None)
     labels = metadata.labels
     if not labels and weights:  # a foreign model: name the classes as its runner will
         from .labels import default_labels
 
-        config = topology.get("model_config", topology).get("config", {})
+        kernel = None
         outputs = config.get("output_layers") or [[layers[-1].get("name") if layers else ""]]
-        kernel = weights.get(f"{outputs[0][0]}/kernel")
+        if isinstance(outputs, list) and outputs and isinstance(outputs[0], list) and outputs[0]:
+            kernel = weights.get(f"{outputs[0][0]}/kernel")
         try:
             labels = default_labels(int(kernel.shape[-1]), model_json) if kernel else ()
         except (ModelFileError, IndexError):
@@ -259,30 +289,30 @@ def inspect_tfjs(path: Path) -> dict:
         "labels": list(labels),
         "metadata": metadata.properties,
         "parameters": int(sum(w.values.size for w in weights.values())),
-        "ops": dict(sorted(Counter(layer.get("class_name") for layer in layers).items())),
-        "weight_storage": dict(sorted(storage.items())),
-        "shards": sum(len(g.get("paths", [])) for g in document.get("weightsManifest", [])),
+        "ops": dict(sorted(Counter(str(layer.get("class_name")) for layer in layers).items())),
+        "weight_storage": storage,
+        "shards": shards,
         "converted_by": document.get("convertedBy"),
     }
 
 
-def _inspect_tfjs_graph(path: Path, document: dict, weights: dict, metadata) -> dict:
+def _inspect_tfjs_graph(
+    path: Path, document: dict, weights: dict, metadata, storage: dict, shards: int
+) -> dict:
     """``inspect_tfjs`` for a graph model: ops are its nodes' ops (Const: its weights)."""
     from .labels import default_labels
     from .tfjs import model_json_of
 
+    model_json = model_json_of(path)
     nodes = document["modelTopology"].get("node") or []
-    ops = Counter(str(node.get("op")) for node in nodes if isinstance(node, dict))
-    storage = Counter(
-        (spec.get("quantization") or {}).get("dtype", spec.get("dtype", "float32"))
-        for group in document.get("weightsManifest", [])
-        for spec in group.get("weights", [])
-    )
+    nodes = _list_or_fail(nodes, "modelTopology's node list", model_json)
+    nodes = [_dict_or_fail(node, "a node", model_json) for node in nodes]
+    ops = Counter(str(node.get("op")) for node in nodes)
     matrices = [w for w in weights.values() if w.values.ndim == 2]  # the last MatMul's kernel
     labels = metadata.labels
     if not labels and matrices:
         try:
-            labels = default_labels(int(matrices[-1].shape[-1]), model_json_of(path))
+            labels = default_labels(int(matrices[-1].shape[-1]), model_json)
         except ModelFileError:
             labels = ()
     height, width = metadata.input_size or (None, None)
@@ -301,7 +331,7 @@ def _inspect_tfjs_graph(path: Path, document: dict, weights: dict, metadata) -> 
         "metadata": metadata.properties,
         "parameters": int(sum(w.values.size for w in weights.values())),
         "ops": dict(sorted(ops.items())),
-        "weight_storage": dict(sorted(storage.items())),
-        "shards": sum(len(g.get("paths", [])) for g in document.get("weightsManifest", [])),
+        "weight_storage": storage,
+        "shards": shards,
         "converted_by": document.get("convertedBy"),
     }

@@ -128,7 +128,7 @@ class ModelContract:
             if "input_size" in properties:
                 width, height = (int(v) for v in str(properties["input_size"]).split("x"))
                 input_size = (height, width)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"unreadable model contract in the metadata ({exc})") from None
         if not all(isinstance(label, str) for label in (*labels, *nsfw)):
             raise ModelFileError("unreadable model contract: labels must be strings")

@@ -60,6 +60,8 @@ def read_json(path: Path) -> dict:
         raise MissingFileError(path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: not a JSON file ({exc})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: JSON nested too deeply to read") from None
 
 
 CONTRACT_KEY = "nsfw_mobile"
@@ -405,9 +407,10 @@ def artifact_metadata(path: Path) -> ArtifactMetadata:
     document = read_json(model_json)
     properties = contract_properties(document)
     try:
-        labels = tuple(json.loads(properties.get("labels", "[]")))
-    except ValueError:
+        labels = json.loads(properties.get("labels", "[]"))
+    except (ValueError, RecursionError):
         labels = ()
+    labels = tuple(labels) if isinstance(labels, list) else ()
     shape = (
         input_shape_of(document.get("modelTopology", {})) if isinstance(document, dict) else None
     )

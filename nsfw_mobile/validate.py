@@ -26,6 +26,7 @@ from .errors import LabelMismatchError, NsfwMobileError, UsageError
 from .files import sha256_file
 from .formats import Tolerance, by_key, format_of, read_metadata
 from .images import load_images, sample_images
+from .pause import phase
 from .resolve import MEASURE, SOURCE, SOURCE_TYPES, ModelRef, resolve_model
 from .runtime.base import Runner
 
@@ -324,6 +325,7 @@ def validate(
         judged = _Reference(runner, batch)
         results = []
         for index, path in enumerate(candidates):
+            phase(f"validating:{Path(path).name}")
             started = time.perf_counter()
             result = _judge(path, formats[index] if formats else None, judged, num_threads)
             result.seconds = round(time.perf_counter() - started, 2)

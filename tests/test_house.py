@@ -8,10 +8,8 @@ import fnmatch
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,8 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nsfw_mobile import formats
-from nsfw_mobile.atomic import PARTIAL_GLOB
-from nsfw_mobile.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
+from nsfw_mobile.cli import EXIT_ERROR, EXIT_USAGE, main
 from nsfw_mobile.errors import ModelFileError, UsageError
 from nsfw_mobile.models import PRETRAINED_JSON
 
@@ -144,6 +141,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "errors",
             "labels",
             "files",
+            "pause",
             "atomic",
             "quiet",
             "_tf",
@@ -423,37 +421,6 @@ def test_os_error_is_one_line_and_exit_1(tmp_path, samples):
     assert result.exit_code == EXIT_ERROR, result.output
     assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.output
-
-
-@pytest.mark.parametrize(
-    ("sent", "code"), [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_TERMINATED)]
-)
-@pytest.mark.slow
-def test_interrupted_convert_exits_with_its_code_and_leaves_no_partial(
-    tiny_model_path, tmp_path, sent, code
-):
-    out = tmp_path / "dist"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nsfw_mobile.cli", "convert", str(tiny_model_path)]
-        + ["--to", "all", "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    caught, deadline = [], time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None and not caught:
-        # a partial of any format but the last: more conversions follow, so the signal lands
-        # mid-run even when the machine is slow to send it
-        partials = list(out.glob(PARTIAL_GLOB)) if out.exists() else []
-        caught = [p for p in partials if not p.name.endswith(formats.FORMATS[-1].filename)]
-        time.sleep(0.001)
-    process.send_signal(sent)
-    _, stderr = process.communicate(timeout=300)
-    assert caught, "never caught the converter mid-write"
-    assert process.returncode == code, stderr
-    assert not list(out.glob(PARTIAL_GLOB)), "a partial file survived the signal"
-    assert "Traceback" not in stderr
 
 
 def test_stale_partial_files_are_ignored_and_cleaned(tmp_path, tiny_artifacts):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -82,3 +85,27 @@ def test_cli_json(tiny_artifacts):
     result = CliRunner().invoke(main, ["inspect", str(tiny_artifacts["mlpackage"].path), "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["format"] == "coreml-mlprogram"
+
+
+FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+
+
+@pytest.mark.parametrize(
+    "found", sorted((FUZZ / "regressions" / "tfjs_graph").iterdir()), ids=lambda p: p.name[-8:]
+)
+def test_inspect_of_a_graph_model_of_the_wrong_shape_is_one_error_line(found, tmp_path):
+    """The fuzzer's inputs that crashed the graph model's inspector (a node list that is not
+    a list...), written as a TF.js graph folder the way its target does: exit 1, one line."""
+    sys.path.insert(0, str(FUZZ))
+    import targets
+
+    folder = targets.write_tfjs_model("tfjs_graph", found.read_bytes(), tmp_path / "model")
+    result = subprocess.run(
+        [sys.executable, "-m", "nsfw_mobile.cli", "inspect", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {folder / 'model.json'}: ") and result.stdout == ""

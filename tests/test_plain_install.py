@@ -8,6 +8,7 @@ then runs the installed ``nsfw-mobile predict`` on the shipped samples.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -32,7 +33,13 @@ print(json.dumps({{"exit_code": result.exit_code, "stdout": result.stdout,
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_predicts_without_tensorflow(tmp_path, samples):
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # built from a copy of what the package is made of: a build in the checkout would leave
+    # build/ and *.egg-info there
+    shutil.copytree(ROOT / "nsfw_mobile", source / "nsfw_mobile",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -44,7 +51,7 @@ def test_wheel_in_a_fresh_venv_predicts_without_tensorflow(tmp_path, samples):
             "-q",
             "-w",
             wheels,
-            ROOT,
+            source,
         ],  # fmt: skip
         check=True,
         capture_output=True,

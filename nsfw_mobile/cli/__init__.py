@@ -21,7 +21,10 @@ command name.
 
 from __future__ import annotations
 
+import contextlib
 import inspect as pyinspect
+import signal
+import sys
 
 import click
 
@@ -47,6 +50,7 @@ from .common import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     EXIT_VALIDATION_FAILED,
+    Terminated,
     fill_help,
     install_signal_handlers,
     run_with_exit_codes,
@@ -62,6 +66,7 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_VALIDATION_FAILED",
     "main",
+    "run",
 ]
 
 
@@ -198,3 +203,53 @@ for module in (
     for command in module.COMMANDS:
         main.add_command(command)
 examples_last(main)
+
+
+SIGNAL_EXIT_CODES = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+
+
+def run() -> None:
+    """The process's entry point (the ``nsfw-mobile`` script and ``python -m nsfw_mobile.cli``):
+    ``main``, then an exit code that no signal can be lost from.
+
+    A SIGINT or SIGTERM at any moment, also while the command's context closes or the
+    process ends, exits 130 / 143, never 0: while the command runs the signal raises (so
+    partial files are removed); once it is over the signal is counted; and once the exit
+    code is chosen the signals get their default action (the process ends by the signal,
+    which a shell reports as 130 / 143), as Python's own handlers would only set a flag
+    that nobody reads during shutdown.
+    """
+    from ..pause import phase
+
+    received: list[int] = []
+
+    def raise_for(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+    def count(signum, frame):
+        received.append(signum)
+
+    for signum in SIGNAL_EXIT_CODES:
+        signal.signal(signum, raise_for)
+    code = 0
+    try:
+        try:
+            main()  # standalone: always ends in SystemExit
+        except SystemExit as exc:
+            code = exc.code
+        phase("exit")
+    except (KeyboardInterrupt, Terminated):  # landed while the context closed, or at "exit"
+        pass
+    for signum in SIGNAL_EXIT_CODES:
+        signal.signal(signum, count)
+    with contextlib.suppress(Exception):  # stdout closed by its reader: nothing to flush
+        sys.stdout.flush()
+        sys.stderr.flush()
+    for signum in SIGNAL_EXIT_CODES:
+        signal.signal(signum, signal.SIG_DFL)
+    if received and code != SIGNAL_EXIT_CODES[received[0]]:  # it landed after the command
+        code = SIGNAL_EXIT_CODES[received[0]]
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"{'Interrupted' if received[0] == signal.SIGINT else 'Terminated'}\n")
+    sys.exit(code)
