@@ -31,6 +31,7 @@ from . import bench as bench_commands
 from . import convert as convert_commands
 from . import models as model_commands
 from . import predict as predict_commands
+from . import serve as serve_commands
 from . import train as train_commands
 from .common import (
     EXIT_BROKEN_PIPE,
@@ -90,7 +91,7 @@ VERBOSE = click.Option(
 HELP_OPTIONS = ["-h", "--help"]
 
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Use a model", ("predict", "inspect", "models")),
+    ("Use a model", ("predict", "serve", "inspect", "models")),
     ("Convert and ship", ("convert", "validate", "release", "bench", "formats", "import-tfjs")),
     ("Your own model", ("train", "evaluate")),
 )
@@ -176,6 +177,7 @@ def main(ctx):
 
 for module in (
     predict_commands,
+    serve_commands,
     convert_commands,
     model_commands,
     train_commands,

@@ -113,8 +113,7 @@ class _Output:
             click.echo(f"{'label':<8}  {header}  {'nsfw':>6}  path")
 
     def is_flagged(self, prediction) -> bool:
-        score = prediction.nsfw_score
-        return self.threshold is not None and score is not None and score > self.threshold
+        return prediction.is_flagged(self.threshold)
 
     def write(self, prediction) -> None:
         flagged = self.is_flagged(prediction)
@@ -128,10 +127,7 @@ class _Output:
         if self.fmt == "table":
             click.echo(_table_line(prediction, self.labels, flagged))
         elif self.fmt == "json":
-            document = prediction.to_dict()
-            if self.threshold is not None and prediction.error is None:
-                document["flagged"] = flagged
-            echo_json(document)
+            echo_json(prediction.record(self.threshold))
         else:
             probabilities = prediction.probabilities or {}
             self.csv.writerow(
