@@ -62,7 +62,13 @@ class Refused(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+CLOSE_AFTER = frozenset({"body_too_large", "slow_client"})
+"""Refusals that close the connection: the rest of the body is never read."""
+
+
 def refusal(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    if code in CLOSE_AFTER:
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
 
 
