@@ -10,7 +10,8 @@ benchmarks/predict_throughput.py makes them):
 2. `predict`'s rate: predict.classify over the folder, as `nsfw-mobile predict` runs it,
    in a child process: images per CPU-second of that process (and per wall second);
 3. the server (a child process, `nsfw-mobile serve`) under concurrency 1, 4, 16 and 64
-   from a separate load process (httpx, one raw JPEG body per POST /v1/classify):
+   from a separate load process (keep-alive connections, one raw JPEG body per
+   POST /v1/classify):
    requests/s, p50/p95/p99, errors, and images per CPU-second of the server process
    (from /proc), since the load process shares the cores;
 4. a soak at half the peak rate (RSS of the server at its start and end, errors);
@@ -99,45 +100,82 @@ def one_image_ms(model: str, files: list[str]) -> float:
 # ------------------------------------------------------------------ the load process
 
 
+class _Connection:
+    """A lean HTTP/1.1 keep-alive client: the load process should spend its CPU time on
+    sending, not in a client library (httpx cost the loaded cores more than the server's
+    own HTTP handling)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and "close" in value.lower():
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def _load(url: str, bodies: list[bytes], concurrency: int, requests: int,
                 rate: float | None, seconds: float) -> dict:  # fmt: skip
     """``requests`` POSTs (or as many as ``seconds`` allow) with at most ``concurrency``
     under way; with ``rate``, started at that many per second (open loop)."""
-    import httpx
-
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    idle = [_Connection(host, int(port)) for _ in range(concurrency)]
     latencies, statuses = [], {}
     started = time.perf_counter()
     slots = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
-        async def one(index: int) -> None:
-            body = bodies[index % len(bodies)]
-            begin = time.perf_counter()
-            try:
-                answer = await client.post(
-                    url + "/v1/classify", content=body, headers={"content-type": "image/jpeg"}
-                )
-                status = answer.status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            finally:
-                slots.release()
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.perf_counter() - begin)
+    async def one(index: int) -> None:
+        body = bodies[index % len(bodies)]
+        connection = idle.pop()
+        begin = time.perf_counter()
+        try:
+            status = await connection.post("/v1/classify", body)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+            status = type(exc).__name__
+            connection.close()
+        finally:
+            idle.append(connection)
+            slots.release()
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 200:
+            latencies.append(time.perf_counter() - begin)
 
-        tasks = []
-        for index in range(requests):
-            if time.perf_counter() - started > seconds:
-                break
-            if rate is not None:
-                delay = started + index / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await slots.acquire()
-            tasks.append(asyncio.create_task(one(index)))
-        await asyncio.gather(*tasks)
+    tasks = []
+    for index in range(requests):
+        if time.perf_counter() - started > seconds:
+            break
+        if rate is not None:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await slots.acquire()
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
     wall = time.perf_counter() - started
     ms = np.array(latencies) * 1e3 if latencies else np.zeros(1)
     return {

@@ -80,8 +80,8 @@ class Guard:
     read), the body cap (by Content-Length at once, else while the body streams in), the
     request's deadline for its body (a slow client gets 408) and the metrics."""
 
-    def __init__(self, app, *, settings: Settings, metrics: Metrics):
-        self.app, self.settings, self.metrics = app, settings, metrics
+    def __init__(self, app, *, settings: Settings, metrics: Metrics, full: Callable[[], bool]):
+        self.app, self.settings, self.metrics, self.full = app, settings, metrics, full
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -125,6 +125,13 @@ class Guard:
                     "this service needs a bearer token: Authorization: Bearer TOKEN",
                     {"WWW-Authenticate": "Bearer"},
                 )
+        if scope["method"] == "POST" and _classifies(scope["path"]) and self.full():
+            return refusal(  # at once, before the body is read
+                503,
+                "overloaded",
+                "the service is full: retry",
+                {"Retry-After": "1", "Connection": "close"},
+            )
         length = headers.get(b"content-length")
         if length is not None:
             cap = self._cap(scope)
@@ -173,6 +180,13 @@ class Guard:
             return message
 
         return receive_limited
+
+
+def _classifies(path: str) -> bool:
+    """Routes whose images go through the scheduler's queue."""
+    return path in ("/classify", "/classify-many", "/v1/classify") or (
+        path.startswith("/v2/models/") and path.endswith("/infer")
+    )
 
 
 # ------------------------------------------------------------------ reading images
@@ -753,7 +767,14 @@ def create_app(model: ServedModel, settings: Settings) -> Starlette:
                 allow_headers=["Authorization", "Content-Type", TRITON_HEADER],
             )
         )
-    middleware.append(Middleware(Guard, settings=settings, metrics=service.metrics))
+    middleware.append(
+        Middleware(
+            Guard,
+            settings=settings,
+            metrics=service.metrics,
+            full=lambda: service.scheduler.depth >= settings.max_queue,
+        )
+    )
     app = Starlette(
         routes=routes,
         middleware=middleware,
