@@ -478,3 +478,27 @@ def test_five_classes_for_nsfwjs_clients_merge_to_the_three(records):
                 assert abs(value - three[label]) < 2e-3, (image, label)
     finally:
         assert running.stop() == 0
+
+
+@pytest.mark.slow
+def test_two_ray_serve_replicas_answer_as_predict(records):
+    """The same app on Ray Serve (a new local Ray, replicas at half a CPU each, so two fit
+    a 2-core machine beside Ray's own processes)."""
+    pytest.importorskip("ray.serve")
+    running = Server("--ray", "--replicas", "2", ready_within=300)
+    try:
+        answered = []
+        for image in sample_images()[:6]:
+            files = {"image": (str(image), image.read_bytes())}
+            answer = httpx.post(running.url + "/v1/classify", files=files, timeout=60)
+            assert answer.status_code == 200, answer.text
+            answered += answer.json()["results"]
+        without_flag = [
+            {k: v for k, v in records[str(image)].items() if k != "flagged"}
+            for image in sample_images()[:6]
+        ]
+        assert answered == without_flag
+        refused(httpx.post(running.url + "/v1/classify", json={"nope": 1}), 422,
+                "bad_json_shape")  # fmt: skip
+    finally:
+        assert running.stop(timeout=120) == 0
