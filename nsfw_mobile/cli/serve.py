@@ -13,7 +13,7 @@ import click
 
 from ..errors import UsageError
 from .cluster import ADDRESS, LOCAL
-from .common import MODEL_PATH, given
+from .common import MODEL_PATH, ExistingPath, given
 
 TOKEN_ENV = "NSFW_MOBILE_SERVE_TOKEN"
 THRESHOLD_ENV = "NSFW_MOBILE_THRESHOLD"
@@ -190,7 +190,7 @@ def run_embedded(app, host: str, port: int, *, timeout_s: float, on_listening) -
 )
 @click.option(
     "--token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingPath(dir_okay=False),
     default=None,
     help=f"Require `Authorization: Bearer TOKEN`, TOKEN read from this file (or set "
     f"${TOKEN_ENV}); the health checks stay open.",
@@ -240,13 +240,15 @@ def serve(
     stable `code`. SIGTERM or Ctrl-C stops accepting, finishes the requests under
     way and exits 0 (a server's clean stop, unlike other commands' 143 and 130).
 
+    Then: curl -F image=@photo.jpg http://127.0.0.1:8080/classify. With --ray, the
+    same app runs on Ray Serve replicas (--ray auto --replicas 4: the cluster this
+    machine belongs to).
+
     \b
     Examples:
       nsfw-mobile serve
-      curl -F image=@photo.jpg http://127.0.0.1:8080/classify
-      nsfw-mobile serve models/ --host 0.0.0.0 --threshold 0.8
+      nsfw-mobile serve models/ --threshold 0.8 --workers 2
       nsfw-mobile serve pretrained --classes 5
-      nsfw-mobile serve --ray auto --replicas 4
     """
     from ..serve.settings import Settings
 
