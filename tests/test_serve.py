@@ -502,3 +502,32 @@ def test_two_ray_serve_replicas_answer_as_predict(records):
                 "bad_json_shape")  # fmt: skip
     finally:
         assert running.stop(timeout=120) == 0
+
+
+def test_a_video_gets_predicts_video_record(server, tmp_path):
+    pytest.importorskip("av")
+    from clips import write_clip
+    from PIL import Image
+
+    pictures = [
+        np.asarray(Image.open(p).convert("RGB").resize((224, 224))) for p in sample_images()[:6]
+    ]
+    clip = write_clip(tmp_path / "clip.mp4", [pictures[i // 10] for i in range(60)], fps=10)
+    shown = subprocess.run(
+        [sys.executable, "-m", "nsfw_mobile.cli", "predict", str(clip), "--json",
+         "--threshold", THRESHOLD, "--model", str(PRETRAINED_TFLITE)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    )  # fmt: skip
+    (expected,) = [json.loads(line) for line in shown.stdout.splitlines()]
+    answer = httpx.post(
+        server.url + "/v1/classify-video", params={"name": str(clip)},
+        content=clip.read_bytes(), headers={"content-type": "video/mp4"}, timeout=120,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    assert len({round(s["nsfw_score"], 3) for s in expected["timeline"]}) > 1
+    broken = httpx.post(
+        server.url + "/v1/classify-video", content=b"\x00" * 500,
+        headers={"content-type": "video/mp4"}, timeout=60,
+    )  # fmt: skip
+    assert broken.status_code == 422 and broken.json()["code"]
