@@ -110,6 +110,18 @@ class _Connection:
         self.reader = self.writer = None
 
     async def post(self, path: str, body: bytes) -> int:
+        """One request; a kept-alive connection the server has closed meanwhile (uvicorn
+        closes idle ones after 5 s) is opened again once, as HTTP clients do."""
+        reused = self.writer is not None
+        try:
+            return await self._post(path, body)
+        except (ConnectionError, IndexError, asyncio.IncompleteReadError):
+            self.close()
+            if not reused:
+                raise
+            return await self._post(path, body)
+
+    async def _post(self, path: str, body: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (
