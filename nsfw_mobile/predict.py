@@ -52,8 +52,20 @@ class Prediction:
             "nsfw_score": self.nsfw_score,
         }
 
+    def record(self, threshold: float | None = None) -> dict:
+        """The record ``predict --json`` prints for this file (and ``serve`` answers):
+        ``to_dict()``, plus ``flagged`` when a threshold is set and the file was read."""
+        document = self.to_dict()
+        if threshold is not None and self.error is None:
+            document["flagged"] = self.is_flagged(threshold)
+        return document
 
-def _predictions(runner: Runner, paths: list[Path], pixels: list[np.ndarray]) -> list[Prediction]:
+
+def predictions(
+    runner: Runner, paths: list[str | os.PathLike], pixels: list[np.ndarray]
+) -> list[Prediction]:
+    """One Prediction per decoded image (``pixels`` from ``images.decode_image``), named by
+    ``paths``: probabilities and score rounded to 6 decimals, as every command prints them."""
     probabilities = runner.predict(np.stack(pixels))
     scores = runner.contract.nsfw_score(probabilities)
     if scores is None:  # a model without NSFW labels: its probabilities, no score
@@ -94,6 +106,9 @@ def check_batching(model, workers: int | None) -> None:
             f"in {lanes} lanes, one image per call in each: add --workers 1 to give it "
             "batches, or drop --batch-size"
         )
+
+
+_predictions = predictions
 
 
 def classify(

@@ -102,6 +102,12 @@ def _container_signature(path: Path) -> bool:
             head = handle.read(12)
     except OSError:
         return False
+    return is_container(head)
+
+
+def is_container(head: bytes) -> bool:
+    """Whether a file's first 12 bytes are those of a video container (see
+    ``_container_signature``): how ``serve`` tells a video sent as an image."""
     if head[4:8] == b"ftyp":
         return head[8:12] not in HEIF_BRANDS | {b"avif", b"avis"}  # still images
     return head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")

@@ -251,6 +251,8 @@ MISSING_PATH_CASES = [
     ["train", MISSING, "--out", "runs/x"],
     ["import-tfjs", MISSING, "x.keras"],
     ["models", "--fetch", "all", "--from", MISSING],
+    ["serve", MISSING],
+    ["serve", "--token-file", MISSING],
 ]
 
 

@@ -187,6 +187,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "data",
             "train",
             "distributed",
+            "serve",
+            "serve.*",
         ),
     ),
     ("command line and library facade", ("", "cli", "cli.*")),

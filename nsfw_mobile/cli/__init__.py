@@ -39,6 +39,7 @@ from . import inspect as inspect_commands
 from . import models as model_commands
 from . import predict as predict_commands
 from . import release as release_commands
+from . import serve as serve_commands
 from . import train as train_commands
 from . import validate as validate_commands
 from .common import (
@@ -102,7 +103,7 @@ VERBOSE = click.Option(
 HELP_OPTIONS = ["-h", "--help"]
 
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Use a model", ("predict", "inspect", "models")),
+    ("Use a model", ("predict", "serve", "inspect", "models")),
     ("Convert and ship", ("convert", "validate", "release", "bench", "formats", "import-tfjs")),
     ("Your own model", ("train", "evaluate")),
 )
@@ -189,6 +190,7 @@ def main(ctx):
 
 for module in (
     predict_commands,
+    serve_commands,
     convert_commands,
     formats_commands,
     import_tfjs_commands,

@@ -31,6 +31,7 @@ EXTRA_OF_MODULE = {
         "full",
     ),
     "onnxruntime": "onnx",
+    **dict.fromkeys(("starlette", "uvicorn", "multipart", "prometheus_client"), "serve"),
 }
 
 

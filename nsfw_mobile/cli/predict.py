@@ -87,10 +87,7 @@ class _Output:
         if self.fmt == "table":
             click.echo(_table_line(prediction, self.labels, flagged))
         elif self.fmt == "json":
-            document = prediction.to_dict()
-            if self.threshold is not None and prediction.error is None:
-                document["flagged"] = flagged
-            echo_json(document)
+            echo_json(prediction.record(self.threshold))
         else:
             probabilities = prediction.probabilities or {}
             self.csv.writerow(
