@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..formats import FORMATS
+from ..formats import ENGINE_KEYS, FORMATS
 from .common import (
     EXIT_VALIDATION_FAILED,
     MODEL_PATH,
@@ -40,10 +40,20 @@ from .common import (
     help="Format key(s) for artefacts without nsfw-mobile metadata: one for all candidates "
     "or one per candidate (see `nsfw-mobile formats`).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice([*ENGINE_KEYS, "all"]),
+    default=None,
+    help="Run the candidates on this engine (default: each file's own; 'all': each file on "
+    "every engine that may run it, e.g. .onnx on onnxruntime and openvino; see "
+    "`nsfw-mobile formats`).",
+)
 @threads_option("Threads LiteRT uses for each TFLite candidate (TFLite candidates only).")
 @json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown report to this file.")
-def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+def validate(
+    candidates, reference, image_paths, format_keys, engine, threads, as_json, report_path
+):
     """Check that converted models agree with the reference model.
 
     Runs the reference and every CANDIDATE (.tflite, .mlmodel, .mlpackage) on
@@ -57,10 +67,11 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
       nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+      nsfw-mobile validate models/*.onnx --engine openvino
     """
     from ..errors import UsageError
     from ..formats import TFLITE, file_type_of, is_model_path
-    from ..validate import render_json, render_markdown, render_table
+    from ..validate import engine_pairs, render_json, render_markdown, render_table
     from ..validate import validate as run_validation
 
     tflite = [c for c in candidates if is_model_path(c) and file_type_of(c) is TFLITE]
@@ -72,15 +83,24 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
 
     def progress(result):
         if not as_json:
-            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
+            click.echo(
+                f"  {result.status:<8} {result.path} on {result.engine} ({result.seconds:.1f} s)",
+                err=True,
+            )
 
+    if format_keys and engine == "all" and len(format_keys) > 1:
+        raise UsageError("--engine all with one --format per candidate: give one --format")
+    paths, engines, missing = engine_pairs(candidates, engine)
+    for pair in missing:
+        click.echo(f"note: not validated: {pair}", err=True)
     report = run_validation(
-        list(candidates),
+        paths,
         reference=reference,
         images=list(image_paths) or None,
         format_keys=list(format_keys) or None,
         num_threads=threads,
         on_candidate=progress,
+        engines=engines,
     )
     click.echo(render_json(report) if as_json else render_table(report))
     if report_path:

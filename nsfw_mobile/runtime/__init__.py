@@ -24,17 +24,19 @@ def open_runner(
     *,
     num_threads: int | None = None,
     allow_unsafe: bool = False,
+    engine: str | None = None,
     **options,
 ) -> Runner:
     """Open any model file the toolkit knows, or a zoo model by name (None: the default one).
 
     ``num_threads`` applies to engines with a thread setting (LiteRT);
     ``allow_unsafe`` to Keras files with Lambda layers; other ``options`` go to
-    the file type's runner as they are.
+    the file type's runner as they are. ``engine`` (a key in ``formats.ENGINES``; None: the
+    file type's own) runs the file on another engine that may run it (OpenVINO for .onnx).
     """
     file_type = file_type_of(path)
     if path is not None and not is_named_model(path) and not Path(path).exists():
         raise ModelFileError(f"{path}: no such file")
     return file_type.open_runner(
-        path, num_threads=num_threads, allow_unsafe=allow_unsafe, **options
+        path, engine=engine, num_threads=num_threads, allow_unsafe=allow_unsafe, **options
     )
