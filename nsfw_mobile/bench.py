@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import BenchmarkError, UsageError
 from .files import size_bytes
-from .formats import file_type_of, is_named_model
+from .formats import engine_label, file_type_of, is_named_model
 
 SYSTEM_NAMES = {"Darwin": "macOS"}
 ISA_FLAGS = (
@@ -100,6 +100,7 @@ def versions() -> dict:
         "numpy",
         "ai-edge-litert",
         "onnxruntime",
+        "openvino",
         "tensorflow-cpu",
         "tensorflow",
         "keras",
@@ -135,12 +136,12 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def _worker(path: str, threads: int) -> None:
+def _worker(path: str, threads: int, engine: str | None = None) -> None:
     """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
     from .runtime import open_runner
 
     started = time.perf_counter()
-    with open_runner(path, num_threads=threads) as runner:
+    with open_runner(path, num_threads=threads, engine=engine) as runner:
         _serve(runner, started)
 
 
@@ -168,7 +169,7 @@ def _serve(runner, started: float) -> None:
 
 
 class _Child:
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, engine: str | None = None):
         # The child's chatter is kept, and shown only if it dies.
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         env = {
@@ -187,6 +188,7 @@ class _Child:
                 path,
                 "--threads",
                 str(threads),
+                *(["--engine", engine] if engine else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -194,7 +196,7 @@ class _Child:
             text=True,
             env=env,
         )
-        self.path, self.threads, self.latencies = path, threads, []
+        self.path, self.threads, self.engine, self.latencies = path, threads, engine, []
         try:
             self.load_seconds = self._read()["load_seconds"]
         except BaseException:  # died while loading, or Ctrl-C while waiting for it
@@ -207,8 +209,9 @@ class _Child:
             self.process.wait()
             self.stderr.seek(0)
             tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            on = f" on {self.engine}" if self.engine else ""
             raise BenchmarkError(
-                f"{self.path}: the benchmark process died (exit code {self.process.returncode})"
+                f"{self.path}{on}: the benchmark process died (exit code {self.process.returncode})"
                 + (": " + " | ".join(tail) if tail else "")
             )
         return json.loads(line)
@@ -241,9 +244,17 @@ def bench(
     min_seconds: float = 2.0,
     block: int = 10,
     on_result=None,
+    engines: list[str | None] | None = None,
 ) -> BenchReport:
     """Benchmark every artefact at every thread count (engines without a thread setting,
-    TF.js, once at 1 thread); Core ML only on macOS."""
+    TF.js, once at 1 thread); Core ML only on macOS.
+
+    ``engines``: the engine each of ``paths`` runs on (a key in ``formats.ENGINES``; None: its
+    file type's own); a path may be given twice, once per engine (``formats.engine_pairs``).
+    """
+    engines = list(engines) if engines is not None else [None] * len(paths)
+    if len(engines) != len(paths):
+        raise UsageError("bench: give one engine per path")
     report = BenchReport(
         machine_info(),
         versions(),
@@ -256,7 +267,7 @@ def bench(
         },
     )
     runnable = []
-    for path in map(str, paths):
+    for path, engine in zip(map(str, paths), engines):
         if not is_named_model(path) and not Path(path).exists():
             raise UsageError(f"{path}: no such file")
         file_type = file_type_of(path)
@@ -267,20 +278,20 @@ def bench(
                 "(here it runs only in the toolkit's validator, which is not a runtime)"
             )
             continue
-        runnable.append(path)
-    one_thread = [p for p in runnable if not file_type_of(p).threaded]
+        runnable.append((path, engine))
+    one_thread = [pair for pair in runnable if not file_type_of(pair[0]).threaded]
     if set(threads) != {1}:
         report.skipped += [
             f"{path}: {file_type_of(path).engine} has no thread setting: measured once, at 1 thread"
-            for path in one_thread
+            for path, _ in one_thread
         ]
     for index, count in enumerate(threads):
-        timed = [(p, 1 if p in one_thread else count) for p in runnable]
-        timed = [(p, n) for p, n in timed if p not in one_thread or index == 0]
+        timed = [(pair, 1 if pair in one_thread else count) for pair in runnable]
+        timed = [(pair, n) for pair, n in timed if pair not in one_thread or index == 0]
         children: list[_Child] = []
         try:
-            for path, path_threads in timed:  # one by one: a later failure closes these
-                children.append(_Child(path, path_threads))
+            for (path, engine), path_threads in timed:  # one by one: a failure closes these
+                children.append(_Child(path, path_threads, engine))
             started = {id(c): 0.0 for c in children}
             while True:
                 pending = [
@@ -298,7 +309,7 @@ def bench(
                 values = np.asarray(child.latencies)
                 result = BenchResult(
                     path=child.path,
-                    engine=file_type_of(child.path).engine,
+                    engine=engine_label(file_type_of(child.path), child.engine),
                     threads=child.threads,
                     size_bytes=0 if is_named_model(child.path) else size_bytes(child.path),
                     load_seconds=round(child.load_seconds, 3),
@@ -368,8 +379,9 @@ def main() -> None:  # the child process entry point
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engine", default=None)
     arguments = parser.parse_args()
-    _worker(arguments.worker, arguments.threads)
+    _worker(arguments.worker, arguments.threads, arguments.engine)
 
 
 if __name__ == "__main__":

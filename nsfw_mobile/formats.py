@@ -697,9 +697,44 @@ def tolerance_for(fmt: Format, engine: str | None = None) -> Tolerance:
     return ENGINE_TOLERANCES.get((engine, fmt.key), fmt.tolerance)
 
 
-def engine_pairs(fmt: Format) -> tuple[str, ...]:
-    """Every engine that may run files of ``fmt`` (each is validated on each)."""
-    return fmt.file_type.engines or (fmt.file_type.engine,)
+def engines_of(fmt: Format) -> tuple[str, ...]:
+    """Every engine that may run files of ``fmt`` (its files are validated on each)."""
+    return fmt.file_type.engines or (fmt.file_type.default_engine,)
+
+
+def engine_pairs(
+    paths: Iterable[str], engine: str | None, *, skip_unrunnable: bool = False
+) -> tuple[list[str], list[str | None], list[str]]:
+    """(paths, engines) pairs for an ``--engine`` value, and the pairs left out, in words.
+
+    None: each file on its own engine. A key: each file on that engine (a file it cannot run
+    is a usage error, or left out with ``skip_unrunnable``). 'all': each file on every engine
+    that may run it and is installed here (the others are left out).
+    """
+    chosen_paths: list[str] = []
+    chosen: list[str | None] = []
+    left_out: list[str] = []
+    for path in map(str, paths):
+        file_type = file_type_of(path)
+        if engine is None:
+            keys: tuple[str | None, ...] = (None,)
+        elif engine == "all":
+            keys = file_type.engines or (file_type.default_engine,)
+        elif not file_type.can_run_on(engine):
+            if not skip_unrunnable:
+                engine_for(file_type, engine)  # raises, naming the engines that run it
+            left_out.append(f"{path}: {engine} cannot run {file_type.suffix} files")
+            continue
+        else:
+            keys = (engine,)
+        for key in keys:
+            if key is not None and not file_type.installed_on(key):
+                extra = engine_by_key(key).extra
+                left_out.append(f"{path} on {key}: pip install 'nsfw-mobile[{extra}]'")
+                continue
+            chosen_paths.append(path)
+            chosen.append(key)
+    return chosen_paths, chosen, left_out
 
 
 TARGETS: tuple[str, ...] = tuple(dict.fromkeys(f.target for f in FORMATS))

@@ -284,27 +284,6 @@ def _judge(path, fmt, reference: _Reference, num_threads, engine=None) -> Candid
     return result
 
 
-def engine_pairs(candidates, engine: str | None) -> tuple[list[str], list[str | None], list[str]]:
-    """Candidates and engines for ``--engine``: None, each file on its own engine; a key, each
-    file on it; 'all', each file on every engine that may run it and is installed here. The
-    third list names the pairs left out (an engine that is not installed)."""
-    if engine != "all":
-        return list(map(str, candidates)), [engine] * len(candidates), []
-    from .formats import engine_by_key
-
-    paths, engines, missing = [], [], []
-    for path in map(str, candidates):
-        file_type = file_type_of(path)
-        for key in file_type.engines or (file_type.default_engine,):
-            if file_type.installed_on(key):
-                paths.append(path)
-                engines.append(key)
-            else:
-                extra = engine_by_key(key).extra
-                missing.append(f"{path} on {key} (pip install 'nsfw-mobile[{extra}]')")
-    return paths, engines, missing
-
-
 def check_engine(path, engine: str) -> None:
     """Refuse an engine that cannot run ``path``, or one not installed, before any work."""
     from .formats import engine_by_key, engine_for

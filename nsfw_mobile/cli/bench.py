@@ -79,30 +79,50 @@ def chosen_thread_counts(threads: int | None, text: str | None) -> tuple[int, ..
     return (threads or 1,)
 
 
+def engine_option(command):
+    from ..formats import ENGINE_KEYS
+
+    return click.option(
+        "--engine",
+        type=click.Choice([*ENGINE_KEYS, "all"]),
+        default=None,
+        help="Run each file on this engine (default: the file's own; 'all': every engine that "
+        "may run it and is installed, e.g. .onnx on onnxruntime and openvino). Files the "
+        "engine cannot run are left out, with a note.",
+    )(command)
+
+
 @click.command("bench", short_help="Measure latency, memory and size of models on this CPU.")
 @click.argument("artifacts", nargs=-1, required=True, type=MODEL_PATH)
+@engine_option
 @thread_options
 @runs_options(50, 2.0)
 @json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown table to this file.")
-def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json, report_path):
+def bench_command(
+    artifacts, engine, threads, thread_counts_text, runs, seconds, as_json, report_path
+):
     """Measure batch-1 latency (median, p90, p99, mean, std), load time, peak
     memory and size of ARTIFACTS on this CPU.
 
     Each artefact runs in its own process; runs of different artefacts are
     interleaved in rounds, each on the engine that runs it (LiteRT for .tflite,
     ONNX Runtime for .onnx and .ort, TF.js in Node, Keras; Core ML on macOS
-    only). ARTIFACTS are model files, a zoo model's name ('pretrained',
-    nsfwjs-mobilenet-v2-mid, ...: its Keras reference), a folder (every model file
-    in it), or a release folder (the files its manifest marks releasable).
+    only); --engine openvino runs the .onnx files on OpenVINO, --engine all
+    every file on every engine that may run it. ARTIFACTS are model files, a zoo
+    model's name ('pretrained', nsfwjs-mobilenet-v2-mid, ...: its Keras
+    reference), a folder (every model file in it), or a release folder (the
+    files its manifest marks releasable).
 
     \b
     Examples:
       nsfw-mobile bench models/ --thread-counts 1,2
+      nsfw-mobile bench models/ --engine all
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_int8.onnx --thread-counts 1,2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
     from ..bench import bench, render_markdown, render_table
+    from ..formats import engine_pairs
     from ..release import expand_model_arguments
 
     counts = chosen_thread_counts(threads, thread_counts_text)
@@ -115,10 +135,18 @@ def bench_command(artifacts, threads, thread_counts_text, runs, seconds, as_json
 
     def measured(result):
         name = Path(result.path).name
-        progress.line(f"  {name} x{result.threads}: {result.median_ms:.2f} ms")
+        progress.line(f"  {name} ({result.engine}) x{result.threads}: {result.median_ms:.2f} ms")
 
+    paths, engines, left_out = engine_pairs(
+        expand_model_arguments(artifacts, on_excluded=excluded), engine, skip_unrunnable=True
+    )
+    for line in left_out:
+        progress.line(f"note: not benchmarked: {line}")
+    if not paths:
+        raise UsageError(f"--engine {engine}: it runs none of the files given")
     report = bench(
-        expand_model_arguments(artifacts, on_excluded=excluded),
+        paths,
+        engines=engines,
         threads=counts,
         min_runs=runs,
         min_seconds=seconds,

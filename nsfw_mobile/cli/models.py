@@ -70,8 +70,8 @@ def validate(
       nsfw-mobile validate models/*.onnx --engine openvino
     """
     from ..errors import UsageError
-    from ..formats import TFLITE, file_type_of, is_model_path
-    from ..validate import engine_pairs, render_json, render_markdown, render_table
+    from ..formats import TFLITE, engine_pairs, file_type_of, is_model_path
+    from ..validate import render_json, render_markdown, render_table
     from ..validate import validate as run_validation
 
     tflite = [c for c in candidates if is_model_path(c) and file_type_of(c) is TFLITE]
@@ -91,6 +91,8 @@ def validate(
     if format_keys and engine == "all" and len(format_keys) > 1:
         raise UsageError("--engine all with one --format per candidate: give one --format")
     paths, engines, missing = engine_pairs(candidates, engine)
+    if engine not in (None, "all") and missing:
+        raise UsageError(f"--engine {engine}: {missing[0]}")
     for pair in missing:
         click.echo(f"note: not validated: {pair}", err=True)
     report = run_validation(
