@@ -33,20 +33,21 @@ VIDEO_OPTIONS = {
 }
 
 
-def model_file(model_path: Path | str | None) -> Path | str:
-    """The file --model names: a model file, a release folder's fastest validated model on
-    this machine, a zoo model's name (its Keras reference), or by default the pretrained
-    model as the float32 TFLite file the package ships."""
+def model_file(model_path: Path | str | None) -> tuple[Path | str, str | None]:
+    """The file --model names and the engine to run it on (None: its own): a model file, a
+    release folder's fastest validated (engine, file) pair on this machine, a zoo model's
+    name (its Keras reference), or by default the pretrained model as the float32 TFLite
+    file the package ships."""
     from ..formats import PRETRAINED_TFLITE, is_named_model
 
     if model_path is None:
-        return PRETRAINED_TFLITE
+        return PRETRAINED_TFLITE, None
     if is_named_model(model_path):
         _need_tensorflow_for(str(model_path))
         fetch_named_model(model_path)
-        return str(model_path)
+        return str(model_path), None
     if not Path(model_path).is_dir():
-        return model_path
+        return model_path, None
     from ..release import is_release_folder
 
     if is_release_folder(model_path):
@@ -61,8 +62,8 @@ def model_file(model_path: Path | str | None) -> Path | str:
         if click.get_current_context().meta.get("verbose"):
             for line in choice.explain():
                 click.echo(line, err=True)
-        return choice.path
-    return model_path
+        return choice.path, choice.engine_key
+    return model_path, None
 
 
 def _need_tensorflow_for(name: str) -> None:
@@ -320,7 +321,7 @@ def predict(
     if ray_address is not None:
         from .cluster import predict_on_ray
 
-        chosen = model_file(model_path)
+        chosen, _ = model_file(model_path)  # Ray workers run the file on its own engine
         check_unsafe(chosen, unsafe)
         return predict_on_ray(
             paths, model=chosen, output_class=_Output, threshold=threshold,
@@ -341,7 +342,7 @@ def predict(
         raise UsageError(f"no image files found in {', '.join(map(str, paths))}")
     videos = [p for p in inputs.images if is_video(p)]
     plots = _check_video_options(ctx, paths, videos, timeline_plot)
-    chosen = model_file(model_path)
+    chosen, engine = model_file(model_path)
     check_unsafe(chosen, unsafe)
     if given(ctx, "batch_size") and file_type_of(chosen) is TFLITE:
         raise UsageError(
@@ -351,7 +352,7 @@ def predict(
         )
     from ..runtime import open_runner
 
-    with open_runner(chosen, allow_unsafe=unsafe) as runner:
+    with open_runner(chosen, allow_unsafe=unsafe, engine=engine) as runner:
         output = _Output(
             runner.labels,
             fmt="json" if as_json else "csv" if as_csv else "table",
