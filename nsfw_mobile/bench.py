@@ -331,6 +331,14 @@ def bench(
     return report
 
 
+def result_label(result: BenchResult) -> str:
+    """A result's file name, and its engine where that is not the file's own
+    (``nsfw_int8.onnx on openvino``)."""
+    name = Path(result.path).name
+    own = is_named_model(result.path) or file_type_of(result.path).engine == result.engine
+    return name if own else f"{name} on {result.engine}"
+
+
 def render_table(report: BenchReport) -> str:
     machine = report.machine
     lines = [

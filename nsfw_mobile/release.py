@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import __version__, zoo
 from .atomic import atomic_path
-from .bench import bench, render_markdown, versions
+from .bench import bench, render_markdown, result_label, versions
 from .convert import convert_all
 from .errors import ModelFileError, NsfwMobileError, UsageError, ValidationFailed
 from .files import sha256_file, size_bytes
@@ -116,8 +116,8 @@ def release(
     )
     pairs, not_checked = artifact_engines(artifacts)
     log(
-        f"validating {_count(artifacts, 'file')} against the reference on {len(image_files)} "
-        f"images ({_count(pairs, '(file, engine) pair')})"
+        f"validating {_files_and_pairs([a.path for a, _ in pairs])} against the reference on "
+        f"{len(image_files)} images"
     )
     for line in not_checked:
         log(f"  not validated: {line}")
@@ -127,8 +127,7 @@ def release(
 
     def judged(result):
         validated.append(result)
-        log(f"  {result.status.upper():<8} {Path(result.path).name} on {result.engine} "
-            f"({result.seconds:.1f} s)")  # fmt: skip
+        log(f"  {result.status.upper():<8} {result.label} ({result.seconds:.1f} s)")
         step("validating", len(validated), len(pairs))
 
     with KerasRunner(source) as reference:
@@ -142,13 +141,13 @@ def release(
         )
     timed = [(str(a.path), engine) for a, engine in pairs] + [(str(model or PRETRAINED), None)]
     timed = [(p, engine) for p, engine in timed if file_type_of(p).runs_at_speed_here]
-    log(f"benchmarking {_count(timed, '(file, engine) pair')} (batch 1, each in a fresh process)")
+    log(f"benchmarking {_files_and_pairs([p for p, _ in timed])} (batch 1, each in a fresh "
+        "process)")  # fmt: skip
     measured = []
 
     def benchmarked(result):
         measured.append(result)
-        log(f"  {Path(result.path).name} ({result.engine}) x{result.threads}: "
-            f"{result.median_ms:.2f} ms")  # fmt: skip
+        log(f"  {result_label(result)} x{result.threads}: {result.median_ms:.2f} ms")
         step("benchmarking", len(measured), len(timed) * len(tuple(bench_threads)))
 
     benchmark = bench(
@@ -203,6 +202,13 @@ def artifact_engines(artifacts) -> tuple[list[tuple], list[str]]:
 
 def _count(items, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _files_and_pairs(paths) -> str:
+    """'3 files', or '3 files, 4 (file, engine) pairs' where a file runs on several engines."""
+    files = list(dict.fromkeys(map(str, paths)))
+    more = f", {len(paths)} (file, engine) pairs" if len(paths) != len(files) else ""
+    return _count(files, "file") + more
 
 
 def _calibration_files(calibration, image_files: list[Path], images) -> list[Path]:
@@ -683,15 +689,14 @@ def check(
                 notes.append(f"{entry['file']} on {key}: not checked, {key} is not installed")
     if pairs:
         log(
-            f"validating {_count(present, 'file')} ({_count(pairs, '(file, engine) pair')}) "
-            f"against the reference on {len(paths)} images"
+            f"validating {_files_and_pairs([e['file'] for e, _ in pairs])} against the "
+            f"reference on {len(paths)} images"
         )
         done = []
 
         def judged(result):
             done.append(result)
-            log(f"  {result.status.upper():<8} {Path(result.path).name} on {result.engine} "
-                f"({result.seconds:.1f} s)")  # fmt: skip
+            log(f"  {result.status.upper():<8} {result.label} ({result.seconds:.1f} s)")
             if progress:
                 progress("validating", len(done), len(pairs))
 

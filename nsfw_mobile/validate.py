@@ -81,6 +81,17 @@ class CandidateResult:
     def passed(self) -> bool:
         return self.status == "pass"
 
+    @property
+    def label(self) -> str:
+        """The file's name, and the engine where it is not the file's own
+        (``nsfw_int8.onnx on openvino``)."""
+        name = Path(self.path).name
+        try:
+            own = file_type_of(self.path).default_engine
+        except NsfwMobileError:
+            own = self.engine
+        return name if self.engine in ("", own) else f"{name} on {self.engine}"
+
 
 @dataclass
 class ValidationReport:

@@ -121,7 +121,7 @@ def bench_command(
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_int8.onnx --thread-counts 1,2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json
     """
-    from ..bench import bench, render_markdown, render_table
+    from ..bench import bench, render_markdown, render_table, result_label
     from ..formats import engine_pairs
     from ..release import expand_model_arguments
 
@@ -134,8 +134,7 @@ def bench_command(
         progress.line(f"note: {folder}: not benchmarked, not releasable: {', '.join(names)}")
 
     def measured(result):
-        name = Path(result.path).name
-        progress.line(f"  {name} ({result.engine}) x{result.threads}: {result.median_ms:.2f} ms")
+        progress.line(f"  {result_label(result)} x{result.threads}: {result.median_ms:.2f} ms")
 
     paths, engines, left_out = engine_pairs(
         expand_model_arguments(artifacts, on_excluded=excluded), engine, skip_unrunnable=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -83,10 +84,8 @@ def validate(
 
     def progress(result):
         if not as_json:
-            click.echo(
-                f"  {result.status:<8} {result.path} on {result.engine} ({result.seconds:.1f} s)",
-                err=True,
-            )
+            on = "" if result.label == Path(result.path).name else f" on {result.engine}"
+            click.echo(f"  {result.status:<8} {result.path}{on} ({result.seconds:.1f} s)", err=True)
 
     if format_keys and engine == "all" and len(format_keys) > 1:
         raise UsageError("--engine all with one --format per candidate: give one --format")
