@@ -116,7 +116,6 @@ def bench_command(
 
     \b
     Examples:
-      nsfw-mobile bench models/ --thread-counts 1,2
       nsfw-mobile bench models/ --engine all
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_int8.onnx --thread-counts 1,2
       nsfw-mobile bench dist/nsfw_int8.tflite dist/nsfw_float32.tflite pretrained --json

@@ -212,7 +212,7 @@ def list_formats(as_json, markdown):
     """
     from dataclasses import asdict
 
-    from ..formats import markdown_table
+    from ..formats import engines_of, markdown_table, tolerance_for
 
     if as_json and markdown:
         raise UsageError("--json and --markdown: choose one output")
@@ -229,6 +229,13 @@ def list_formats(as_json, markdown):
                     "summary": f.summary,
                     "options": list(f.options),
                     "tolerance": {**asdict(f.tolerance), "rule": f.tolerance.describe()},
+                    "engines": {
+                        key: {
+                            **asdict(tolerance_for(f, key)),
+                            "rule": tolerance_for(f, key).describe(),
+                        }
+                        for key in engines_of(f)
+                    },
                 }
                 for f in FORMATS
             ]

@@ -46,8 +46,8 @@ from .common import (
     type=click.Choice([*ENGINE_KEYS, "all"]),
     default=None,
     help="Run the candidates on this engine (default: each file's own; 'all': each file on "
-    "every engine that may run it, e.g. .onnx on onnxruntime and openvino; see "
-    "`nsfw-mobile formats`).",
+    "every engine that may run it, e.g. .onnx on onnxruntime and openvino; "
+    "`nsfw-mobile formats --json` lists them).",
 )
 @threads_option("Threads LiteRT uses for each TFLite candidate (TFLite candidates only).")
 @json_option("Print the report as JSON (and no progress lines on stderr).")
@@ -66,9 +66,8 @@ def validate(
     \b
     Examples:
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
-      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
+      nsfw-mobile validate dist/*.onnx --engine all --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
-      nsfw-mobile validate models/*.onnx --engine openvino
     """
     from ..errors import UsageError
     from ..formats import TFLITE, engine_pairs, file_type_of, is_model_path
