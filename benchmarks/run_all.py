@@ -399,7 +399,7 @@ def main() -> None:
         )
         raise SystemExit(1) from None
     results["load_average"]["end"] = os.getloadavg()[0]
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.json").write_text(json.dumps({**results, "complete": True}, indent=2))
     chart(latencies, out / "latency.png")
     (out / "RESULTS.md").write_text(render(results))
     print((out / "RESULTS.md").read_text())
