@@ -321,7 +321,10 @@ def predict(
     if ray_address is not None:
         from .cluster import predict_on_ray
 
-        chosen, _ = model_file(model_path)  # Ray workers run the file on its own engine
+        chosen, engine = model_file(model_path)
+        if engine is not None:  # the workers run the file on its own engine
+            own = file_type_of(chosen).default_engine
+            click.echo(f"note: on Ray the workers run {Path(chosen).name} on {own}", err=True)
         check_unsafe(chosen, unsafe)
         return predict_on_ray(
             paths, model=chosen, output_class=_Output, threshold=threshold,
