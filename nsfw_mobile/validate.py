@@ -434,16 +434,16 @@ def render_markdown(report: ValidationReport) -> str:
         "",
         f"Reference: `{report.reference}`, {report.images} images ({report.image_source}).",
         "",
-        "| file | format | engine | status | images | max abs diff | bound | reference's own "
-        "| mean abs diff | top-1 agreement | ties |",
+        "| file | format | status | images | max abs diff | bound | reference's own "
+        "| mean abs diff | top-1 agreement | ties | engine |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.candidates:
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
         lines.append(
-            f"| `{Path(c.path).name}` | {c.format} | {c.engine} | {c.status} | {c.images} | "
+            f"| `{Path(c.path).name}` | {c.format} | {c.status} | {c.images} | "
             f"{_figure(c.max_abs_diff)} | {_bound(c)} | {_own(c)} | "
-            f"{_figure(c.mean_abs_diff)} | {agreement} | {c.ties} |"
+            f"{_figure(c.mean_abs_diff)} | {agreement} | {c.ties} | {c.engine} |"
         )
     lines += [
         "",
