@@ -454,7 +454,7 @@ def render_markdown(report: ValidationReport) -> str:
     ]
     for c in report.candidates:
         if c.failures or c.worst:
-            lines += ["", f"## {Path(c.path).name} on {c.engine}", ""]
+            lines += ["", f"## {c.label}", ""]
             lines += [f"- {failure}" for failure in c.failures]
             lines += [
                 f"- worst: `{Path(w.path).name}` diff {w.max_abs_diff:.2e} "
