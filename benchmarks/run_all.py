@@ -10,9 +10,18 @@ exported from the same Keras model: LiteRT runs the release's .tflite files and
 ONNX Runtime its .onnx files (the toolkit's ONNX export: float32, and static int8
 QDQ calibrated on the same sample images as the int8 .tflite), both through the
 toolkit's runners on the same uint8 image; OpenVINO, the outside reference, reads
-the .tflite files. A release without .onnx files gets them from the toolkit's
-converter first. OpenVINO runs "float32" models in bfloat16 on CPUs with AVX-512
-BF16 unless told INFERENCE_PRECISION_HINT=f32, so both are shown.
+the .tflite files. The toolkit's own OpenVINO runner (``toolkit-openvino-*``, what
+``predict --model RELEASE`` may pick) runs the .onnx files, whose int8 is another
+quantisation than the .tflite's: both are shown, so any difference between the two
+is visible. A release without .onnx files gets them from the toolkit's converter
+first. OpenVINO runs "float32" models in bfloat16 on CPUs with AVX-512 BF16 unless
+told INFERENCE_PRECISION_HINT=f32, so both are shown (the toolkit's runner: f32).
+
+The compute floor is the core's peak (``peak.py``: a compiled FMA / VNNI kernel,
+or lanes x units x clock without a compiler), so every engine's ratio to it is at
+least 1. ``--out`` is checked (made, and written to) before anything is measured,
+and ``results.json`` is written after every stage: a failure keeps what was
+measured before it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ ENGINES = [
     "openvino-float32-f32",
     "openvino-float32-default",
     "openvino-int8",
+    "toolkit-openvino-float32",
+    "toolkit-openvino-int8",
     "keras-eager",
     "keras-function",
     "keras-predict",
@@ -79,6 +90,13 @@ def measure(engine: str, threads: int, models: Path, work: Path) -> float:
         runner = OnnxRunner(onnx_files(models, work)[engine.split("-")[1]], num_threads=threads)
         pixels = _sample_batch(dtype=np.uint8)[:1]
         return _time(lambda: runner.predict(pixels))
+    if engine.startswith("toolkit-openvino"):
+        from nsfw_mobile.runtime.openvino_runner import OpenVINORunner
+
+        path = onnx_files(models, work)[engine.rsplit("-", 1)[1]]
+        runner = OpenVINORunner(path, num_threads=threads)
+        pixels = _sample_batch(dtype=np.uint8)[:1]
+        return _time(lambda: runner.predict(pixels))
     if engine.startswith("openvino"):
         import openvino as ov
 
@@ -108,6 +126,24 @@ def measure(engine: str, threads: int, models: Path, work: Path) -> float:
         forward = tf.function(lambda x: model(x, training=False))
         return _time(lambda: forward(image))
     return _time(lambda: model.predict(image, verbose=0), runs=30)
+
+
+def core_peaks() -> dict:
+    """The core's peak (peak.py) beside the GEMM libraries' rates; the floor takes the
+    highest of them, so no engine can run below it."""
+    from peak import peak
+
+    from nsfw_mobile.machine import machine_info
+
+    found = peak(set(machine_info()["isa"]))
+    gemm = gemm_peaks()
+    return {
+        "method": found["method"],
+        "float32_gmacs": max(found["float32_gmacs"], gemm["float32_gmacs"]),
+        "int8_gmacs": max(found["int8_gmacs"], gemm["int8_gmacs"]),
+        "gemm_float32_gmacs": gemm["float32_gmacs"],
+        "gemm_int8_gmacs": gemm["int8_gmacs"],
+    }
 
 
 def gemm_peaks() -> dict:
@@ -221,7 +257,8 @@ def end_to_end(models: Path, count: int = 200) -> dict:
 def child(arguments) -> None:
     work, models = Path(arguments.work), Path(arguments.models)
     if arguments.measure == "peaks":
-        result = gemm_peaks()
+        sys.path.insert(0, str(HERE))
+        result = core_peaks()
     elif arguments.measure == "macs":
         result = {"macs": model_macs()}
     elif arguments.measure == "onnx":
@@ -304,9 +341,10 @@ def main() -> None:
     if arguments.measure:
         child(arguments)
         return
-    from nsfw_mobile.bench import machine_info, versions
+    from nsfw_mobile.machine import machine_info, versions
 
     models, out = Path(arguments.models).resolve(), Path(arguments.out)
+    check_out(out)
     sys.path.insert(0, str(HERE))
     import video_throughput
 
@@ -317,40 +355,73 @@ def main() -> None:
         (out / "RESULTS.md").write_text(render(results))
         print((out / "RESULTS.md").read_text())
         return
-    load_at_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        print("ONNX float32 and int8: the release's, else the toolkit's export", file=sys.stderr)
-        run_child("onnx", 1, models, work)
-        latencies: dict[str, dict[str, float]] = {}
-        for threads in (1, 2):
-            for engine in ENGINES:
-                print(f"measuring {engine} with {threads} thread(s)", file=sys.stderr)
-                latencies.setdefault(engine, {})[str(threads)] = run_child(
-                    engine, threads, models, work
-                )["ms"]
-        peaks = run_child("peaks", 1, models, work)
-        macs = run_child("macs", 1, models, work)["macs"]
-        throughput = run_child("end-to-end", 2, models, work)
-    floor = {
-        "float32": macs / (peaks["float32_gmacs"] * 1e9) * 1e3,
-        "int8": macs / (peaks["int8_gmacs"] * 1e9) * 1e3,
-    }
+    latencies: dict[str, dict[str, float]] = {}
     results = {
         "machine": machine_info(),
         "versions": {**versions(), **peer_versions()},
         "latency_ms": latencies,
-        "gemm_peaks_gmacs": peaks,
-        "macs": macs,
-        "floor_ms": floor,
-        "end_to_end": throughput,
-        "video": video_throughput.run(10, str(models / "nsfw_int8.tflite")),
-        "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
+        "load_average": {"start": os.getloadavg()[0]},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            print(
+                "ONNX float32 and int8: the release's, else the toolkit's export", file=sys.stderr
+            )
+            run_child("onnx", 1, models, work)
+            for threads in (1, 2):
+                for engine in ENGINES:
+                    print(f"measuring {engine} with {threads} thread(s)", file=sys.stderr)
+                    latencies.setdefault(engine, {})[str(threads)] = run_child(
+                        engine, threads, models, work
+                    )["ms"]
+                    write_partial(out, results)
+            print("the core's peak and the network's size", file=sys.stderr)
+            peaks = results["gemm_peaks_gmacs"] = run_child("peaks", 1, models, work)
+            macs = results["macs"] = run_child("macs", 1, models, work)["macs"]
+            results["floor_ms"] = {
+                "float32": macs / (peaks["float32_gmacs"] * 1e9) * 1e3,
+                "int8": macs / (peaks["int8_gmacs"] * 1e9) * 1e3,
+            }
+            write_partial(out, results)
+            print("a folder of photos, end to end", file=sys.stderr)
+            results["end_to_end"] = run_child("end-to-end", 2, models, work)
+            write_partial(out, results)
+        print("video", file=sys.stderr)
+        results["video"] = video_throughput.run(10, str(models / "nsfw_int8.tflite"))
+    except BaseException as exc:
+        results["failed"] = f"{type(exc).__name__}: {str(exc)[-2000:]}"
+        write_partial(out, results)
+        print(
+            f"stopped: {results['failed'].splitlines()[0]}; what was measured is in "
+            f"{out / 'results.json'}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+    results["load_average"]["end"] = os.getloadavg()[0]
+    (out / "results.json").write_text(json.dumps({**results, "complete": True}, indent=2))
     chart(latencies, out / "latency.png")
     (out / "RESULTS.md").write_text(render(results))
     print((out / "RESULTS.md").read_text())
+
+
+def check_out(out: Path) -> None:
+    """Make ``out`` and write to it before anything is measured; fail at once otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".run_all-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
+def write_partial(out: Path, results: dict) -> None:
+    """results.json as measured so far (``complete`` false until the last stage)."""
+    document = {**results, "complete": False}
+    temporary = out / ".results.json.partial"
+    temporary.write_text(json.dumps(document, indent=2))
+    temporary.replace(out / "results.json")
 
 
 def peer_versions() -> dict:
@@ -376,6 +447,20 @@ def load_note(results: dict) -> list[str]:
     ]
 
 
+def floor_sentence(peaks: dict) -> str:
+    if "method" not in peaks:  # results.json of an earlier run: GEMM libraries only
+        return (
+            f"Measured on one core: float32 GEMM (numpy) {peaks['float32_gmacs']:.1f} G MAC/s, "
+            f"u8s8 GEMM (ONNX Runtime MatMulInteger) {peaks['int8_gmacs']:.1f} G MAC/s, "
+        )
+    return (
+        f"The core's peak, {peaks['method']}: float32 {peaks['float32_gmacs']:.1f} G MAC/s, "
+        f"int8 {peaks['int8_gmacs']:.1f} G MAC/s (GEMM libraries on the same core: numpy "
+        f"float32 {peaks['gemm_float32_gmacs']:.1f}, ONNX Runtime MatMulInteger u8s8 "
+        f"{peaks['gemm_int8_gmacs']:.1f}), "
+    )
+
+
 def render(results: dict) -> str:
     import video_throughput
 
@@ -384,12 +469,14 @@ def render(results: dict) -> str:
     rows = [
         f"| {e} | {lat[e]['1']:.2f} | {lat[e]['2']:.2f} | {lat[e]['1'] / floor[kind[e]]:.1f}x |"
         for e in ENGINES
+        if e in lat  # results.json of an earlier run lacks the newer rows
     ]
     machine, e2e = results["machine"], results["end_to_end"]
     int8_speedup_1 = lat["litert-float32"]["1"] / lat["litert-int8"]["1"]
     int8_speedup_2 = lat["litert-float32"]["2"] / lat["litert-int8"]["2"]
     vs_ort = lat["onnxruntime-int8"]["1"] / lat["litert-int8"]["1"]
     vs_openvino = lat["openvino-int8"]["1"] / lat["litert-int8"]["1"]
+    toolkit_openvino = lat.get("toolkit-openvino-int8", {}).get("1")
     naive, ours = e2e["naive_images_per_second"], e2e["pipeline_images_per_second"]
     return "\n".join(
         [
@@ -413,16 +500,22 @@ def render(results: dict) -> str:
             f"{int8_speedup_2:.2f}x with 2.",
             f"LiteRT int8 vs ONNX Runtime int8: {vs_ort:.2f}x; "
             f"vs OpenVINO int8: {vs_openvino:.2f}x "
-            "(1 thread; above 1 means LiteRT is faster).",
+            "(1 thread; above 1 means LiteRT is faster)"
+            + (
+                f"; the toolkit's OpenVINO runner on nsfw_int8.onnx: {toolkit_openvino:.2f} ms, "
+                f"{toolkit_openvino / lat['litert-int8']['1']:.2f}x LiteRT int8."
+                if toolkit_openvino
+                else "."
+            ),
             "",
             "## Compute floor",
             "",
             f"The network is {results['macs'] / 1e6:.1f} M multiply-accumulates per image. "
-            f"Measured on one core: float32 GEMM (numpy) {peaks['float32_gmacs']:.1f} G MAC/s, "
-            f"u8s8 GEMM (ONNX Runtime MatMulInteger) {peaks['int8_gmacs']:.1f} G MAC/s, so the "
-            f"floor is {floor['float32']:.2f} ms (float32) and {floor['int8']:.2f} ms (int8) per "
-            "image on one core. The last column divides each engine's 1-thread latency by the "
-            "floor of its precision.",
+            + floor_sentence(peaks)
+            + f"so the floor is {floor['float32']:.2f} ms (float32) and {floor['int8']:.2f} ms "
+            "(int8) per image on one core: no engine can run below it, as no engine multiplies "
+            "faster than the core. The last column divides each engine's 1-thread latency by "
+            "the floor of its precision.",
             "",
             "## End to end: a folder of photos",
             "",

@@ -101,6 +101,22 @@ def release_table(_arg: str | None = None) -> str:
             "yes" if f["releasable"] else "**no**",
         ]
         rows.append(f"| {' | '.join(cells)} |")
+        for key, other in f.get("engines", {}).items():
+            if key == f.get("engine"):
+                continue
+            check = other["validation"]
+            one_thread = other.get("latency", {}).get("threads_1")
+            cells = [f"{f['format']} on {key}", f"`{f['file']}`", _size(f["size_bytes"])]
+            cells += [f"{one_thread['median_ms']:.1f} ms ({key})" if one_thread else "-"]
+            cells += [_figure(check.get("max_abs_diff"))]
+            cells += [_figure((check.get("bounds") or {}).get("max_abs"))] if with_bounds else []
+            agreement, ties = check.get("top1_agreement"), check.get("ties")
+            cells += [
+                ("-" if agreement is None else f"{agreement:.0%}")
+                + (f" ({ties} tie{'s' if ties > 1 else ''})" if ties else ""),
+                "yes" if other["releasable"] else "**no**",
+            ]
+            rows.append(f"| {' | '.join(cells)} |")
     cores = machine.get("cores")
     caption = (
         f"From `models/manifest.json`, written by `nsfw-mobile release --out models` "
@@ -153,9 +169,16 @@ def formats_table(_arg: str | None = None) -> str:
     return markdown_table()
 
 
+def engines_table(_arg: str | None = None) -> str:
+    from nsfw_mobile.formats import engines_markdown_table
+
+    return engines_markdown_table()
+
+
 def tolerance_table(_arg: str | None = None) -> str:
-    """Per format: what the validator emulates, and the bounds it derives from it."""
-    from nsfw_mobile.formats import FORMATS
+    """Per format, and per (engine, format) pair stated apart: what the validator emulates,
+    and the bounds it derives from it."""
+    from nsfw_mobile.formats import ENGINE_TOLERANCES, FORMATS, by_key
     from nsfw_mobile.precision import PRECISIONS
 
     rows = [
@@ -163,8 +186,11 @@ def tolerance_table(_arg: str | None = None) -> str:
         "| top-1 agreement (non-ties) |",
         "|---|---|---|---|---|",
     ]
-    for f in FORMATS:
-        t = f.tolerance
+    pairs = [(f.key, f.tolerance) for f in FORMATS]
+    pairs += [
+        (f"{by_key(key).key} on {engine}", t) for (engine, key), t in ENGINE_TOLERANCES.items()
+    ]
+    for name, t in pairs:
         if t.precision is None:
             emulated, top = "nothing (float32: fixed bounds)", f"{t.max_floor:g}"
             mean = "-" if t.mean_floor is None else f"{t.mean_floor:g}"
@@ -176,7 +202,7 @@ def tolerance_table(_arg: str | None = None) -> str:
                 if t.mean_floor is None
                 else f"{t.multiplier:g}x its own, at least {t.mean_floor:g}"
             )
-        rows.append(f"| {f.key} | {emulated} | {top} | {mean} | {t.min_agreement:.0%} |")
+        rows.append(f"| {name} | {emulated} | {top} | {mean} | {t.min_agreement:.0%} |")
     return "\n".join(rows)
 
 
@@ -328,6 +354,7 @@ GENERATORS: dict[str, Callable[[str | None], str]] = {
     "release-time": release_time,
     "video-results": video_results,
     "formats-table": formats_table,
+    "engines-table": engines_table,
     "tolerance-table": tolerance_table,
     "module-table": module_table,
     "zoo-table": zoo_table,

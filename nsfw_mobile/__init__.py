@@ -32,13 +32,20 @@ def tfjs2keras(model_json, **kwargs):
     return _tfjs2keras(model_json, **kwargs)
 
 
-def open_runner(model=None, *, allow_unsafe: bool = False, **options):
+def open_runner(model=None, *, allow_unsafe: bool = False, engine: str | None = None, **options):
     """A Runner for ``model`` as ``predict --model`` takes it (None: the default model; a zoo
     name, a model file, a release folder: ``resolve.resolve_model``'s rules, use RUN).
 
     ``num_threads`` applies to engines with a thread setting (LiteRT, ONNX Runtime);
-    ``allow_unsafe`` to .keras files with Lambda layers; other ``options`` go to the
-    file type's runner as they are."""
+    ``allow_unsafe`` to .keras files with Lambda layers; ``engine`` (a key in
+    ``formats.ENGINES``; None: the file type's own, or a release's chosen pair) runs the file
+    on another engine that may run it (OpenVINO for .onnx); other ``options`` go to the file
+    type's runner as they are."""
+    from dataclasses import replace
+
     from .resolve import RUN, resolve_model
 
-    return resolve_model(model, use=RUN, unsafe=allow_unsafe).open_runner(**options)
+    ref = resolve_model(model, use=RUN, unsafe=allow_unsafe)
+    if engine is not None:
+        ref = replace(ref, engine_override=engine)
+    return ref.open_runner(**options)

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchmarkError
+from .errors import BenchmarkError, ModelFileError, UsageError
 from .files import size_bytes
+from .formats import engine_label, file_type_of
 from .machine import SYSTEM_NAMES, machine_info, versions
 from .pause import phase
 from .resolve import MEASURE, ModelRef, resolve_model
@@ -80,10 +81,13 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def _worker(path: str, threads: int) -> None:
+def _worker(path: str, threads: int, engine: str | None = None) -> None:
     """Child: load the model, then answer 'run K' with K latencies and 'rss' with peak memory."""
     started = time.perf_counter()
-    with resolve_model(path, use=MEASURE).open_runner(num_threads=threads) as runner:
+    ref = resolve_model(path, use=MEASURE)
+    if engine is not None:
+        ref = replace(ref, engine_override=engine)
+    with ref.open_runner(num_threads=threads) as runner:
         _serve(runner, started)
 
 
@@ -111,7 +115,7 @@ def _serve(runner, started: float) -> None:
 
 
 class _Child:
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, engine: str | None = None):
         # The child's chatter is kept, and shown only if it dies.
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         env = {
@@ -130,6 +134,7 @@ class _Child:
                 path,
                 "--threads",
                 str(threads),
+                *(["--engine", engine] if engine else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -137,7 +142,7 @@ class _Child:
             text=True,
             env=env,
         )
-        self.path, self.threads, self.latencies = path, threads, []
+        self.path, self.threads, self.engine, self.latencies = path, threads, engine, []
         try:
             self.load_seconds = self._read()["load_seconds"]
         except BaseException:  # died while loading, or Ctrl-C while waiting for it
@@ -150,8 +155,9 @@ class _Child:
             self.process.wait()
             self.stderr.seek(0)
             tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            on = f" on {self.engine}" if self.engine else ""
             raise BenchmarkError(
-                f"{self.path}: the benchmark process died (exit code {self.process.returncode})"
+                f"{self.path}{on}: the benchmark process died (exit code {self.process.returncode})"
                 + (": " + " | ".join(tail) if tail else "")
             )
         return json.loads(line)
@@ -184,9 +190,17 @@ def bench(
     min_seconds: float = 2.0,
     block: int = 10,
     on_result=None,
+    engines: list[str | None] | None = None,
 ) -> BenchReport:
     """Benchmark every artefact at every thread count (engines without a thread setting,
-    TF.js, once at 1 thread); Core ML only on macOS."""
+    TF.js, once at 1 thread); Core ML only on macOS.
+
+    ``engines``: the engine each of ``paths`` runs on (a key in ``formats.ENGINES``; None: its
+    file type's own); a path may be given twice, once per engine (``formats.engine_pairs``).
+    """
+    engines = list(engines) if engines is not None else [None] * len(paths)
+    if len(engines) != len(paths):
+        raise UsageError("bench: give one engine per path")
     report = BenchReport(
         machine_info(),
         versions(),
@@ -198,12 +212,14 @@ def bench(
             "block": block,
         },
     )
-    refs = {}  # spec -> ModelRef, each model once
-    for item in paths:
+    refs = {}  # (spec, engine) -> ModelRef, each pair once
+    for item, engine in zip(paths, engines):
         ref = item if isinstance(item, ModelRef) else resolve_model(item, use=MEASURE)
-        refs.update({part.spec: part for part in ref.parts})
+        for part in ref.parts:
+            on = part if engine is None else replace(part, engine_override=engine)
+            refs[(part.spec, engine)] = on
     runnable = []
-    for spec, ref in refs.items():
+    for (spec, engine), ref in refs.items():
         file_type = ref.file_type
         if not file_type.runs_at_speed_here:
             report.skipped.append(
@@ -213,21 +229,21 @@ def bench(
             )
             continue
         ref.fetch()
-        runnable.append(spec)
-    one_thread = [p for p in runnable if not refs[p].file_type.threaded]
+        runnable.append((spec, engine))
+    one_thread = [pair for pair in runnable if not refs[pair].file_type.threaded]
     if set(threads) != {1}:
         report.skipped += [
-            f"{refs[p].label}: {refs[p].file_type.engine} has no thread setting: measured "
+            f"{refs[pair].label}: {refs[pair].file_type.engine} has no thread setting: measured "
             "once, at 1 thread"
-            for p in one_thread
+            for pair in one_thread
         ]
     for index, count in enumerate(threads):
-        timed = [(p, 1 if p in one_thread else count) for p in runnable]
-        timed = [(p, n) for p, n in timed if p not in one_thread or index == 0]
+        timed = [(pair, 1 if pair in one_thread else count) for pair in runnable]
+        timed = [(pair, n) for pair, n in timed if pair not in one_thread or index == 0]
         children: list[_Child] = []
         try:
-            for path, path_threads in timed:  # one by one: a later failure closes these
-                children.append(_Child(path, path_threads))
+            for (path, engine), path_threads in timed:  # one by one: a failure closes these
+                children.append(_Child(path, path_threads, engine))
                 phase(f"benchmarking:{Path(path).name}")  # its process is running
             started = {id(c): 0.0 for c in children}
             while True:
@@ -244,10 +260,10 @@ def bench(
                     started[id(child)] += sum(latencies) / 1e3
             for child in children:
                 values = np.asarray(child.latencies)
-                ref = refs[child.path]
+                ref = refs[(child.path, child.engine)]
                 result = BenchResult(
                     path=ref.label,
-                    engine=ref.file_type.engine,
+                    engine=engine_label(ref.file_type, child.engine),
                     threads=child.threads,
                     size_bytes=0 if ref.path is None else size_bytes(ref.path),
                     load_seconds=round(child.load_seconds, 3),
@@ -267,6 +283,17 @@ def bench(
             for child in children:
                 child.close()
     return report
+
+
+def result_label(result: BenchResult) -> str:
+    """A result's file name, and its engine where that is not the file's own
+    (``nsfw_int8.onnx on openvino``)."""
+    name = Path(result.path).name
+    try:
+        own = file_type_of(result.path).engine == result.engine
+    except ModelFileError:  # a zoo model's name: its Keras reference
+        own = True
+    return name if own else f"{name} on {result.engine}"
 
 
 def render_table(report: BenchReport) -> str:
@@ -317,8 +344,9 @@ def main() -> None:  # the child process entry point
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engine", default=None)
     arguments = parser.parse_args()
-    _worker(arguments.worker, arguments.threads)
+    _worker(arguments.worker, arguments.threads, arguments.engine)
 
 
 if __name__ == "__main__":

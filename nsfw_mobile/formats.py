@@ -91,6 +91,10 @@ class FileType:
     engine_id: str | None = None
     """The engine's short name (``ModelRef.engine``): litert, onnxruntime, tfjs, coreml;
     None: the Keras reference itself."""
+    engines: tuple[str, ...] = ()
+    """Keys in ENGINES of every engine that may run it, its own (``engine``) first; a file is
+    validated on each of them (``validate --engine``) and ``predict`` may pick any pair that
+    was."""
 
     def matches(self, path: Path) -> bool:
         if path.suffix.lower() == self.suffix:
@@ -106,8 +110,26 @@ class FileType:
         module = self.engine_module
         return module is None or importlib.util.find_spec(module) is not None
 
-    def open_runner(self, path, **options):
-        return resolve(self.runner).open(path, **options)
+    def open_runner(self, path, *, engine: str | None = None, **options):
+        """Open ``path`` on ``engine`` (a key in ENGINES; None: this type's own engine)."""
+        if engine is None or engine == self.default_engine:
+            return resolve(self.runner).open(path, **options)
+        return resolve(engine_for(self, engine).runner).open(path, **options)
+
+    @property
+    def default_engine(self) -> str:
+        """The key of the engine that runs it when none is named."""
+        return self.engines[0] if self.engines else self.engine
+
+    def can_run_on(self, engine: str) -> bool:
+        """Whether ``engine`` (a key in ENGINES) may run files of this type."""
+        return engine in (self.engines or (self.engine,))
+
+    def installed_on(self, engine: str | None) -> bool:
+        """Whether ``engine`` (None: its own) is installed here."""
+        if engine is None or engine == self.default_engine:
+            return self.engine_installed
+        return engine_by_key(engine).installed
 
     def inspect(self, path: Path) -> dict:
         return resolve(self.inspector)(path)
@@ -122,6 +144,75 @@ class FileType:
         return self.suffix if self.folder_marker is None else f"{self.folder_marker} folder"
 
 
+@dataclass(frozen=True)
+class Engine:
+    """A runtime that runs model files: the ``--engine`` values of ``validate`` and ``bench``.
+
+    A file type lists the engines that may run it (``FileType.engines``, its own first). An
+    engine that is a file type's own runs it through ``FileType.runner``; one that runs
+    another engine's files (OpenVINO for .onnx) names its own ``runner``.
+    """
+
+    key: str
+    description: str
+    runner: str | None = None
+    """``module:Class`` of its Runner for files it runs beside their own engine; None: it is
+    the own engine of the file types that list it."""
+    module: str | None = None
+    """The optional package it comes from (None: a core dependency, or checked elsewhere)."""
+    extra: str | None = None
+    """The pip extra that installs it."""
+
+    @property
+    def installed(self) -> bool:
+        return self.module is None or importlib.util.find_spec(self.module) is not None
+
+
+ENGINES: tuple[Engine, ...] = (
+    Engine("keras", "Keras 3 on TensorFlow (the reference)", extra="full"),
+    Engine("tfjs", "TensorFlow.js, wasm backend, under Node (needs Node.js)"),
+    Engine("litert", "LiteRT (ai-edge-litert) with XNNPACK"),
+    Engine("coreml", "Core ML (macOS; elsewhere the toolkit's numpy executor validates)"),
+    Engine(
+        "onnxruntime",
+        "ONNX Runtime, CPU execution provider",
+        module="onnxruntime",
+        extra="onnx",
+    ),
+    Engine(
+        "openvino",
+        "OpenVINO, CPU plugin, f32 inference precision (never bf16)",
+        runner="nsfw_mobile.runtime.openvino_runner:OpenVINORunner",
+        module="openvino",
+        extra="openvino",
+    ),
+)
+ENGINE_KEYS: tuple[str, ...] = tuple(e.key for e in ENGINES)
+
+
+def engine_by_key(key: str) -> Engine:
+    for engine in ENGINES:
+        if engine.key == key:
+            return engine
+    raise UsageError(f"unknown engine {key!r}: choose one of {', '.join(ENGINE_KEYS)}")
+
+
+def engine_for(file_type: FileType, key: str) -> Engine:
+    """The engine ``key`` for files of ``file_type``; a usage error where it cannot run them."""
+    engine = engine_by_key(key)
+    if key not in file_type.engines:
+        raise UsageError(
+            f"{key} cannot run {file_type.suffix} files ({file_type.description}): they run on "
+            f"{', '.join(file_type.engines)}"
+        )
+    return engine
+
+
+def engine_label(file_type: FileType, key: str | None) -> str:
+    """What bench, the manifest and predict call the engine of a (file, engine) pair."""
+    return file_type.engine if key is None or key == file_type.default_engine else key
+
+
 KERAS = FileType(
     "keras",
     ".keras",
@@ -129,6 +220,7 @@ KERAS = FileType(
     "nsfw_mobile.inspect_model:inspect_keras",
     "keras",
     "Keras 3 model file",
+    engines=("keras",),
 )
 TFJS_LAYERS = FileType(
     "tfjs",
@@ -141,6 +233,7 @@ TFJS_LAYERS = FileType(
     folder_marker="model.json",
     threaded=False,
     engine_id="tfjs",
+    engines=("tfjs",),
 )
 TFLITE = FileType(
     "tflite",
@@ -153,6 +246,7 @@ TFLITE = FileType(
     batched=False,
     lanes=True,
     engine_id="litert",
+    engines=("litert",),
 )
 MLMODEL = FileType(
     "mlmodel",
@@ -165,6 +259,7 @@ MLMODEL = FileType(
     native_system="Darwin",
     threaded=False,
     engine_id="coreml",
+    engines=("coreml",),
 )
 MLPACKAGE = FileType(
     "mlpackage",
@@ -177,6 +272,7 @@ MLPACKAGE = FileType(
     native_system="Darwin",
     threaded=False,
     engine_id="coreml",
+    engines=("coreml",),
 )
 ONNX = FileType(
     "onnx",
@@ -184,11 +280,12 @@ ONNX = FileType(
     "nsfw_mobile.runtime.onnx_runner:OnnxRunner",
     "nsfw_mobile.inspect_model:inspect_onnx",
     "onnxruntime",
-    "ONNX model, run in ONNX Runtime (CPU execution provider)",
+    "ONNX model, run in ONNX Runtime (CPU execution provider) or OpenVINO (CPU plugin)",
     metadata_reader="nsfw_mobile.onnx_file:artifact_metadata",
     engine_module="onnxruntime",
     lanes=True,
     engine_id="onnxruntime",
+    engines=("onnxruntime", "openvino"),
 )
 ORT = FileType(
     "ort",
@@ -201,6 +298,7 @@ ORT = FileType(
     engine_module="onnxruntime",
     lanes=True,
     engine_id="onnxruntime",
+    engines=("onnxruntime",),
 )
 FILE_TYPES: tuple[FileType, ...] = (KERAS, TFJS_LAYERS, TFLITE, MLMODEL, MLPACKAGE, ONNX, ORT)
 
@@ -605,6 +703,78 @@ FORMATS: tuple[Format, ...] = (
     ),
 )
 
+# Bounds of a format on an engine other than its file type's own, where they are stated apart
+# (the engine x file pairs ``validate --engine`` judges). Each is the format's own rule,
+# relative to the model's own sensitivity at the format's precision (the numbers above are
+# not changed); ``measured`` is what the pair showed on the pretrained model. OpenVINO runs
+# with an explicit f32 inference precision (runtime/openvino_runner.py).
+ENGINE_TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("openvino", "onnx-float32"): _t(
+        STRICT, "max 1.4e-6, mean 7.7e-8, top-1 100% (OpenVINO 2026.4, CPU, f32)"
+    ),
+    ("openvino", "onnx-float16"): _t(
+        FLOAT16, "max 1.2e-2, mean 5.5e-4, top-1 100% (OpenVINO 2026.4, CPU, f32)"
+    ),
+    ("openvino", "onnx-int8"): _t(
+        FULL_INT8,
+        "max 0.20, mean 1.9e-2, top-1 100% (OpenVINO 2026.4; within 3/255 of ONNX Runtime)",
+    ),
+}
+
+
+def tolerance_for(fmt: Format, engine: str | None = None) -> Tolerance:
+    """The tolerance of ``fmt`` run on ``engine`` (None or its own engine: the format's)."""
+    if engine is None or engine == fmt.file_type.default_engine:
+        return fmt.tolerance
+    engine_for(fmt.file_type, engine)  # a pair that cannot run is a usage error
+    return ENGINE_TOLERANCES.get((engine, fmt.key), fmt.tolerance)
+
+
+def engines_of(fmt: Format) -> tuple[str, ...]:
+    """Every engine that may run files of ``fmt`` (its files are validated on each)."""
+    return fmt.file_type.engines or (fmt.file_type.default_engine,)
+
+
+def engine_pairs(
+    paths: Iterable, engine: str | None, *, skip_unrunnable: bool = False
+) -> tuple[list, list[str | None], list[str]]:
+    """(paths, engines) pairs for an ``--engine`` value, and the pairs left out, in words.
+
+    ``paths``: files, or resolved models (``resolve.ModelRef``: its ``file_type`` and
+    ``label`` are used), given back as they came. None: each file on its own engine. A key:
+    each file on that engine (a file it cannot run is a usage error, or left out with
+    ``skip_unrunnable``). 'all': each file on every engine that may run it and is installed
+    here (the others are left out).
+    """
+    chosen_paths: list = []
+    chosen: list[str | None] = []
+    left_out: list[str] = []
+    for item in paths:
+        if engine is None:
+            chosen_paths.append(item)
+            chosen.append(None)
+            continue
+        file_type = getattr(item, "file_type", None) or file_type_of(item)
+        path = getattr(item, "label", None) or str(item)
+        if engine == "all":
+            keys = file_type.engines or (file_type.default_engine,)
+        elif not file_type.can_run_on(engine):
+            if not skip_unrunnable:
+                engine_for(file_type, engine)  # raises, naming the engines that run it
+            left_out.append(f"{path}: {engine} cannot run {file_type.suffix} files")
+            continue
+        else:
+            keys = (engine,)
+        for key in keys:
+            if key is not None and not file_type.installed_on(key):
+                extra = engine_by_key(key).extra
+                left_out.append(f"{path} on {key}: pip install 'nsfw-mobile[{extra}]'")
+                continue
+            chosen_paths.append(item)
+            chosen.append(key)
+    return chosen_paths, chosen, left_out
+
+
 TARGETS: tuple[str, ...] = tuple(dict.fromkeys(f.target for f in FORMATS))
 QUANTIZATIONS: tuple[str, ...] = tuple(dict.fromkeys(f.quantization for f in FORMATS))
 """Every --quantize value some target offers."""
@@ -667,6 +837,25 @@ def check_options(formats: Iterable[Format], **given) -> None:
             raise UsageError(
                 f"{option.flag} applies to {option.applies_to} only: add --to {takers[0]}"
             )
+
+
+def engines_markdown_table() -> str:
+    """The engine x file table of docs/formats.md, from the registry."""
+    types = list(FILE_TYPES)
+    lines = [
+        "| engine | " + " | ".join(f"`{t.suffix}`" for t in types) + " | install |",
+        "|---|" + "---|" * len(types) + "---|",
+    ]
+    for engine in ENGINES:
+        cells = []
+        for t in types:
+            if not t.can_run_on(engine.key):
+                cells.append("-")
+            else:
+                cells.append("yes" if t.default_engine == engine.key else "yes (also)")
+        install = f"`nsfw-mobile[{engine.extra}]`" if engine.extra else "the core package"
+        lines.append(f"| {engine.key}: {engine.description} | {' | '.join(cells)} | {install} |")
+    return "\n".join(lines)
 
 
 def markdown_table() -> str:

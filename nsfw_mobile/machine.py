@@ -50,6 +50,7 @@ def versions() -> dict:
         "numpy",
         "ai-edge-litert",
         "onnxruntime",
+        "openvino",
         "tensorflow-cpu",
         "tensorflow",
         "keras",

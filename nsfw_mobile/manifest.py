@@ -62,9 +62,11 @@ def _check_fields(manifest: dict) -> None:
         need(entry.get("format"), (str,), f"{where}.format")
         need(entry.get("sha256"), optional_text, f"{where}.sha256")
         need(entry.get("releasable"), (bool,), f"{where}.releasable")
-        for threads, figures in need(entry.get("latency", {}), (dict,), f"{where}.latency").items():
-            need(figures, (dict,), f"{where}.latency.{threads}")
-            need(figures.get("median_ms"), (int, float), f"{where}.latency.{threads}.median_ms")
+        _check_latency(need, entry.get("latency", {}), f"{where}.latency")
+        for key, checked in need(entry.get("engines", {}), (dict,), f"{where}.engines").items():
+            need(checked, (dict,), f"{where}.engines.{key}")
+            need(checked.get("releasable"), (bool,), f"{where}.engines.{key}.releasable")
+            _check_latency(need, checked.get("latency", {}), f"{where}.engines.{key}.latency")
     labels = need(manifest.get("labels_file"), (dict,), "labels_file")
     need(labels.get("file"), (str,), "labels_file.file")
     need(labels.get("sha256"), optional_text, "labels_file.sha256")
@@ -76,6 +78,12 @@ def _check_fields(manifest: dict) -> None:
         need(image, (dict,), f"validation_images.files[{index}]")
         need(image.get("name"), (str,), f"validation_images.files[{index}].name")
         need(image.get("sha256"), (str,), f"validation_images.files[{index}].sha256")
+
+
+def _check_latency(need, latency, where: str) -> None:
+    for threads, figures in need(latency, (dict,), where).items():
+        need(figures, (dict,), f"{where}.{threads}")
+        need(figures.get("median_ms"), (int, float), f"{where}.{threads}.median_ms")
 
 
 def inside_folder(release_dir: Path, name) -> Path:

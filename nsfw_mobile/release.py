@@ -11,6 +11,14 @@ model's contract, the source model by SHA-256 and the validation images by
 name and SHA-256, so that ``check`` re-verifies a release folder from any
 directory on any machine: every file's checksum, then its fidelity against
 the same reference on the same images.
+
+A file that more than one engine may run (``.onnx``: ONNX Runtime and OpenVINO)
+is validated and benchmarked on each that is installed; its entry keeps its
+own engine's figures where schema 2 always had them and adds ``engine`` (its
+own) and ``engines`` (every engine it was validated on: validation, latency,
+``releasable``). ``check`` validates it again on each, and ``predict`` picks
+only among the (engine, file) pairs recorded as releasable. A manifest without
+``engines`` (an older release) promises each file on its own engine only.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pathlib import Path
 
 from . import zoo
 from .atomic import atomic_path
-from .bench import bench, render_markdown, versions
+from .bench import bench, render_markdown, result_label, versions
 from .convert import convert_all
 from .errors import NsfwMobileError, UsageError, ValidationFailed
 from .files import sha256_file, size_bytes
@@ -29,6 +37,9 @@ from .formats import (
     FORMATS,
     by_key,
     check_options,
+    engine_by_key,
+    engine_label,
+    engines_of,
     file_type_of,
 )
 from .images import SAMPLES_DIR, calibration_samples, find_images, sample_images
@@ -106,44 +117,53 @@ def release(
         on_done=converted,
         on_error=not_converted,
     )
+    pairs, not_checked = artifact_engines(artifacts)
     log(
-        f"validating {_count(artifacts, 'file')} against the reference on {len(image_files)} images"
+        f"validating {_files_and_pairs([a.path for a, _ in pairs])} against the reference on "
+        f"{len(image_files)} images"
     )
+    for line in not_checked:
+        log(f"  not validated: {line}")
     from .runtime.keras_runner import KerasRunner
 
     validated = []
 
     def judged(result):
         validated.append(result)
-        log(f"  {result.status.upper():<8} {Path(result.path).name} ({result.seconds:.1f} s)")
-        step("validating", len(validated), len(artifacts))
+        log(f"  {result.status.upper():<8} {result.label} ({result.seconds:.1f} s)")
+        step("validating", len(validated), len(pairs))
 
     with KerasRunner(source) as reference:
         report = validate(
-            [a.path for a in artifacts],
+            [artifact.path for artifact, _ in pairs],
             reference=reference,
             images=image_files,
-            format_keys=[a.format for a in artifacts],
+            format_keys=[artifact.format for artifact, _ in pairs],
+            engines=[engine for _, engine in pairs],
             on_candidate=judged,
         )
-    timed = [str(a.path) for a in artifacts] + [ref.spec]  # the source: its Keras model
-    runs_here = [p for p in timed[:-1] if file_type_of(p).runs_at_speed_here] + [ref.spec]
-    log(f"benchmarking {_count(runs_here, 'file')} (batch 1, each file in a fresh process)")
+    timed = [(str(a.path), engine) for a, engine in pairs] + [(ref.spec, None)]  # + the source
+    runs_here = [(p, e) for p, e in timed[:-1] if file_type_of(p).runs_at_speed_here] + timed[-1:]
+    log(f"benchmarking {_files_and_pairs([p for p, _ in runs_here])} (batch 1, each in a fresh "
+        "process)")  # fmt: skip
     measured = []
 
     def benchmarked(result):
         measured.append(result)
-        log(f"  {Path(result.path).name} x{result.threads}: {result.median_ms:.2f} ms")
+        log(f"  {result_label(result)} x{result.threads}: {result.median_ms:.2f} ms")
         step("benchmarking", len(measured), len(runs_here) * len(tuple(bench_threads)))
 
     benchmark = bench(
-        timed,
+        [p for p, _ in timed],
+        engines=[engine for _, engine in timed],
         threads=tuple(bench_threads),
         min_runs=bench_runs,
         min_seconds=bench_seconds,
         on_result=benchmarked,
     )
-    manifest = build_manifest(source, artifacts, failed, report, benchmark, out_dir, name)
+    manifest = build_manifest(
+        source, artifacts, failed, report, benchmark, out_dir, name, engines=pairs
+    )
     manifest["validation_images"] = _image_record(image_files, user_given=bool(images))
     if calibrated:
         manifest["calibration_images"] = _image_record(
@@ -153,13 +173,45 @@ def release(
     log("writing manifest.json, MODEL_CARD.md and REPORT.md")
     write_documents(out_dir, manifest, report, benchmark)
     if not manifest["passed"]:
-        bad = [f["file"] for f in manifest["files"] if not f["releasable"]]
+        bad = [f["file"] for f in manifest["files"] if not f["releasable"]] + [
+            f"{f['file']} on {key}"
+            for f in manifest["files"]
+            for key, checked in f.get("engines", {}).items()
+            if f["releasable"] and not checked["releasable"]
+        ]
         raise ValidationFailed(f"{', '.join(bad)} failed; see {out_dir / 'REPORT.md'}")
     return manifest
 
 
+def artifact_engines(artifacts) -> tuple[list[tuple], list[str]]:
+    """(artifact, engine) pairs to validate and benchmark: each artefact on every engine that
+    may run it and is installed here, its own first (engine None); and the pairs left out."""
+    pairs, not_checked = [], []
+    for artifact in artifacts:
+        file_type = file_type_of(artifact.path)
+        for key in engines_of(by_key(artifact.format)):
+            if key == file_type.default_engine:
+                pairs.append((artifact, None))
+            elif file_type.installed_on(key):
+                pairs.append((artifact, key))
+            else:
+                extra = engine_by_key(key).extra
+                not_checked.append(
+                    f"{artifact.path.name} on {key} (not installed: pip install "
+                    f"'nsfw-mobile[{extra}]')"
+                )
+    return pairs, not_checked
+
+
 def _count(items, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _files_and_pairs(paths) -> str:
+    """'3 files', or '3 files, 4 (file, engine) pairs' where a file runs on several engines."""
+    files = list(dict.fromkeys(map(str, paths)))
+    more = f", {len(paths)} (file, engine) pairs" if len(paths) != len(files) else ""
+    return _count(files, "file") + more
 
 
 def _calibration_files(calibration, image_files: list[Path], images) -> list[Path]:
@@ -188,10 +240,12 @@ def _image_record(paths: list[Path], *, user_given: bool) -> dict:
     }
 
 
-def _latency_by_file(benchmark) -> dict[str, dict]:
-    latency: dict[str, dict] = {}
+def _latency_by_file(benchmark) -> dict[tuple[str, str], dict]:
+    """Latency figures by (file name, engine label)."""
+    latency: dict[tuple[str, str], dict] = {}
     for result in benchmark.results:
-        latency.setdefault(Path(result.path).name, {})[f"threads_{result.threads}"] = {
+        key = (Path(result.path).name, result.engine)
+        latency.setdefault(key, {})[f"threads_{result.threads}"] = {
             "median_ms": result.median_ms,
             "p90_ms": result.p90_ms,
             "peak_rss_mb": result.peak_rss_mb,
@@ -199,7 +253,32 @@ def _latency_by_file(benchmark) -> dict[str, dict]:
     return latency
 
 
-def _file_entry(artifact, checked, latency: dict) -> dict:
+def _validation_record(checked) -> dict:
+    return {
+        "status": checked.status,
+        "max_abs_diff": checked.max_abs_diff,
+        "mean_abs_diff": checked.mean_abs_diff,
+        "top1_agreement": checked.top1_agreement,
+        "images": checked.images,
+        "ties": checked.ties,
+        "calibration_images_excluded": checked.calibration_images_excluded,
+        "sensitivity": checked.sensitivity,
+        "bounds": checked.bounds,
+        "failures": checked.failures,
+    }
+
+
+def _file_entry(artifact, results: dict, latency: dict) -> dict:
+    """A file's manifest entry: its own engine's validation and latency at the top (what
+    schema 2 always recorded), and under ``engines`` every engine it was validated on, its own
+    included: validation, latency and whether that (engine, file) pair may be used."""
+    file_type = file_type_of(artifact.path)
+    own = file_type.default_engine
+    checked = results[own]
+
+    def figures(key):
+        return latency.get((artifact.path.name, engine_label(file_type, key)), {})
+
     return {
         "file": artifact.path.name,
         "format": artifact.format,
@@ -207,20 +286,18 @@ def _file_entry(artifact, checked, latency: dict) -> dict:
         "size_bytes": artifact.size_bytes,
         "sha256": artifact.sha256,
         "notes": artifact.notes,
-        "validation": {
-            "status": checked.status,
-            "max_abs_diff": checked.max_abs_diff,
-            "mean_abs_diff": checked.mean_abs_diff,
-            "top1_agreement": checked.top1_agreement,
-            "images": checked.images,
-            "ties": checked.ties,
-            "calibration_images_excluded": checked.calibration_images_excluded,
-            "sensitivity": checked.sensitivity,
-            "bounds": checked.bounds,
-            "failures": checked.failures,
-        },
-        "latency": latency.get(artifact.path.name, {}),
+        "validation": _validation_record(checked),
+        "latency": figures(own),
         "releasable": checked.passed,
+        "engine": own,
+        "engines": {
+            key: {
+                "validation": _validation_record(result),
+                "latency": figures(key),
+                "releasable": checked.passed and result.passed,
+            }
+            for key, result in results.items()
+        },
     }
 
 
@@ -240,12 +317,18 @@ def _failed_entry(key: str, message: str, name: str | None) -> dict:
     }  # fmt: skip
 
 
-def build_manifest(source, artifacts, failed, report, benchmark, out_dir: Path, name) -> dict:
-    """The release's manifest.json as data."""
+def build_manifest(
+    source, artifacts, failed, report, benchmark, out_dir: Path, name, *, engines=None
+) -> dict:
+    """The release's manifest.json as data. ``engines``: the (artifact, engine) pair of each
+    of the report's candidates (default: each artifact once, on its own engine)."""
     latency = _latency_by_file(benchmark)
+    engines = engines if engines is not None else [(a, None) for a in artifacts]
+    results: dict[str, dict] = {}
+    for (artifact, _), checked in zip(engines, report.candidates):
+        results.setdefault(artifact.path.name, {})[checked.engine] = checked
     files = [
-        _file_entry(artifact, checked, latency)
-        for artifact, checked in zip(artifacts, report.candidates)
+        _file_entry(artifact, results[artifact.path.name], latency) for artifact in artifacts
     ] + [_failed_entry(key, message, name) for key, message in failed.items()]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -261,7 +344,10 @@ def build_manifest(source, artifacts, failed, report, benchmark, out_dir: Path, 
             "input_size": list(source.input_size),
         },
         "machine": benchmark.machine,
-        "passed": all(f["releasable"] for f in files),
+        "passed": all(
+            f["releasable"] and all(e["releasable"] for e in f.get("engines", {}).values())
+            for f in files
+        ),
         "files": files,
         "labels_file": {"file": "labels.txt", "sha256": sha256_file(out_dir / "labels.txt")},
     }
@@ -313,6 +399,21 @@ def _model_card(manifest) -> str:
         + f" | {'yes' if f['releasable'] else 'NO'} |"
         for f in manifest["files"]
         if f["validation"]["max_abs_diff"] is not None
+    ]
+    rows += [
+        f"| `{f['file']}` on {key} | {by_key(f['format']).summary}, run on {key} | "
+        f"{f['size_bytes'] / 1e6:.1f} MB | "
+        f"{e['validation']['max_abs_diff']:.1e} / {e['validation']['mean_abs_diff']:.1e} / "
+        f"{e['validation']['top1_agreement']:.0%} | "
+        + (
+            f"{e['latency']['threads_1']['median_ms']:.1f} ms"
+            if "threads_1" in e["latency"]
+            else "-"
+        )
+        + f" | {'yes' if e['releasable'] else 'NO'} |"
+        for f in manifest["files"]
+        for key, e in f.get("engines", {}).items()
+        if key != f.get("engine") and e["validation"]["max_abs_diff"] is not None
     ]
     failed = [f"- `{f['file']}`: {'; '.join(f['validation']['failures'])}"
               for f in manifest["files"] if f["validation"]["max_abs_diff"] is None]  # fmt: skip
@@ -450,26 +551,42 @@ def check(
     for problem in problems:
         log(f"  {problem}")
     paths, notes = _validation_images(manifest, images)
-    if present:
-        log(f"validating {_count(present, 'file')} against the reference on {len(paths)} images")
+    pairs = []
+    for entry in present:
+        file_type = file_type_of(release_dir / entry["file"])
+        pairs.append((entry, None))
+        for key in entry.get("engines", {}):
+            if key == file_type.default_engine or not file_type.can_run_on(key):
+                continue
+            if file_type.installed_on(key):
+                pairs.append((entry, key))
+            else:
+                notes.append(f"{entry['file']} on {key}: not checked, {key} is not installed")
+    if pairs:
+        log(
+            f"validating {_files_and_pairs([e['file'] for e, _ in pairs])} against the "
+            f"reference on {len(paths)} images"
+        )
         done = []
 
         def judged(result):
             done.append(result)
-            log(f"  {result.status.upper():<8} {Path(result.path).name} ({result.seconds:.1f} s)")
+            log(f"  {result.status.upper():<8} {result.label} ({result.seconds:.1f} s)")
             if progress:
-                progress("validating", len(done), len(present))
+                progress("validating", len(done), len(pairs))
 
         report = validate(
-            [release_dir / e["file"] for e in present],
+            [release_dir / e["file"] for e, _ in pairs],
             reference=reference,
             images=paths,
-            format_keys=[e["format"] for e in present],
+            format_keys=[e["format"] for e, _ in pairs],
+            engines=[key for _, key in pairs],
             on_candidate=judged,
         )
-        for entry, result in zip(present, report.candidates):
+        for (entry, key), result in zip(pairs, report.candidates):
             if not result.passed:
+                on = f" on {key}" if key else ""
                 problems.append(
-                    f"{entry['file']}: validation {result.status}: {'; '.join(result.failures)}"
+                    f"{entry['file']}{on}: validation {result.status}: {'; '.join(result.failures)}"
                 )
     return problems, notes

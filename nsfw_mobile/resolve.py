@@ -35,8 +35,9 @@ The rules, in order (the first that applies decides):
    holding ``model.json``). Under MEASURE a folder that is no model is the models in it.
    An unknown type is a ``ModelFileError``.
 
-``ModelRef.engine`` names the engine that runs it (``litert``, ``onnxruntime``, ``tfjs``,
-``coreml``; None for Keras), so the engine choice and a server share one object.
+``ModelRef.engine`` names the engine that runs it (``litert``, ``onnxruntime``, ``openvino``,
+``tfjs``, ``coreml``; None for Keras): a release's choice is an (engine, file) pair, and
+``open_runner`` opens the file on that engine, so the engine choice and a server share one object.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ class ModelRef:
     excluded: tuple[str, ...] = ()
     """A release's entries it does not promise (MEASURE)."""
     allow_unsafe: bool = False
+    engine_override: str | None = None
+    """The key of an engine other than the file type's own that runs it (``formats.ENGINES``:
+    OpenVINO for an .onnx file, where a release's engine choice picked that pair)."""
     details: tuple[str, ...] = ()
     """More lines for --verbose (the engine choice's figures)."""
     log: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
@@ -110,10 +114,10 @@ class ModelRef:
 
     @property
     def engine(self) -> str | None:
-        """The engine that runs it: litert, onnxruntime, tfjs, coreml; None: Keras."""
+        """The engine that runs it: litert, onnxruntime, openvino, tfjs, coreml; None: Keras."""
         if self.file_type is None or self.use == SOURCE:
             return None
-        return self.file_type.engine_id
+        return self.engine_override or self.file_type.engine_id
 
     @property
     def label(self) -> str:
@@ -173,7 +177,11 @@ class ModelRef:
         self.fetch()
         target = self.zoo_model.key if self.path is None else self.path
         return self.file_type.open_runner(
-            target, num_threads=num_threads, allow_unsafe=self.allow_unsafe, **options
+            target,
+            engine=self.engine_override,
+            num_threads=num_threads,
+            allow_unsafe=self.allow_unsafe,
+            **options,
         )
 
     def load_source(self):
@@ -294,6 +302,7 @@ def _fastest(folder: Path, given, use: str, zoo_model=None) -> ModelRef:
         f"{choice.path.name} ({choice.engine}), the fastest validated model of {of} on "
         "this machine",
         path=choice.path, zoo_model=zoo_model, file_type=file_type_of(choice.path),
+        engine_override=choice.engine_key,
         details=(f"  release folder: {folder}", *choice.explain()),
     )  # fmt: skip
 

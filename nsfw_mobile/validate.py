@@ -24,7 +24,17 @@ import numpy as np
 
 from .errors import LabelMismatchError, NsfwMobileError, UsageError
 from .files import sha256_file
-from .formats import Tolerance, by_key, format_of, read_metadata
+from .formats import (
+    ENGINE_KEYS,
+    Tolerance,
+    by_key,
+    engine_by_key,
+    engine_for,
+    file_type_of,
+    format_of,
+    read_metadata,
+    tolerance_for,
+)
 from .images import load_images, sample_images
 from .pause import phase
 from .resolve import MEASURE, SOURCE, SOURCE_TYPES, ModelRef, resolve_model
@@ -66,10 +76,23 @@ class CandidateResult:
     failures: list[str] = field(default_factory=list)
     worst: list[WorstImage] = field(default_factory=list)
     seconds: float = 0.0
+    engine: str = ""
+    """The engine it ran on (a key in ``formats.ENGINES``)."""
 
     @property
     def passed(self) -> bool:
         return self.status == "pass"
+
+    @property
+    def label(self) -> str:
+        """The file's name, and the engine where it is not the file's own
+        (``nsfw_int8.onnx on openvino``)."""
+        name = Path(self.path).name
+        try:
+            own = file_type_of(self.path).default_engine
+        except NsfwMobileError:
+            own = self.engine
+        return name if self.engine in ("", own) else f"{name} on {self.engine}"
 
 
 @dataclass
@@ -218,16 +241,21 @@ class _Reference:
         return np.array([c not in checksums for c in self._checksums], bool)
 
 
-def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
+def _judge(path, fmt, reference: _Reference, num_threads, engine=None) -> CandidateResult:
     """One candidate's result; a candidate that raises is an ``error``, never the end of the run."""
     result = CandidateResult(path=str(path), format=fmt.key if fmt else "unknown", status="pass")
+    result.engine = engine or ""
     try:
         ref = path if isinstance(path, ModelRef) else resolve_model(path, use=MEASURE)
         path = result.path = ref.label
+        if engine is not None:
+            ref = replace(ref, engine_override=engine)
+        result.engine = engine or (ref.file_type.default_engine if ref.file_type else "")
         with ref.open_runner(num_threads=num_threads) as runner:
             fmt = fmt or format_of(path)
             result.format = fmt.key
-            result.tolerance = {k: v for k, v in asdict(fmt.tolerance).items() if k != "measured"}
+            tolerance = tolerance_for(fmt, engine)
+            result.tolerance = {k: v for k, v in asdict(tolerance).items() if k != "measured"}
             check_structure(reference.runner, runner)
             rows = reference.rows_without(calibration_checksums(path))
             result.calibration_images_excluded = int((~rows).sum())
@@ -248,10 +276,10 @@ def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
         result.status, result.failures = "error", [message.splitlines()[0] if message else ""]
         return result
     expected = reference.probabilities[rows]
-    key = fmt.tolerance.precision
+    key = tolerance.precision
     emulated = reference.emulated(key)[rows] if key else None
     sensitivity = sensitivity_of(expected, emulated, key)
-    figures, result.failures = compare(expected, probabilities, fmt.tolerance, sensitivity)
+    figures, result.failures = compare(expected, probabilities, tolerance, sensitivity)
     result.images = int(rows.sum())
     result.max_abs_diff = figures["max_abs_diff"]
     result.mean_abs_diff = figures["mean_abs_diff"]
@@ -272,6 +300,22 @@ def _judge(path, fmt, reference: _Reference, num_threads) -> CandidateResult:
             )
         )
     return result
+
+
+def check_engine(path, engine: str) -> None:
+    """Refuse an engine that cannot run ``path``, or one not installed, before any work."""
+    if engine not in ENGINE_KEYS:
+        engine_by_key(engine)  # names the choices
+    if isinstance(path, ModelRef):
+        file_type = path.file_type
+    else:
+        file_type = resolve_model(path, use=MEASURE).file_type
+    engine_for(file_type, engine)
+    if not file_type.installed_on(engine):
+        extra = engine_by_key(engine).extra
+        raise UsageError(
+            f"--engine {engine}: not installed here: pip install 'nsfw-mobile[{extra}]'"
+        )
 
 
 def reference_runner(reference, *, allow_unsafe: bool = False):
@@ -306,16 +350,28 @@ def validate(
     format_keys: list[str] | None = None,
     num_threads: int | None = None,
     on_candidate=None,
+    engines: list[str | None] | None = None,
 ) -> ValidationReport:
-    """Run the reference and every candidate on the same images and judge each."""
+    """Run the reference and every candidate on the same images and judge each.
+
+    ``engines``: the engine each candidate runs on (a key in ``formats.ENGINES``; None: its
+    file type's own), one for all candidates or one per candidate; checked before any work.
+    """
     if not candidates:
         raise UsageError("give at least one candidate model to validate")
     if format_keys and len(format_keys) not in (1, len(candidates)):
         raise UsageError("--format: give one for all candidates or one per candidate")
+    if engines and len(engines) not in (1, len(candidates)):
+        raise UsageError("--engine: give one for all candidates or one per candidate")
     keys = list(format_keys or [])
     if len(keys) == 1:
         keys = keys * len(candidates)
     formats = [by_key(k) for k in keys]  # a mistyped --format is a usage error, at once
+    chosen = list(engines or [None])
+    chosen = chosen * len(candidates) if len(chosen) == 1 else chosen
+    for path, engine in zip(candidates, chosen):
+        if engine is not None:
+            check_engine(path, engine)
     runner = reference_runner(reference)
     try:
         source = images or sample_images()
@@ -327,7 +383,8 @@ def validate(
         for index, path in enumerate(candidates):
             phase(f"validating:{Path(path).name}")
             started = time.perf_counter()
-            result = _judge(path, formats[index] if formats else None, judged, num_threads)
+            fmt = formats[index] if formats else None
+            result = _judge(path, fmt, judged, num_threads, chosen[index])
             result.seconds = round(time.perf_counter() - started, 2)
             results.append(result)
             if on_candidate:
@@ -359,14 +416,15 @@ def _own(c: CandidateResult) -> str:
 def render_table(report: ValidationReport) -> str:
     lines = [
         f"reference {report.reference} on {report.images} images ({report.image_source})",
-        f"{'status':<9} {'format':<18} {'max diff':>9} {'bound':>9} {'own':>9} {'mean diff':>9} "
-        f"{'top-1':>7} {'ties':>4}  file",
+        f"{'status':<9} {'format':<18} {'engine':<11} {'max diff':>9} {'bound':>9} {'own':>9} "
+        f"{'mean diff':>9} {'top-1':>7} {'ties':>4}  file",
     ]
     for c in report.candidates:
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
         lines.append(
-            f"{c.status.upper():<9} {c.format:<18} {_figure(c.max_abs_diff):>9} {_bound(c):>9} "
-            f"{_own(c):>9} {_figure(c.mean_abs_diff):>9} {agreement:>7} {c.ties:>4}  {c.path}"
+            f"{c.status.upper():<9} {c.format:<18} {c.engine:<11} {_figure(c.max_abs_diff):>9} "
+            f"{_bound(c):>9} {_own(c):>9} {_figure(c.mean_abs_diff):>9} {agreement:>7} "
+            f"{c.ties:>4}  {c.path}"
         )
         if c.calibration_images_excluded:
             lines.append(
@@ -391,15 +449,15 @@ def render_markdown(report: ValidationReport) -> str:
         f"Reference: `{report.reference}`, {report.images} images ({report.image_source}).",
         "",
         "| file | format | status | images | max abs diff | bound | reference's own "
-        "| mean abs diff | top-1 agreement | ties |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean abs diff | top-1 agreement | ties | engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.candidates:
         agreement = "-" if c.top1_agreement is None else f"{c.top1_agreement:.1%}"
         lines.append(
             f"| `{Path(c.path).name}` | {c.format} | {c.status} | {c.images} | "
             f"{_figure(c.max_abs_diff)} | {_bound(c)} | {_own(c)} | "
-            f"{_figure(c.mean_abs_diff)} | {agreement} | {c.ties} |"
+            f"{_figure(c.mean_abs_diff)} | {agreement} | {c.ties} | {c.engine} |"
         )
     lines += [
         "",
@@ -410,7 +468,7 @@ def render_markdown(report: ValidationReport) -> str:
     ]
     for c in report.candidates:
         if c.failures or c.worst:
-            lines += ["", f"## {Path(c.path).name}", ""]
+            lines += ["", f"## {c.label}", ""]
             lines += [f"- {failure}" for failure in c.failures]
             lines += [
                 f"- worst: `{Path(w.path).name}` diff {w.max_abs_diff:.2e} "

@@ -94,3 +94,29 @@ def test_a_release_folder_is_benchmarked_through_its_manifest(tmp_path):
     table = CliRunner().invoke(main, ["bench", str(folder), "--runs", "1", "--seconds", "0"])
     assert table.exit_code == 0, table.output
     assert "not releasable: nsfw_dynamic.tflite" in table.stderr
+
+
+def test_run_all_checks_its_out_folder_before_measuring(tmp_path):
+    """benchmarks/run_all.py fails at once where it cannot write, makes a missing folder, and
+    keeps what it measured in results.json when a later stage fails."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    refused = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "run_all.py"), "--out", str(blocker / "out")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "cannot write there" in refused.stderr
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from run_all import check_out, write_partial
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    check_out(tmp_path / "new" / "results")
+    write_partial(tmp_path / "new" / "results", {"latency_ms": {"litert-int8": {"1": 2.0}}})
+    kept = json.loads((tmp_path / "new" / "results" / "results.json").read_text())
+    assert kept == {"latency_ms": {"litert-int8": {"1": 2.0}}, "complete": False}
+    assert [p.name for p in (tmp_path / "new" / "results").iterdir()] == ["results.json"]

@@ -165,8 +165,8 @@ def test_predict_with_a_release_folder_uses_its_fastest_validated_model(
     result = run("predict", samples[0], "--model", models, "--json")
     assert result.exit_code == 0, result.output
     assert re.search(
-        r"using nsfw_int8\.(tflite|onnx|ort) \((litert|onnxruntime)\), the fastest validated "
-        "model of the release on this machine",
+        r"using nsfw_int8\.(tflite|onnx|ort) \((litert|onnxruntime|openvino)\), the fastest "
+        "validated model of the release on this machine",
         result.stderr,
     ), result.stderr
 

@@ -3,6 +3,7 @@ validation must fail, the toolkit's own reader, and the fastest artefact on this
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -127,22 +128,44 @@ BROKEN = {
 }
 
 
+ENGINES = [
+    "onnxruntime",
+    pytest.param("openvino", marks=[pytest.mark.slow, pytest.mark.skipif(
+        importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed"
+    )]),
+]  # fmt: skip
+"""OpenVINO's cases are slow (15 more validations, about 45 s); tests/test_openvino.py keeps
+one broken file on OpenVINO in the fast suite."""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("key", ["onnx-float32", "onnx-float16", "onnx-int8"])
 @pytest.mark.parametrize("broken", sorted(BROKEN))
 def test_broken_onnx_fails_validation(
-    tiny_artifacts, reference, tiny_images_dir, tmp_path, key, broken
+    tiny_artifacts, reference, tiny_images_dir, tmp_path, key, broken, engine
 ):
+    """Each broken file fails on each engine that may run it (the same file on OpenVINO)."""
     path = _edited(tiny_artifacts[key].path, BROKEN[broken], tmp_path / "nsfw.onnx")
-    (result,) = validate([path], reference=reference, images=[tiny_images_dir]).candidates
+    (result,) = validate(
+        [path], reference=reference, images=[tiny_images_dir], engines=[engine]
+    ).candidates
     expected = "mismatch" if broken == "labels_reordered" else "fail"
+    assert result.engine == engine
     assert result.status == expected, (result.max_abs_diff, result.mean_abs_diff)
 
 
-def test_faithful_copy_passes_the_same_check(tiny_artifacts, reference, tiny_images_dir, tmp_path):
-    """The edit helpers themselves change nothing: an untouched round trip still passes."""
-    path = _edited(tiny_artifacts["onnx-int8"].path, lambda model: None, tmp_path / "nsfw.onnx")
-    (result,) = validate([path], reference=reference, images=[tiny_images_dir]).candidates
-    assert result.status == "pass", result.failures
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("key", ["onnx-float32", "onnx-float16", "onnx-int8"])
+def test_faithful_copy_passes_the_same_check(
+    tiny_artifacts, reference, tiny_images_dir, tmp_path, key, engine
+):
+    """The edit helpers themselves change nothing: an untouched round trip still passes, on
+    each engine."""
+    path = _edited(tiny_artifacts[key].path, lambda model: None, tmp_path / "nsfw.onnx")
+    (result,) = validate(
+        [path], reference=reference, images=[tiny_images_dir], engines=[engine]
+    ).candidates
+    assert (result.status, result.engine) == ("pass", engine), result.failures
 
 
 # ------------------------------------------------------------------ conversion checks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
-from ..formats import FORMATS, markdown_table
+from ..formats import FORMATS, engines_of, markdown_table, tolerance_for
 from .common import echo_json, json_option
 
 
@@ -42,6 +42,13 @@ def list_formats(as_json, markdown):
                     "summary": f.summary,
                     "options": list(f.options),
                     "tolerance": {**asdict(f.tolerance), "rule": f.tolerance.describe()},
+                    "engines": {
+                        key: {
+                            **asdict(tolerance_for(f, key)),
+                            "rule": tolerance_for(f, key).describe(),
+                        }
+                        for key in engines_of(f)
+                    },
                 }
                 for f in FORMATS
             ]

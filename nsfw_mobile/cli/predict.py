@@ -302,6 +302,9 @@ def predict(
     ref = resolve_model(model, use=RUN, unsafe=unsafe, log=lambda line: click.echo(line, err=True))
     explain_model(ref, as_json=as_json)
     if ray_address is not None:  # --batch-size: rows per Ray batch, for every engine
+        if ref.engine_override is not None:  # a worker resolves the file: its own engine
+            own = ref.file_type.engine_id
+            click.echo(f"note: on Ray the workers run {ref.path.name} on {own}", err=True)
         return predict_on_ray(
             paths, model=ref, output_class=_Output, threshold=threshold,
             fail_on_flagged=fail_on_flagged, batch_size=batch_size, unsafe=unsafe,

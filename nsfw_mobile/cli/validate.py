@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from ..formats import FORMATS
+from ..formats import ENGINE_KEYS, FORMATS
 from ..resolve import ModelRef
 from .common import (
     EXIT_VALIDATION_FAILED,
@@ -39,10 +40,20 @@ from .common import (
     help="Format key(s) for artefacts without nsfw-mobile metadata: one for all candidates "
     "or one per candidate (see `nsfw-mobile formats`).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice([*ENGINE_KEYS, "all"]),
+    default=None,
+    help="Run the candidates on this engine (default: each file's own; 'all': each file on "
+    "every engine that may run it, e.g. .onnx on onnxruntime and openvino; "
+    "`nsfw-mobile formats --json` lists them).",
+)
 @threads_option("Threads each candidate's engine uses (engines with a thread setting only).")
 @json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown report to this file.")
-def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+def validate(
+    candidates, reference, image_paths, format_keys, engine, threads, as_json, report_path
+):
     """Check that converted models agree with the reference model.
 
     Runs the reference and every CANDIDATE (a converted file: {file_types}; a
@@ -56,9 +67,11 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
     Examples:
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
       nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
+      nsfw-mobile validate dist/*.onnx --engine all
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
     """
     from ..errors import UsageError
+    from ..formats import engine_pairs
     from ..resolve import SOURCE, resolve_model
     from ..validate import render_json, render_markdown, render_table
     from ..validate import validate as run_validation
@@ -81,8 +94,16 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
 
     def progress(result):
         if not as_json:
-            click.echo(f"  {result.status:<8} {result.path} ({result.seconds:.1f} s)", err=True)
+            on = "" if result.label == Path(result.path).name else f" on {result.engine}"
+            click.echo(f"  {result.status:<8} {result.path}{on} ({result.seconds:.1f} s)", err=True)
 
+    if format_keys and engine == "all" and len(format_keys) > 1:
+        raise UsageError("--engine all with one --format per candidate: give one --format")
+    files, engines, missing = engine_pairs(files, engine)
+    if engine not in (None, "all") and missing:
+        raise UsageError(f"--engine {engine}: {missing[0]}")
+    for pair in missing:
+        click.echo(f"note: not validated: {pair}", err=True)
     report = run_validation(
         files,
         reference=reference,
@@ -90,6 +111,7 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         format_keys=list(format_keys) or None,
         num_threads=threads,
         on_candidate=progress,
+        engines=engines,
     )
     click.echo(render_json(report) if as_json else render_table(report))
     if report_path:
