@@ -39,8 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
 from ..predict import Prediction
+from ..version import __version__
 from ..video import is_container
 from .metrics import Metrics
 from .model import ServedModel
@@ -427,7 +427,8 @@ class Service:
         return JSONResponse(document)
 
     def _video(self, name: str, data: bytes, every: float, keyframes: bool) -> dict:
-        from ..video import SegmentRule, VideoError, classify_video
+        from ..live_rule import LiveRuleParams
+        from ..video import VideoError, classify_video
 
         threshold = 0.5 if self.settings.threshold is None else self.settings.threshold
         suffix = os.path.splitext(name)[1].lower() or ".mp4"
@@ -449,7 +450,7 @@ class Service:
                         path,
                         every=every,
                         keyframes=keyframes,
-                        rule=SegmentRule(threshold=threshold),
+                        rule=LiveRuleParams(on=threshold),
                     )
             except VideoError as exc:
                 raise Refused(422, exc.kind, f"{name}: {exc.reason}") from None
