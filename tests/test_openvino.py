@@ -210,6 +210,35 @@ def test_the_choice_probes_only_pairs_the_release_validated(tmp_path, monkeypatc
     assert again.cached and (again.path, again.engine_key) == (choice.path, choice.engine_key)
 
 
+def test_the_chosen_pair_is_what_the_resolver_opens(tmp_path, monkeypatch):
+    """The (engine, file) pair the choice picks flows into the ModelRef: its engine is the
+    pair's, and its runner is that engine's, for the same .onnx file either way."""
+    from nsfw_mobile import engine_choice
+    from nsfw_mobile.resolve import RUN, resolve_model
+    from nsfw_mobile.runtime.openvino_runner import OpenVINORunner
+
+    validated = {"releasable": True, "latency": {"threads_1": {"median_ms": 2.0}}}
+    folder = _release(tmp_path / "release", validated)
+    cases = ((PROBED_OPENVINO, "openvino", OpenVINORunner),
+             ("nsfw_int8.onnx", "onnxruntime", OnnxRunner))  # fmt: skip
+    for fastest, engine, runner_type in cases:
+        monkeypatch.setenv("NSFW_MOBILE_CACHE", str(tmp_path / f"cache-{engine}"))
+        figures = {"nsfw_int8.tflite": 5.0, "nsfw_int8.onnx": 5.0, PROBED_OPENVINO: 5.0}
+        figures[fastest] = 1.0  # the probe's figures: the timing itself is tested above
+        monkeypatch.setattr(
+            engine_choice, "probe", lambda pairs, f=figures: {p.label: f[p.label] for p in pairs}
+        )
+        ref = resolve_model(folder, use=RUN)
+        assert (ref.path.name, ref.engine, ref.to_dict()["engine"]) == (
+            "nsfw_int8.onnx",
+            engine,
+            engine,
+        ), fastest
+        assert f"({engine})" in ref.why
+        with ref.open_runner() as runner:
+            assert type(runner) is runner_type
+
+
 def test_a_tie_goes_to_the_engine_first_in_the_registry():
     from nsfw_mobile.engine_choice import Pair, choose
 

@@ -225,7 +225,7 @@ def test_a_zoo_name_runs_its_cached_release_and_says_so(place, samples):
     shutil.copytree(MODELS, folder)
     ref = resolve_model("pretrained", use=RUN)
     assert ref.kind == "zoo" and ref.zoo_model is zoo.DEFAULT and ref.path.parent == folder
-    assert "cached release" in ref.why and ref.engine in ("litert", "onnxruntime")
+    assert "cached release" in ref.why and ref.engine in ("litert", "onnxruntime", "openvino")
     assert resolve_model("pretrained", use=MEASURE).path is None
     shown = CliRunner().invoke(main, ["predict", str(samples[0]), "--model", "pretrained",
                                       "--json", "--verbose"])  # fmt: skip
