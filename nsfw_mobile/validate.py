@@ -381,7 +381,7 @@ def validate(
         judged = _Reference(runner, batch)
         results = []
         for index, path in enumerate(candidates):
-            phase(f"validating:{Path(path).name}")
+            phase(f"validating:{Path(getattr(path, 'label', path)).name}")  # a ModelRef: its label
             started = time.perf_counter()
             fmt = formats[index] if formats else None
             result = _judge(path, fmt, judged, num_threads, chosen[index])
