@@ -89,6 +89,7 @@ COMMANDS = {
     "release": lambda m: ["release", m, "--out", "release"],
     "release --check --reference": lambda m: ["release", "--check", str(MODELS), "--reference", m],
     "train --backbone": lambda m: ["train", "data", "--out", "run", "--backbone", m],
+    "serve": lambda m: ["serve", m, "--port", "0"],
 }
 """Every command that takes a model, with the model in its place."""
 USES = {
@@ -102,6 +103,7 @@ USES = {
     "release": SOURCE,
     "release --check --reference": SOURCE,
     "train --backbone": SOURCE,
+    "serve": RUN,
 }
 
 
