@@ -66,8 +66,7 @@ def validate(
     \b
     Examples:
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
-      nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
-      nsfw-mobile validate dist/*.onnx --engine all
+      nsfw-mobile validate dist/*.onnx --engine all --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
     """
     from ..errors import UsageError
