@@ -174,6 +174,9 @@ class SourceModel:
     path: str
     sha256: str
 
+    imported: object = None
+    """For an ONNX source: its ``onnx_import.ImportedOnnx`` (the original, for validation)."""
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
@@ -189,9 +192,48 @@ class SourceModel:
         return dataclasses.replace(self, contract=self.contract.replace(**changes))
 
 
-def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -> SourceModel:
+def onnx_source(path: str | Path, *, preprocessing=None, check_images=None) -> SourceModel:
+    """An ONNX classifier imported into Keras (``onnx_import``), checked against ONNX Runtime.
+
+    ``preprocessing``: ``--preprocess KEY=VALUE`` items (or their parsed dict), on top
+    of a ``preprocessor_config.json`` beside the file. Labels come from the file's
+    metadata, ``config.json``'s ``id2label`` or ``labels.txt`` beside it, never from
+    elsewhere. The imported model must equal ONNX Runtime on the original within
+    ``onnx_import.IMPORT_BOUND`` on ``check_images`` (default: the shipped samples);
+    the difference measured is recorded in the contract.
+    """
+    from .errors import ConversionError
+    from .images import load_images, sample_images
+    from .onnx_import import IMPORT_BOUND, import_onnx_file, measure_import
+
+    path = Path(path)
+    imported = import_onnx_file(path, preprocessing_options=preprocessing)
+    contract = file_contract(imported.model, path, imported.properties)
+    pixels = load_images(check_images or sample_images(), contract.input_size).pixels
+    difference = measure_import(imported, pixels, contract.labels)
+    if difference > IMPORT_BOUND:
+        raise ConversionError(
+            f"{path}: the imported model differs from ONNX Runtime on the original by "
+            f"{difference:.3g} (> {IMPORT_BOUND:g}) on {len(pixels)} images: an importer "
+            f"fault; `nsfw-mobile validate --reference {path} --diagnose` names the first "
+            "node that diverges"
+        )
+    plain = imported.preprocessing.is_plain or imported.has_contract
+    contract = contract.replace(
+        source_preprocessing=None if plain else imported.preprocessing.describe(),
+        import_max_abs_diff=f"{difference:.3g} on {len(pixels)} images",
+    )
+    return SourceModel(
+        imported.model, contract, contract.name, str(path), sha256_file(path), imported
+    )
+
+
+def load_source(
+    spec: str | Path | None = None, *, allow_unsafe: bool = False, preprocessing=None
+) -> SourceModel:
     """Open a model source: None (the default pretrained model), a zoo model's name (see
-    ``nsfw-mobile models``), a ``.keras`` file or a TF.js model.json (layers or graph)."""
+    ``nsfw-mobile models``), a ``.keras`` file, a TF.js model.json (layers or graph) or an
+    ONNX classifier (imported; ``preprocessing``: see ``onnx_source``)."""
     if spec is None or zoo.is_zoo_name(spec):
         named = zoo.lookup(spec) if spec is not None else zoo.DEFAULT
         return SourceModel(
@@ -206,6 +248,13 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
         path = path / "model.json"
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
+    if preprocessing and path.suffix.lower() != ".onnx":
+        raise UsageError(
+            f"--preprocess applies to ONNX sources only (what they expect is built into the "
+            f"imported model); {path} is not one: drop it"
+        )
+    if path.suffix.lower() == ".onnx":
+        return onnx_source(path, preprocessing=preprocessing)
     if path.suffix == ".keras":
         model = load_keras_model(path, allow_unsafe=allow_unsafe)
         checksum, properties = sha256_file(path), read_keras_contract(path)
@@ -216,7 +265,8 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
         checksum, properties = sha256_file(path.parent), read_contract_properties(path)
     else:
         raise ModelFileError(
-            f"{path}: expected a .keras file or a TF.js model.json as the source model"
+            f"{path}: expected a .keras file, a TF.js model.json or an .onnx classifier as the "
+            "source model"
         )
     contract = file_contract(model, path, properties)
     return SourceModel(model, contract, contract.name, str(path), checksum)

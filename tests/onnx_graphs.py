@@ -49,10 +49,14 @@ class Graph:
             inputs.append(self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "b"))
         pad = (k - 1) * dilation // 2 if pads is None else None
         return self.node(
-            "Conv", inputs, kernel_shape=[k, k], strides=[stride, stride],
-            pads=pads if pads is not None else [pad] * 4, group=group,
+            "Conv",
+            inputs,
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=pads if pads is not None else [pad] * 4,
+            group=group,
             dilations=[dilation, dilation],
-        )  # fmt: skip
+        )
 
     def bn(self, x, channels):
         rng = self.rng
@@ -77,26 +81,31 @@ class Graph:
         weight = self.rng.normal(0, 1.0 / np.sqrt(channels), (classes, channels)) * gain
         if gemm:
             logits = self.node(
-                "Gemm", [flat, self.const(weight.astype(np.float32)),
-                         self.const(self.rng.normal(0, 0.1, classes).astype(np.float32))],
+                "Gemm",
+                [
+                    flat,
+                    self.const(weight.astype(np.float32)),
+                    self.const(self.rng.normal(0, 0.1, classes).astype(np.float32)),
+                ],
                 transB=1,
-            )  # fmt: skip
+            )
         else:
             product = self.node("MatMul", [flat, self.const(weight.T.astype(np.float32))])
-            logits = self.node(
-                "Add", [product, self.const(np.zeros(classes, np.float32))]
-            )
-        return self.node("Softmax", [logits], axis=1 if self.opset < 13 else -1) if softmax \
-            else logits  # fmt: skip
+            logits = self.node("Add", [product, self.const(np.zeros(classes, np.float32))])
+        return (
+            self.node("Softmax", [logits], axis=1 if self.opset < 13 else -1) if softmax else logits
+        )
 
-    def model(self, x_name, output, *, input_shape, output_shape, elem=TensorProto.FLOAT,
-              props=None):  # fmt: skip
+    def model(
+        self, x_name, output, *, input_shape, output_shape, elem=TensorProto.FLOAT, props=None
+    ):
         graph = helper.make_graph(
-            self.nodes, "classifier",
+            self.nodes,
+            "classifier",
             [helper.make_tensor_value_info(x_name, elem, input_shape)],
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
             self.weights,
-        )  # fmt: skip
+        )
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="tests"
         )
@@ -125,12 +134,16 @@ def calibrate_batchnorm(model, images: int = 4, seed: int = 0):
         probe.CopyFrom(model)
         del probe.graph.output[:]
         probe.graph.output.append(helper.make_empty_tensor_value_info(node.input[0]))
-        session = ort.InferenceSession(probe.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = ort.InferenceSession(
+            probe.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         rows = [session.run(None, {image.name: feed[i : i + 1]})[0] for i in range(len(feed))]
         values = np.concatenate(rows)
         axes = (0, 2, 3) if values.ndim == 4 else (0,)
-        for name, statistic in ((node.input[3], values.mean(axes)), (node.input[4], values.var(axes))):
+        for name, statistic in (
+            (node.input[3], values.mean(axes)),
+            (node.input[4], values.var(axes)),
+        ):
             weights[name].CopyFrom(numpy_helper.from_array(statistic.astype(np.float32), name))
     return model
 
@@ -149,15 +162,22 @@ def mobilenet_v2(*, classes=3, size=224, width=8, seed=0, layout="NCHW", opset=1
     x = name if layout == "NCHW" else nhwc_entry(g, name)
     c = width
     x = g.relu6(g.bn(g.conv(x, 3, c, 3, stride=2, bias=False), c))
-    blocks = [(1, width, 1), (4, width * 2, 2), (4, width * 2, 1), (4, width * 3, 2),
-              (4, width * 3, 1), (4, width * 4, 2), (4, width * 4, 1), (4, width * 6, 2)]  # fmt: skip
+    blocks = [
+        (1, width, 1),
+        (4, width * 2, 2),
+        (4, width * 2, 1),
+        (4, width * 3, 2),
+        (4, width * 3, 1),
+        (4, width * 4, 2),
+        (4, width * 4, 1),
+        (4, width * 6, 2),
+    ]
     for expand, out, stride in blocks:
         inner = c * expand
         y = x
         if expand != 1:
             y = g.relu6(g.bn(g.conv(y, c, inner, 1, bias=False), inner))
-        y = g.relu6(g.bn(g.conv(y, inner, inner, 3, stride=stride, group=inner, bias=False),
-                         inner))  # fmt: skip
+        y = g.relu6(g.bn(g.conv(y, inner, inner, 3, stride=stride, group=inner, bias=False), inner))
         y = g.bn(g.conv(y, inner, out, 1, bias=False), out)
         x = g.node("Add", [x, y]) if stride == 1 and out == c else y
         c = out
@@ -167,8 +187,9 @@ def mobilenet_v2(*, classes=3, size=224, width=8, seed=0, layout="NCHW", opset=1
     return g.model(name, output, input_shape=shape, output_shape=["batch", classes])
 
 
-def resnet(*, classes=2, size=224, width=8, seed=1, layout="NHWC", maxpool_pads=(0, 0, 1, 1),
-           opset=9):  # fmt: skip
+def resnet(
+    *, classes=2, size=224, width=8, seed=1, layout="NHWC", maxpool_pads=(0, 0, 1, 1), opset=9
+):
     """ResNet-shaped like open_nsfw as tf2onnx wrote it (BN folded into biased convs, a 7x7/2
     stem, a 3x3/2 max pool with pads [0,0,1,1], bottlenecks with projection shortcuts, a 7x7
     average pool, Reshape, MatMul + Add, Softmax). ``maxpool_pads=(1, 1, 1, 1)`` and
@@ -191,8 +212,9 @@ def resnet(*, classes=2, size=224, width=8, seed=1, layout="NHWC", maxpool_pads=
     x = g.node("AveragePool", [x], kernel_shape=[side, side], strides=[1, 1])
     flat = g.node("Reshape", [x, g.const(np.array([-1, c], np.int64), "shape")])
     weight = g.rng.normal(0, 4.0 / np.sqrt(c), (c, classes)).astype(np.float32)
-    logits = g.node("Add", [g.node("MatMul", [flat, g.const(weight)]),
-                            g.const(np.zeros(classes, np.float32))])  # fmt: skip
+    logits = g.node(
+        "Add", [g.node("MatMul", [flat, g.const(weight)]), g.const(np.zeros(classes, np.float32))]
+    )
     output = g.node("Softmax", [logits], axis=1)
     shape = ["batch", 3, size, size] if layout == "NCHW" else ["batch", size, size, 3]
     return g.model(name, output, input_shape=shape, output_shape=["batch", classes])
@@ -238,16 +260,31 @@ def assorted(*, size=48, seed=4):
     x = g.node("Div", [g.node("Sub", [x, mean]), g.const(np.float32(64.0))])
     x = nhwc_entry_from(g, x)
     a = g.node("LeakyRelu", [g.conv(x, 3, 8, 3, stride=2)], alpha=0.1)
-    b = g.node("Clip", [g.conv(x, 3, 8, 3, stride=2), g.const(np.float32(-1)),
-                        g.const(np.float32(1))])  # fmt: skip
+    b = g.node(
+        "Clip", [g.conv(x, 3, 8, 3, stride=2), g.const(np.float32(-1)), g.const(np.float32(1))]
+    )
     x = g.node("Concat", [a, b], axis=1)
     x = g.conv(x, 16, 16, 3, group=4)
     x = g.node("Pad", [x, g.const(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads")])
-    x = g.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-               count_include_pad=1)  # fmt: skip
+    x = g.node(
+        "AveragePool",
+        [x],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        count_include_pad=1,
+    )
     x = g.node("Relu", [x])
-    up = g.node("ConvTranspose", [x, g.const(g.rng.normal(0, 0.2, (16, 8, 2, 2)).astype(
-        np.float32)), g.const(np.zeros(8, np.float32))], strides=[2, 2], kernel_shape=[2, 2])  # fmt: skip
+    up = g.node(
+        "ConvTranspose",
+        [
+            x,
+            g.const(g.rng.normal(0, 0.2, (16, 8, 2, 2)).astype(np.float32)),
+            g.const(np.zeros(8, np.float32)),
+        ],
+        strides=[2, 2],
+        kernel_shape=[2, 2],
+    )
     x = g.node("MaxPool", [g.node("Relu", [up])], kernel_shape=[2, 2], strides=[2, 2])
     x = g.node("Dropout", [g.node("Identity", [x])])
     x = g.node("Transpose", [x], perm=[0, 2, 3, 1])  # NHWC again
@@ -255,11 +292,21 @@ def assorted(*, size=48, seed=4):
     pooled = g.node("Unsqueeze", [pooled, g.const(np.array([2, 3], np.int64), "axes")])
     pooled = g.node("Squeeze", [pooled, g.const(np.array([2, 3], np.int64), "axes")])
     weight = g.rng.normal(0, 2.0, (8, 3)).astype(np.float32)
-    logits = g.node("Add", [g.node("MatMul", [pooled, g.const(weight)]),
-                            g.const(np.array([0.1, -0.1, 0.0], np.float32))])  # fmt: skip
+    logits = g.node(
+        "Add",
+        [
+            g.node("MatMul", [pooled, g.const(weight)]),
+            g.const(np.array([0.1, -0.1, 0.0], np.float32)),
+        ],
+    )
     output = g.node("Softmax", [logits], axis=-1)
-    return g.model("input:0", output, input_shape=["n", size, size, 3],
-                   output_shape=["n", 3], elem=TensorProto.UINT8)  # fmt: skip
+    return g.model(
+        "input:0",
+        output,
+        input_shape=["n", size, size, 3],
+        output_shape=["n", 3],
+        elem=TensorProto.UINT8,
+    )
 
 
 def nhwc_entry_from(graph: Graph, x: str) -> str:

@@ -262,7 +262,7 @@ def _runnable(path: Path, labels: str) -> Path:
     ]
     model = _model([_tensor("image", TensorProto.UINT8, ["n", 8, 8, 3])],
                    [_tensor("p", TensorProto.FLOAT, ["n", 3])], nodes=nodes)  # fmt: skip
-    helper.set_model_props(model, {"labels": labels})
+    helper.set_model_props(model, {"labels": labels, "toolkit": "tests"})
     path.write_bytes(model.SerializeToString())
     return path
 

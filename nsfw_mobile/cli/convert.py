@@ -16,6 +16,7 @@ from .common import (
     ExistingPath,
     Progress,
     calibration_option,
+    check_preprocess,
     check_unsafe,
     contract_changes,
     contract_options,
@@ -25,6 +26,7 @@ from .common import (
     model_option,
     one_model,
     out_dir_option,
+    preprocess_option,
     unsafe_option,
 )
 
@@ -124,12 +126,14 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 @contract_options
 @json_option("Print a JSON summary on stdout (and no progress lines on stderr).")
 @unsafe_option()
+@preprocess_option()
 def convert(
     model, model_option, targets, quantize, precision, io_type, out_dir, calibration, as_json,
-    unsafe, name, model_version, author, license_, description,
+    unsafe, preprocess, name, model_version, author, license_, description,
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a zoo model's name, see
-    `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
+    `nsfw-mobile models`, a .keras file, a TF.js model.json, layers or graph, or
+    an .onnx classifier, imported with its declared preprocessing built in)
     to Core ML, TFLite, TF.js and ONNX.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
@@ -147,6 +151,8 @@ def convert(
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
       nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
+      nsfw-mobile convert resnet.onnx --preprocess scale=1/255 \\
+        --preprocess mean=0.485,0.456,0.406 --preprocess std=0.229,0.224,0.225 --to all
     """
     from ..convert import convert_all
     from ..formats import check_options
@@ -156,12 +162,14 @@ def convert(
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)
     check_unsafe(model, unsafe)
+    check_preprocess(model, preprocess)
     for fmt in chosen:
         fmt.filename_for(name)  # a bad --name fails before the model loads
     started = time.perf_counter()
     changes = contract_changes(name, model_version, author, license_, description)
     fetch_named_model(model)
-    source = load_source(model, allow_unsafe=unsafe).with_contract(**changes)
+    source = load_source(model, allow_unsafe=unsafe, preprocessing=preprocess or None)
+    source = source.with_contract(**changes)
     progress = Progress(quiet=as_json)
 
     def on_start(index, fmt, out):

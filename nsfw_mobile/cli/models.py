@@ -12,10 +12,12 @@ from .common import (
     EXIT_VALIDATION_FAILED,
     MODEL_PATH,
     ExistingPath,
+    check_preprocess,
     echo_json,
     fetch_named_model,
     images_option,
     json_option,
+    preprocess_option,
     report_option,
     threads_option,
     write_text_atomically,
@@ -28,7 +30,8 @@ from .common import (
     "--reference",
     type=MODEL_PATH,
     default=None,
-    help="Reference model: .keras, TF.js model.json or a zoo model's name (see "
+    help="Reference model: .keras, TF.js model.json, the source .onnx (imported; candidates "
+    "are then judged against ONNX Runtime on it too) or a zoo model's name (see "
     "`nsfw-mobile models`); default: the pretrained model.",
 )
 @images_option()
@@ -43,20 +46,41 @@ from .common import (
 @threads_option("Threads LiteRT uses for each TFLite candidate (TFLite candidates only).")
 @json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown report to this file.")
-def validate(candidates, reference, image_paths, format_keys, threads, as_json, report_path):
+@preprocess_option()
+@click.option(
+    "--diagnose",
+    is_flag=True,
+    help="With an .onnx reference: compare the imported model with ONNX Runtime node by "
+    "node and name the first node whose output diverges.",
+)
+def validate(
+    candidates,
+    reference,
+    image_paths,
+    format_keys,
+    threads,
+    as_json,
+    report_path,
+    preprocess,
+    diagnose,
+):
     """Check that converted models agree with the reference model.
 
     Runs the reference and every CANDIDATE (.tflite, .mlmodel, .mlpackage) on
     the same decoded images and compares probabilities against each format's
-    tolerance. Core ML models run on Linux through the toolkit's own numpy
-    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
-    label/shape mismatch); 1 or 2: bad input or usage.
+    tolerance. With an .onnx source as --reference, the reference is ONNX Runtime
+    running the original (its declared preprocessing applied), and each bound
+    grows by the import's own difference measured on the same images. Core ML
+    models run on Linux through the toolkit's own numpy executor. Exit code 0:
+    all pass; 4: a candidate failed (tolerance miss or label/shape mismatch);
+    1 or 2: bad input or usage.
 
     \b
     Examples:
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
       nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+      nsfw-mobile validate dist/*.tflite --reference resnet.onnx --diagnose
     """
     from ..errors import UsageError
     from ..formats import TFLITE, file_type_of, is_model_path
@@ -68,7 +92,10 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         raise UsageError(
             "--threads sets LiteRT's threads and no candidate is a .tflite file: drop --threads"
         )
+    check_preprocess(reference, preprocess)
     fetch_named_model(reference)
+    if diagnose:
+        _diagnose(reference, image_paths, preprocess, as_json)
 
     def progress(result):
         if not as_json:
@@ -81,6 +108,7 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         format_keys=list(format_keys) or None,
         num_threads=threads,
         on_candidate=progress,
+        preprocessing=list(preprocess) or None,
     )
     click.echo(render_json(report) if as_json else render_table(report))
     if report_path:
@@ -89,6 +117,35 @@ def validate(candidates, reference, image_paths, format_keys, threads, as_json, 
         click.echo(f"skipped unreadable image {line}", err=True)
     if not report.passed:
         sys.exit(EXIT_VALIDATION_FAILED)
+
+
+def _diagnose(reference, image_paths, preprocess, as_json) -> None:
+    """Node by node, the imported model against ONNX Runtime; the first divergence on stderr."""
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..images import load_images, sample_images
+    from ..onnx_import import diagnose
+
+    if reference is None or Path(str(reference)).suffix.lower() != ".onnx":
+        raise UsageError("--diagnose compares an .onnx --reference with its import: give one")
+    from ..models import onnx_source
+
+    size = onnx_source(reference, preprocessing=list(preprocess) or None).input_size
+    pixels = load_images(list(image_paths) or sample_images(), size).pixels[:4]
+    differences, first = diagnose(reference, pixels, preprocessing_options=list(preprocess))
+    if not as_json:
+        for entry in differences:
+            click.echo(
+                f"  {entry.max_abs_diff:9.2e} (of {entry.scale:9.2e})  {entry.op:<18} {entry.node}",
+                err=True,
+            )
+    verdict = (
+        f"first diverging node: {first.node} ({first.op}), max abs diff {first.max_abs_diff:.3g}"
+        if first
+        else f"no node diverges: {len(differences)} node outputs compared"
+    )
+    click.echo(verdict, err=True)
 
 
 @click.command(short_help="Describe a model file: inputs, outputs, labels, metadata.")

@@ -17,10 +17,12 @@ from .common import (
     EXIT_UNREADABLE,
     MODEL_NAMES_HELP,
     MODEL_PATH,
+    check_preprocess,
     check_unsafe,
     echo_json,
     fetch_named_model,
     given,
+    preprocess_option,
     renamed_option,
     unsafe_option,
 )
@@ -275,12 +277,13 @@ class _Output:
 )
 @renamed_option("--threads", "--workers", "parallel lanes")
 @unsafe_option()
+@preprocess_option()
 @ray_options
 @click.pass_context
 def predict(
     ctx, paths, model_path, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
-    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe, ray_address, out_dir,
-    actors,
+    keyframes, min_segment, timeline_plot, batch_size, workers, unsafe, preprocess, ray_address,
+    out_dir, actors,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
@@ -320,6 +323,8 @@ def predict(
     if ray_address is not None:
         from .cluster import predict_on_ray
 
+        if preprocess:
+            raise UsageError("--preprocess with --ray: convert the .onnx source first")
         chosen = model_file(model_path)
         check_unsafe(chosen, unsafe)
         return predict_on_ray(
@@ -343,6 +348,7 @@ def predict(
     plots = _check_video_options(ctx, paths, videos, timeline_plot)
     chosen = model_file(model_path)
     check_unsafe(chosen, unsafe)
+    check_preprocess(chosen if preprocess else None, preprocess)
     if given(ctx, "batch_size") and file_type_of(chosen) is TFLITE:
         raise UsageError(
             f"--batch-size applies to engines that take batches (.keras, TF.js, Core ML); "
@@ -351,7 +357,8 @@ def predict(
         )
     from ..runtime import open_runner
 
-    with open_runner(chosen, allow_unsafe=unsafe) as runner:
+    options = {"preprocessing": list(preprocess)} if preprocess else {}
+    with open_runner(chosen, allow_unsafe=unsafe, **options) as runner:
         output = _Output(
             runner.labels,
             fmt="json" if as_json else "csv" if as_csv else "table",
