@@ -1642,7 +1642,14 @@ class NodeDifference:
         return self.max_abs_diff / max(self.scale, 1.0)
 
 
-def diagnose(path, pixels: np.ndarray, *, preprocessing_options=None, threshold: float = 1e-3):
+def diagnose(
+    path,
+    pixels: np.ndarray,
+    *,
+    preprocessing_options=None,
+    threshold: float = 1e-3,
+    imported: ImportedOnnx | None = None,
+):
     """Every node's output in ONNX Runtime and in the imported model, in graph order.
 
     Returns (differences, the first node whose relative difference exceeds
@@ -1655,7 +1662,8 @@ def diagnose(path, pixels: np.ndarray, *, preprocessing_options=None, threshold:
     from ._tf import import_keras
     from .runtime.onnx_runner import PROVIDERS, import_onnxruntime
 
-    imported = import_onnx_file(path, preprocessing_options=preprocessing_options)
+    if imported is None:
+        imported = import_onnx_file(path, preprocessing_options=preprocessing_options)
     model = load_onnx(path)
     nodes, builder_values = imported.nodes, imported.values
     keras = import_keras()

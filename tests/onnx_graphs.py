@@ -75,9 +75,9 @@ class Graph:
         low, high = self.const(np.float32(0), "min"), self.const(np.float32(6), "max")
         return self.node("Clip", [x, low, high])
 
-    def head(self, x, channels, classes, *, gemm=True, softmax=True, gain=4.0):
+    def head(self, x, channels, classes, *, gemm=True, softmax=True, gain=3.0):
         pooled = self.node("GlobalAveragePool", [x])
-        flat = self.node("Flatten", [pooled], axis=1)
+        flat = self.bn(self.node("Flatten", [pooled], axis=1), channels)  # features per image
         weight = self.rng.normal(0, 1.0 / np.sqrt(channels), (classes, channels)) * gain
         if gemm:
             logits = self.node(
@@ -229,7 +229,7 @@ def hard_activations(*, size=64, seed=2):
     gate = g.node("HardSigmoid", [g.conv(squeeze, 8, 16, 1)], alpha=1 / 6, beta=0.5)
     x = g.node("Mul", [x, gate])
     x = g.node("HardSigmoid", [g.conv(x, 16, 24, 1)], alpha=0.2, beta=0.5)
-    output = g.head(x, 24, 3, gain=60.0)
+    output = g.head(x, 24, 3)
     return g.model("input", output, input_shape=["n", 3, size, size], output_shape=["n", 3])
 
 
