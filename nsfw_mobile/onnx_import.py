@@ -1247,6 +1247,15 @@ class _Builder:
         rest = [features // max(1, -int(np.prod(target[1:]))) if v == -1 else v for v in target[1:]]
         if target[0] not in (-1, 0) and not (len(target) and target[0] == 1):
             raise ImportFailed(f"{where}: a reshape across the batch axis to {target}")
+        if sum(d != 1 for d in shape[1:]) <= 1 and sum(d != 1 for d in rest) <= 1:
+            # A vector relabelled (tf2onnx writes NCHW (N, C, 1, 1) -> (N, 1, 1, C) so): the
+            # Keras tensor may already have the target's shape, and then nothing moves.
+            keras_shape = [int(d) for d in x.tensor.shape[1:]]
+            if x.pooled and len(rest) == 3:
+                layer = self.layers.Reshape(tuple(rest), name=self.name(node.name or "reshape"))
+                return _Value(layer(x.tensor), _identity(4))
+            if keras_shape == rest:
+                return _Value(x.tensor, _identity(len(target)))
         x = self.to_perm(x, _identity(x.rank), where) if not x.pooled else self.flat(x, where)
         layer = self.layers.Reshape(tuple(rest), name=self.name(node.name or "reshape"))
         return _Value(layer(x.tensor), _identity(len(target)))

@@ -266,3 +266,39 @@ def test_predict_never_runs_a_foreign_file_on_the_toolkits_preprocessing(tmp_pat
     expected = _onnxruntime(model, load_images(samples[:5], 224).pixels, IMAGENET)
     got = np.array([[row["probabilities"][label] for label in "abc"] for row in rows])
     assert np.abs(got - expected).max() < 1e-4
+
+
+# ------------------------------------------------------------------ acceptance
+
+
+@pytest.mark.slow
+def test_an_nchw_onnx_classifier_goes_through_every_format_and_stays_equal(tmp_path, samples):
+    """convert --to all, validate end to end against ONNX Runtime on the original, predict
+    with each float32 file equal to ONNX Runtime with the ImageNet normalisation applied."""
+    model = graphs.mobilenet_v2()
+    path = _write(tmp_path / "source", model, config=HF_IMAGENET,
+                  id2label={"0": "neutral", "1": "porn", "2": "sexy"})  # fmt: skip
+    out = tmp_path / "dist"
+    runner = CliRunner()
+    result = runner.invoke(main, ["convert", str(path), "--to", "all", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    files = [artifact["path"] for artifact in json.loads(result.stdout)["artifacts"]]
+    result = runner.invoke(main, ["validate", *files, "--reference", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "ONNX Runtime on the original" in report["reference"]
+    assert all(c["bounds"]["import"] < EXACT for c in report["candidates"])
+    # The same files against an original that expects BGR: the end-to-end check fails.
+    bgr = _write(tmp_path / "bgr", model, config={**HF_IMAGENET, "channel_order": "BGR"})
+    float32 = [f for f in files if "float32" in Path(f).name]
+    result = runner.invoke(main, ["validate", *float32, "--reference", str(bgr)])
+    assert result.exit_code == 4, result.output
+    pixels = load_images(samples[:6], 224).pixels
+    expected = _onnxruntime(model, pixels, IMAGENET)
+    for file in float32:
+        result = runner.invoke(main, ["predict", *map(str, samples[:6]), "--model", file,
+                                      "--json"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        got = np.array([[r["probabilities"][k] for k in ("neutral", "porn", "sexy")] for r in rows])
+        assert np.abs(got - expected).max() < 1e-4, file
