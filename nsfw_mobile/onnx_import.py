@@ -398,6 +398,22 @@ def load_onnx(path: str | Path):
     return model
 
 
+def _check_file(path: Path) -> None:
+    """The toolkit's reader first (``onnx_file``): size limits, IR and opset, external data
+    inside the model's folder, one input and one output, before the onnx package parses it."""
+    from .onnx_file import _external_problem, _version_problem, read_model_file
+
+    summary = read_model_file(path)
+    counts = None
+    if len(summary.inputs) != 1:
+        counts = f"{len(summary.inputs)} inputs; an image classifier takes one"
+    elif len(summary.outputs) != 1:
+        counts = f"{len(summary.outputs)} outputs; a classifier has one"
+    for problem in (_version_problem(summary), _external_problem(path, summary), counts):
+        if problem is not None:
+            raise ModelFileError(f"{path}: {problem}")
+
+
 def check_ops(model) -> None:
     """Refuse the first node whose op is not in the allowlist, before building anything."""
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
@@ -1573,6 +1589,7 @@ def _config_labels(path: Path) -> tuple[str, ...]:
 def import_onnx_file(path, *, preprocessing_options: dict | None = None) -> ImportedOnnx:
     """Read, check and import an ONNX classifier file (not yet compared with ONNX Runtime)."""
     path = Path(path)
+    _check_file(path)
     model = load_onnx(path)
     check_ops(model)
     properties = {p.key: p.value for p in model.metadata_props}
