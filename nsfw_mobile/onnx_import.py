@@ -1504,13 +1504,26 @@ def source_feed(pixels: np.ndarray, preprocessing: Preprocessing, spec: InputSpe
     return np.ascontiguousarray(feed)
 
 
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def _onnxruntime():
+    """ONNX Runtime, or the extra that installs it (this module sits below ``runtime/``)."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "checking an ONNX import needs ONNX Runtime: pip install 'nsfw-mobile[onnx]'",
+            name="onnxruntime",
+        ) from exc
+    return onnxruntime
+
+
 class OriginalOnnxRunner:
     """ONNX Runtime on the original file, fed by ``source_feed``: the end-to-end reference."""
 
     def __init__(self, path, preprocessing: Preprocessing, spec: InputSpec, labels):
-        from .runtime.onnx_runner import PROVIDERS, import_onnxruntime
-
-        ort = import_onnxruntime()
+        ort = _onnxruntime()
         self.path, self.preprocessing, self.spec = Path(path), preprocessing, spec
         self.labels = tuple(labels)
         self.input_size = preprocessing.resize or spec.size
@@ -1686,7 +1699,6 @@ def diagnose(
     import onnx
 
     from ._tf import import_keras
-    from .runtime.onnx_runner import PROVIDERS, import_onnxruntime
 
     if imported is None:
         imported = import_onnx_file(path, preprocessing_options=preprocessing_options)
@@ -1701,7 +1713,7 @@ def diagnose(
     for _, _, name in wanted:
         if name not in known:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
-    ort = import_onnxruntime()
+    ort = _onnxruntime()
     session = ort.InferenceSession(model.SerializeToString(), providers=PROVIDERS)
     feed = source_feed(pixels, imported.preprocessing, imported.spec)
     names = [name for _, _, name in wanted]
