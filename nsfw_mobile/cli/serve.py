@@ -13,7 +13,7 @@ import click
 
 from ..errors import UsageError
 from .cluster import ADDRESS, LOCAL
-from .common import MODEL_PATH, ExistingPath, given
+from .common import MODEL, ExistingPath, given
 
 TOKEN_ENV = "NSFW_MOBILE_SERVE_TOKEN"
 THRESHOLD_ENV = "NSFW_MOBILE_THRESHOLD"
@@ -91,7 +91,7 @@ def run_embedded(app, host: str, port: int, *, timeout_s: float, on_listening) -
 
 
 @click.command(short_help="Serve a model over HTTP (nsfwjs-api, v1, Open Inference v2).")
-@click.argument("model", required=False, default=None, type=MODEL_PATH)
+@click.argument("model", required=False, default=None, type=MODEL)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
