@@ -39,8 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
 from ..predict import Prediction
+from ..version import __version__
 from ..video import is_container
 from .metrics import Metrics
 from .model import ServedModel
