@@ -361,7 +361,7 @@ def validate(
         judged = _Reference(runner, batch)
         results = []
         for index, path in enumerate(candidates):
-            phase(f"validating:{Path(path).name}")
+            phase(f"validating:{Path(getattr(path, 'label', path)).name}")
             started = time.perf_counter()
             result = _judge(path, formats[index] if formats else None, judged, num_threads)
             result.seconds = round(time.perf_counter() - started, 2)
