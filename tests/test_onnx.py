@@ -16,7 +16,7 @@ from conftest import assert_outputs_vary
 
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import ModelFileError, UnsupportedOpError
-from nsfw_mobile.formats import MIN_CALIBRATION_IMAGES
+from nsfw_mobile.export import MIN_CALIBRATION_IMAGES
 from nsfw_mobile.labels import LABELS
 from nsfw_mobile.runtime.onnx_runner import OnnxRunner
 from nsfw_mobile.validate import validate
