@@ -58,11 +58,12 @@ def main() -> None:
     with tarfile.open(sdist) as archive:
         in_sdist = {name.partition("/")[2] for name in archive.getnames()}
     for label, names in (("wheel", in_wheel), ("sdist", in_sdist)):
-        missing = sorted(expected - names)
-        missing += [r for r in REQUIRED if not any(n.startswith(r) for n in names)]
+        missing = expected - names
+        missing |= {r for r in REQUIRED if not any(n.startswith(r) for n in names)}
         if missing:
-            problems.append(f"{label} lacks {len(missing)} file(s): {', '.join(missing[:10])}")
-        print(f"{label}: {len(names)} entries, every one of the package's {len(expected)} files")
+            problems.append(f"{label} lacks {len(missing)}: {', '.join(sorted(missing)[:10])}")
+        print(f"{label}: {len(names)} entries, {len(expected - missing)} of the package's "
+              f"{len(expected)} files")  # fmt: skip
     section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
     for name, target in re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', section, re.MULTILINE):
         if f"{name} = {target}" not in scripts:

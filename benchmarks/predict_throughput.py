@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from nsfw_mobile import open_runner
 from nsfw_mobile.images import decode_image, sample_images
 from nsfw_mobile.parallel import default_workers
 from nsfw_mobile.predict import classify
-from nsfw_mobile.runtime import open_runner
 
 
 def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:

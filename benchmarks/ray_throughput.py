@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from predict_throughput import make_photos  # noqa: E402
 
-from nsfw_mobile import distributed  # noqa: E402
+from nsfw_mobile import (
+    distributed,  # noqa: E402
+    open_runner,  # noqa: E402
+)
 from nsfw_mobile.formats import PRETRAINED_TFLITE  # noqa: E402
 from nsfw_mobile.predict import classify  # noqa: E402
-from nsfw_mobile.runtime import open_runner  # noqa: E402
 
 SMALL = 40
 """Photos in the short Ray run whose time stands for the fixed costs."""

@@ -64,7 +64,7 @@ def peak_rss_mb() -> float:
 
 
 def child(clip: str, model: str, keyframes: bool) -> None:
-    from nsfw_mobile.runtime import open_runner
+    from nsfw_mobile import open_runner
     from nsfw_mobile.video import classify_video
 
     runner = open_runner(model)

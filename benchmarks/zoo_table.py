@@ -53,7 +53,13 @@ def models_table(models) -> str:
         "|---|---|---|---|---|---|",
     ]
     for m in models:
-        source = f"npm {m.npm.spec} ({m.npm.folder})" if m.npm else "shipped in the package"
+        source = (
+            f"PyPI {m.wheel.spec} ({m.wheel.member})"
+            if m.wheel
+            else f"npm {m.npm.spec} ({m.npm.folder})"
+            if m.npm
+            else "shipped in the package"
+        )
         lines.append(
             f"| `{m.key}` | {', '.join(m.short_aliases)} | {m.input_size} | {m.parameters:,} | "
             f"{m.accuracy} ({m.accuracy_source}) | {source} |"

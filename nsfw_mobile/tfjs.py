@@ -27,7 +27,8 @@ BYTES_PER_ELEMENT = {"float32": 4, "int32": 4, "uint16": 2, "float16": 2, "uint8
 SUPPORTED_LAYERS = (
     "InputLayer Conv2D DepthwiseConv2D SeparableConv2D BatchNormalization ReLU Activation "
     "Add Multiply Concatenate ZeroPadding2D AveragePooling2D MaxPooling2D "
-    "GlobalAveragePooling2D GlobalMaxPooling2D Flatten Dense Dropout Reshape Softmax Rescaling"
+    "GlobalAveragePooling2D GlobalMaxPooling2D Flatten Dense Dropout Reshape Softmax Rescaling "
+    "Cropping2D"
 ).split()
 
 # Options that only matter for training from scratch; weights come from the shards.

@@ -217,13 +217,40 @@ def compare(
 
 
 class _Reference:
-    """The Keras reference's probabilities on the batch, and its emulated ones per precision."""
+    """The Keras reference's probabilities on the batch, and its emulated ones per precision.
+
+    For a source imported from ONNX, the reference is ONNX Runtime running the original file
+    (its declared preprocessing applied in numpy); the imported Keras model's own difference
+    from it on the same images (``import_diff``, at most ``onnx_import.IMPORT_BOUND``) is
+    added to every candidate's bound, so a candidate passes only if the import and the
+    conversion together stay within it.
+    """
 
     def __init__(self, runner, batch):
         self.runner, self.batch = runner, batch
         self.probabilities = runner.predict(batch.pixels)
+        self.import_diff: float | None = None
+        imported = getattr(getattr(runner, "source", None), "imported", None)
+        if imported is not None:
+            self._against_original(imported)
         self._emulated: dict[str, np.ndarray] = {}
         self._checksums: list[str] | None = None
+
+    def _against_original(self, imported) -> None:
+        from .errors import ConversionError
+        from .onnx_import import IMPORT_BOUND
+
+        with imported.runner(self.runner.labels) as original:
+            probabilities = original.predict(self.batch.pixels)
+        difference = np.abs(probabilities.astype(np.float64) - self.probabilities)
+        self.import_diff = float(difference.max()) if difference.size else 0.0
+        if self.import_diff > IMPORT_BOUND:
+            raise ConversionError(
+                f"the model imported from {imported.path} differs from ONNX Runtime on the "
+                f"original by {self.import_diff:.3g} (> {IMPORT_BOUND:g}): an importer fault; "
+                "--diagnose names the first node that diverges"
+            )
+        self.probabilities = probabilities
 
     def emulated(self, key: str) -> np.ndarray:
         if key not in self._emulated:
@@ -255,6 +282,8 @@ def _judge(path, fmt, reference: _Reference, num_threads, engine=None) -> Candid
             fmt = fmt or format_of(path)
             result.format = fmt.key
             tolerance = tolerance_for(fmt, engine)
+            if reference.import_diff is not None:
+                tolerance = tolerance.widened(reference.import_diff)
             result.tolerance = {k: v for k, v in asdict(tolerance).items() if k != "measured"}
             check_structure(reference.runner, runner)
             rows = reference.rows_without(calibration_checksums(path))
@@ -286,6 +315,8 @@ def _judge(path, fmt, reference: _Reference, num_threads, engine=None) -> Candid
     result.top1_agreement = figures["top1_agreement"]
     result.ties = figures["ties"]
     result.bounds = figures["bounds"]
+    if reference.import_diff is not None:
+        result.bounds["import"] = reference.import_diff
     result.sensitivity = sensitivity.to_dict() if key else {}
     result.status = "fail" if result.failures else "pass"
     per_image = np.abs(probabilities - expected).max(axis=1)
@@ -318,10 +349,11 @@ def check_engine(path, engine: str) -> None:
         )
 
 
-def reference_runner(reference, *, allow_unsafe: bool = False):
+def reference_runner(reference, *, allow_unsafe: bool = False, preprocessing=None):
     """The Keras reference: a runner given by the caller, or one opened from a model source
     (``resolve.resolve_model(..., use=SOURCE)``: None, a zoo name, a .keras file, a TF.js
-    model). Other files are refused: quantized formats are judged by running the
+    model, an ONNX source: imported, and judged end to end against ONNX Runtime on the
+    original). Other files are refused: quantized formats are judged by running the
     reference itself at their precision, in Keras."""
     from .runtime.keras_runner import KerasRunner
 
@@ -332,12 +364,12 @@ def reference_runner(reference, *, allow_unsafe: bool = False):
     ref = (
         reference
         if isinstance(reference, ModelRef)
-        else resolve_model(reference, use=SOURCE, unsafe=allow_unsafe)
+        else resolve_model(reference, use=SOURCE, unsafe=allow_unsafe, preprocessing=preprocessing)
     )
     if ref.path is not None and ref.file_type not in SOURCE_TYPES:
         raise UsageError(
             f"--reference {ref.given}: give the Keras model the artefacts were made from "
-            "(.keras or a TF.js model.json); the validator runs it in Keras"
+            "(.keras, a TF.js model.json or the source .onnx); the validator runs it in Keras"
         )
     return replace(ref, use=SOURCE).open_runner()
 
@@ -351,11 +383,13 @@ def validate(
     num_threads: int | None = None,
     on_candidate=None,
     engines: list[str | None] | None = None,
+    preprocessing=None,
 ) -> ValidationReport:
     """Run the reference and every candidate on the same images and judge each.
 
     ``engines``: the engine each candidate runs on (a key in ``formats.ENGINES``; None: its
     file type's own), one for all candidates or one per candidate; checked before any work.
+    ``preprocessing``: ``--preprocess`` items for an ONNX reference (see ``onnx_source``).
     """
     if not candidates:
         raise UsageError("give at least one candidate model to validate")
@@ -372,7 +406,7 @@ def validate(
     for path, engine in zip(candidates, chosen):
         if engine is not None:
             check_engine(path, engine)
-    runner = reference_runner(reference)
+    runner = reference_runner(reference, preprocessing=preprocessing)
     try:
         source = images or sample_images()
         batch = load_images(source, runner.input_size)
@@ -393,7 +427,8 @@ def validate(
         if runner is not reference:
             runner.close()
     return ValidationReport(
-        reference=runner.name,
+        reference=runner.name
+        + (" (end to end: ONNX Runtime on the original)" if judged.import_diff is not None else ""),
         images=len(batch.paths),
         image_source=", ".join(map(str, source)) if images else "shipped sample images",
         unreadable=[str(e) for e in batch.errors],

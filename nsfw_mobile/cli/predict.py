@@ -24,6 +24,7 @@ from .common import (
     echo_json,
     explain_model,
     given,
+    preprocess_option,
     renamed_option,
     unsafe_option,
 )
@@ -257,12 +258,13 @@ class _Output:
 )
 @renamed_option("--threads", "--workers", "parallel lanes")
 @unsafe_option()
+@preprocess_option()
 @ray_options
 @click.pass_context
 def predict(
     ctx, paths, model, as_json, as_csv, threshold, fail_on_flagged, only_flagged, every,
     keyframes, min_segment, stop_at_flag, timeline_plot, batch_size, workers, unsafe,
-    ray_address, out_dir, actors,
+    preprocess, ray_address, out_dir, actors,
 ):  # fmt: skip
     """Classify image and video files and folders (recursively).
 
@@ -299,8 +301,11 @@ def predict(
 
     check_ray_options(ctx)
     _check_options(ctx, as_json, as_csv, threshold, fail_on_flagged, only_flagged, keyframes)
-    ref = resolve_model(model, use=RUN, unsafe=unsafe, log=lambda line: click.echo(line, err=True))
+    ref = resolve_model(model, use=RUN, unsafe=unsafe, preprocessing=preprocess,
+                        log=lambda line: click.echo(line, err=True))  # fmt: skip
     explain_model(ref, as_json=as_json)
+    if ray_address is not None and preprocess:
+        raise UsageError("--preprocess with --ray: convert the .onnx source first")
     if ray_address is not None:  # --batch-size: rows per Ray batch, for every engine
         if ref.engine_override is not None:  # a worker resolves the file: its own engine
             own = ref.file_type.engine_id

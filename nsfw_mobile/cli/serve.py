@@ -208,7 +208,7 @@ def run_embedded(app, host: str, port: int, *, timeout_s: float, on_listening) -
     default=None,
     metavar="[ADDRESS]",
     help="Serve with Ray Serve: ADDRESS as ray.init takes it ('auto', HOST:6379); alone, a "
-    "new local Ray. Needs ray[serve].",
+    "new local Ray. Needs the serve-ray extra.",
 )
 @click.option(
     "--replicas",

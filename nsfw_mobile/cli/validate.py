@@ -15,6 +15,7 @@ from .common import (
     explain_model,
     images_option,
     json_option,
+    preprocess_option,
     progress_line,
     report_option,
     threads_option,
@@ -28,7 +29,8 @@ from .common import (
     "--reference",
     type=MODEL,
     default=None,
-    help="Reference model: .keras, TF.js model.json or a zoo model's name (see "
+    help="Reference model: .keras, TF.js model.json, the source .onnx (imported; candidates "
+    "are then judged against ONNX Runtime on it too) or a zoo model's name (see "
     "`nsfw-mobile models`; ./mid is a path); default: the pretrained model.",
 )
 @images_option()
@@ -51,23 +53,34 @@ from .common import (
 @threads_option("Threads each candidate's engine uses (engines with a thread setting only).")
 @json_option("Print the report as JSON (and no progress lines on stderr).")
 @report_option("Also write a Markdown report to this file.")
+@preprocess_option()
+@click.option(
+    "--diagnose",
+    is_flag=True,
+    help="With an .onnx reference: compare the imported model with ONNX Runtime node by "
+    "node and name the first node whose output diverges.",
+)
 def validate(
-    candidates, reference, image_paths, format_keys, engine, threads, as_json, report_path
-):
+    candidates, reference, image_paths, format_keys, engine, threads, as_json, report_path,
+    preprocess, diagnose,
+):  # fmt: skip
     """Check that converted models agree with the reference model.
 
     Runs the reference and every CANDIDATE (a converted file: {file_types}; a
     folder: its model files; a release folder: the files its manifest marks
     releasable) on the same decoded images and compares probabilities against each format's
-    tolerance. Core ML models run on Linux through the toolkit's own numpy
-    executor. Exit code 0: all pass; 4: a candidate failed (tolerance miss or
-    label/shape mismatch); 1 or 2: bad input or usage.
+    tolerance. With an .onnx source as --reference, the reference is ONNX Runtime
+    running the original (its declared preprocessing applied), and each bound
+    grows by the import's own difference measured on the same images. Core ML
+    models run on Linux through the toolkit's own numpy executor. Exit code 0:
+    all pass; 4: a candidate failed (tolerance miss or label/shape mismatch);
+    1 or 2: bad input or usage.
 
     \b
     Examples:
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
       nsfw-mobile validate dist/*.onnx --engine all --images photos/ --report report.md
-      nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
+      nsfw-mobile validate dist/*.tflite --reference resnet.onnx --diagnose --json
     """
     from ..errors import UsageError
     from ..formats import engine_pairs
@@ -88,8 +101,12 @@ def validate(
             "--threads sets the threads of engines that take them (LiteRT, ONNX Runtime) and "
             "no candidate runs on one: drop --threads"
         )
-    reference = resolve_model(reference, use=SOURCE, log=progress_line(as_json))
+    reference = resolve_model(
+        reference, use=SOURCE, log=progress_line(as_json), preprocessing=preprocess
+    )
     explain_model(reference, as_json=as_json)
+    if diagnose:
+        _diagnose(reference, image_paths, as_json)
 
     def progress(result):
         if not as_json:
@@ -119,6 +136,33 @@ def validate(
         click.echo(f"skipped unreadable image {line}", err=True)
     if not report.passed:
         sys.exit(EXIT_VALIDATION_FAILED)
+
+
+def _diagnose(reference, image_paths, as_json) -> None:
+    """Node by node, the imported model against ONNX Runtime; the first divergence on stderr."""
+    from ..errors import UsageError
+    from ..images import load_images, sample_images
+    from ..onnx_import import diagnose
+
+    if reference.path is None or reference.path.suffix.lower() != ".onnx":
+        raise UsageError("--diagnose compares an .onnx --reference with its import: give one")
+    size = reference.load_source().input_size
+    pixels = load_images(list(image_paths) or sample_images(), size).pixels[:4]
+    differences, first = diagnose(
+        reference.path, pixels, preprocessing_options=list(reference.preprocessing)
+    )
+    if not as_json:
+        for entry in differences:
+            click.echo(
+                f"  {entry.max_abs_diff:9.2e} (of {entry.scale:9.2e})  {entry.op:<18} {entry.node}",
+                err=True,
+            )
+    verdict = (
+        f"first diverging node: {first.node} ({first.op}), max abs diff {first.max_abs_diff:.3g}"
+        if first
+        else f"no node diverges: {len(differences)} node outputs compared"
+    )
+    click.echo(verdict, err=True)
 
 
 def _candidates(given) -> list:

@@ -173,6 +173,25 @@ def _repeat_blocks(values, repeat):
     return values
 
 
+def _slice_by_index(a):
+    """MIL's static slice (a centre crop, for one): begin/end/stride with their masks."""
+    from .coreml_nn import _static_slices
+
+    x = a["x"]
+    rank = x.ndim
+    stride = a.get("stride")
+    y = x[
+        _static_slices(
+            list(a["begin"]), a.get("begin_mask"), list(a["end"]), a.get("end_mask"),
+            None if stride is None else list(stride), rank,
+        )
+    ]  # fmt: skip
+    squeeze = a.get("squeeze_mask")
+    if squeeze is not None and any(squeeze):
+        y = np.squeeze(y, axis=tuple(i for i, flag in enumerate(squeeze) if flag))
+    return y
+
+
 def _classify(a):
     probabilities = np.asarray(a["probabilities"], np.float32).reshape(-1)
     classes = [str(c) for c in a["classes"]]
@@ -219,6 +238,7 @@ KERNELS: dict[str, Callable] = {
     "batch_norm": _batch_norm,
     "cast": lambda a: a["x"],  # dtypes are applied from the program's declarations
     "identity": lambda a: a["x"],
+    "slice_by_index": _slice_by_index,
     "constexpr_affine_dequantize": _affine_dequantize,
     "constexpr_lut_to_dense": _lut_to_dense,
     "constexpr_blockwise_shift_scale": _blockwise_shift_scale,

@@ -412,6 +412,34 @@ def _squeeze(p, where) -> Layer:
     return run
 
 
+def _static_slices(begin, begin_mask, end, end_mask, stride, rank: int) -> tuple:
+    """Python slices for a static slice over the last ``len(begin)`` of ``rank`` axes."""
+    begin_mask = [] if begin_mask is None else [bool(m) for m in np.ravel(begin_mask)]
+    end_mask = [] if end_mask is None else [bool(m) for m in np.ravel(end_mask)]
+    stride = [] if stride is None else [int(v) for v in np.ravel(stride)]
+    slices = [slice(None)] * rank
+    offset = rank - len(begin)
+    for axis in range(len(begin)):
+        start = None if begin_mask and begin_mask[axis] else int(begin[axis])
+        stop = None if end_mask and end_mask[axis] else int(end[axis])
+        step = stride[axis] if stride else 1
+        slices[offset + axis] = slice(start, stop, step)
+    return tuple(slices)
+
+
+def _slice_static(p, where) -> Layer:
+    def run(inputs):
+        x = inputs[0]
+        y = x[_static_slices(p.beginIds, p.beginMasks, p.endIds, p.endMasks, p.strides, x.ndim)]
+        squeeze = [i for i, flag in enumerate(p.squeezeMasks) if flag]
+        if squeeze:
+            offset = x.ndim - len(p.beginIds)
+            y = np.squeeze(y, axis=tuple(offset + i for i in squeeze))
+        return [y]
+
+    return run
+
+
 def _expand_dims(p, where) -> Layer:
     def run(inputs):
         x = inputs[0]
@@ -451,6 +479,7 @@ BUILDERS: dict[str, Callable] = {
     "concatND": _concat_nd,
     "squeeze": _squeeze,
     "expandDims": _expand_dims,
+    "sliceStatic": _slice_static,
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ModelFileError
 from ..labels import default_labels
 from ..metadata import ModelContract, contract_of
-from ..onnx_file import OnnxSummary, artifact_metadata, check_model_file
+from ..onnx_file import OnnxSummary, artifact_metadata, check_model_file, read_model_file
 from ..quiet import native_output
 from .base import Runner
 
@@ -49,12 +49,29 @@ def _contract_for(path: Path, summary: OnnxSummary) -> ModelContract:
     return contract_of(metadata, labels=labels, input_size=summary.input_size, name=path.stem)
 
 
+def carries_contract(summary: OnnxSummary) -> bool:
+    """Whether the toolkit wrote the file: its ``metadata_props`` hold the model contract, so
+    its input is the toolkit's (RGB pixels; uint8 as they are, float32 / 255)."""
+    return "toolkit" in summary.metadata
+
+
+def foreign_message(path: Path) -> str:
+    return (
+        f"{path}: carries no nsfw-mobile contract in its metadata, so what it expects (BGR or "
+        "RGB, mean, std, scale) is unknown and it is not run on a guess: the commands import it "
+        "as a source model (`nsfw-mobile predict IMAGES --model FILE`, `convert FILE`), with "
+        "the preprocessing of a preprocessor_config.json beside it or of --preprocess"
+    )
+
+
 class OnnxRunner(Runner):
     def __init__(self, path: str | Path, *, num_threads: int | None = None):
         self.path = Path(path)
         self.name = f"onnxruntime:{self.path.name}"
         self.num_threads = num_threads
         self.summary = summary = check_model_file(self.path)
+        if not carries_contract(summary):
+            raise ModelFileError(foreign_message(self.path))
         self.input_size = summary.input_size
         self.contract = _contract_for(self.path, summary)
         self.labels = self.contract.labels
@@ -74,7 +91,21 @@ class OnnxRunner(Runner):
         self.output_name = self.session.get_outputs()[0].name
 
     @classmethod
-    def open(cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False):
+    def open(
+        cls, path, *, num_threads: int | None = None, allow_unsafe: bool = False,
+        preprocessing=None,
+    ):  # fmt: skip
+        """A runner of the file; a foreign ``.onnx`` (no toolkit contract) is imported as a
+        source model and run in Keras with its declared preprocessing built in
+        (``preprocessing``: ``--preprocess`` items, see ``models.onnx_source``)."""
+        path = Path(path)
+        if path.suffix.lower() == ".onnx" and (
+            preprocessing or not carries_contract(read_model_file(path))
+        ):
+            from ..models import onnx_source
+            from .keras_runner import KerasRunner
+
+            return KerasRunner(onnx_source(path, preprocessing=preprocessing))
         return cls(path, num_threads=num_threads)
 
     def lanes(self, count: int) -> list[OnnxRunner]:

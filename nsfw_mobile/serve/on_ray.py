@@ -76,7 +76,8 @@ def serve_on_ray(
         from ray import serve
     except ImportError as exc:
         raise NsfwMobileError(
-            f"serve --ray needs Ray Serve ({exc.name} is missing): pip install 'ray[serve]'"
+            f"serve --ray needs Ray Serve ({exc.name} is missing): "
+            "pip install 'nsfw-mobile[serve-ray]'"
         ) from None
 
     if port == 0:
