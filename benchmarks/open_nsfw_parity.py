@@ -66,7 +66,7 @@ def _figures(ours: np.ndarray, theirs: np.ndarray) -> dict:
 
 def ours_on(path, pixels: np.ndarray) -> np.ndarray:
     """P(nsfw) from a toolkit model file (or the zoo name) on uint8 RGB 256x256 pixels."""
-    from nsfw_mobile.runtime import open_runner
+    from nsfw_mobile import open_runner
 
     with open_runner(path) as runner:
         probabilities = runner.predict(pixels)
