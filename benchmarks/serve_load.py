@@ -58,8 +58,8 @@ def rss_mb(pid: int) -> float:
 
 
 def _predict_child(model: str, files: list[str], workers: int, out) -> None:
-    from nsfw_mobile.predict import classify
     from nsfw_mobile import open_runner
+    from nsfw_mobile.predict import classify
 
     with open_runner(model) as runner:
         list(classify(runner, files[:4], workers=workers))  # warm-up
@@ -84,8 +84,8 @@ def predict_rate(model: str, files: list[str], workers: int) -> dict:
 
 def one_image_ms(model: str, files: list[str]) -> float:
     """Decode + inference of one image on one core, median over the photos."""
-    from nsfw_mobile.images import decode_image
     from nsfw_mobile import open_runner
+    from nsfw_mobile.images import decode_image
 
     with open_runner(model, num_threads=1) as runner:
         runner.predict(np.zeros((1, *runner.input_size, 3), np.uint8))
