@@ -348,3 +348,23 @@ def test_help_lists_are_the_registrys(monkeypatch):
     fill_help(command)
     assert command.help == f"Targets: {formats.targets_help()}."
     assert command.help.endswith(", newformat.")
+
+
+def test_converters_implement_exactly_the_registrys_rows():
+    """The converters sit below the registry and check their own arguments: what each
+    implements is what the registry offers, no more, no less."""
+    from nsfw_mobile import formats
+    from nsfw_mobile.export import coreml, onnx, tfjs, tflite
+
+    def rows(converter):
+        return [f for f in formats.FORMATS if f.converter == converter]
+
+    assert set(tflite.QUANTIZATIONS) == {f.quantization for f in rows(formats.TFLITE_CONVERTER)}
+    assert set(tfjs.QUANTIZATIONS) == {f.quantization for f in rows(formats.TFJS_CONVERTER)}
+    assert set(onnx.QUANTIZATIONS["onnx"]) == {f.quantization for f in rows(formats.ONNX_CONVERTER)}
+    assert set(onnx.QUANTIZATIONS["ort"]) == {f.quantization for f in rows(formats.ORT_CONVERTER)}
+    registry = {
+        (f.target, f.quantization, f.precision or ("float16" if f.target == "mlpackage" else None))
+        for f in rows(formats.COREML_CONVERTER)
+    }
+    assert set(coreml.VARIANTS) == registry

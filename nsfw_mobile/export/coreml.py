@@ -57,15 +57,22 @@ def keras2coreml(
     target = out.suffix.lower().lstrip(".")
     if target not in ("mlmodel", "mlpackage"):
         raise UsageError(f"{out}: a Core ML model must end in .mlmodel or .mlpackage")
+    offered = [v for v in VARIANTS if v[0] == target]
+    if quantization not in {q for _, q, _ in offered}:
+        raise UsageError(
+            f"--quantize {quantization} is not available for {target}: choose one of "
+            f"{', '.join(dict.fromkeys(q for _, q, _ in offered))}"
+        )
+    if precision is not None and target != "mlpackage":
+        raise UsageError(
+            f"--precision applies to --to mlpackage only (ML Programs); {target} has no "
+            "compute precision setting"
+        )
     precision = precision or ("float16" if target == "mlpackage" else None)
     if (target, quantization, precision) not in VARIANTS:
-        offered = ", ".join(
-            f"{q}" + (f" ({p})" if p else "") for t, q, p in VARIANTS if t == target
-        )
         raise UsageError(
-            f"{target} with quantization {quantization!r}"
-            + (f" and precision {precision}" if precision else "")
-            + f" is not offered: choose {offered}"
+            f"--precision {precision} with --quantize {quantization} is not offered for "
+            f"{target}: choose {', '.join(sorted({p for _, q, p in offered if q == quantization}))}"
         )
     started = time.perf_counter()
     ct = import_coremltools()
