@@ -103,14 +103,17 @@ def acme_release(acme_run, validation_images, calibration_images, tmp_path_facto
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
+KNOWN_MISS_ON_AMD = pytest.mark.xfail(
     reason="issue 30, open: on AMD EPYC CPUs a faithful acme ONNX float16 file misses the "
     "emulation-based bound (measured 0.0244 > 0.0238) and OpenVINO's int8 top-1 on the shipped "
     "samples is 92.9-94.1% < 95%; the bounds are being re-derived on a population of models "
     "(work in progress), not loosened here",
     strict=False,
 )
+
+
+@pytest.mark.slow
+@KNOWN_MISS_ON_AMD
 def test_a_user_model_of_another_seed_releases_and_checks_anywhere(
     scraped, validation_images, calibration_images, tmp_path
 ):
@@ -226,13 +229,7 @@ def test_mediapipe_reads_the_labels_of_a_users_tflite(acme_release, validation_i
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 30, open: on AMD EPYC CPUs a faithful acme ONNX float16 file misses the "
-    "emulation-based bound (measured 0.0244 > 0.0238) and OpenVINO's int8 top-1 on the shipped "
-    "samples is 92.9-94.1% < 95%; the bounds are being re-derived on a population of models "
-    "(work in progress), not loosened here",
-    strict=False,
-)
+@KNOWN_MISS_ON_AMD
 def test_release_checks_from_another_machine_and_directory(
     acme_release, acme_run, validation_images, tmp_path, monkeypatch, tiny_model_path
 ):
