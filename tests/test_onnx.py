@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import assert_outputs_vary
+from releases import fake_release
 
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import ModelFileError, UnsupportedOpError
@@ -319,26 +320,9 @@ def test_the_runner_needs_neither_tensorflow_nor_the_onnx_package(tiny_artifacts
 
 def _release(folder: Path, files: dict[str, float]) -> Path:
     """A release folder of the shipped models whose manifest claims the given latencies."""
-    from nsfw_mobile.files import sha256_file
-
-    folder.mkdir()
-    shutil.copy(ROOT / "models" / "labels.txt", folder / "labels.txt")
-    entries = []
-    for name, claimed_ms in files.items():
-        shutil.copy(ROOT / "models" / name, folder / name)
-        entries.append({
-            "file": name, "format": "", "sha256": sha256_file(folder / name), "releasable": True,
-            "latency": {"threads_1": {"median_ms": claimed_ms}},
-        })  # fmt: skip
-    manifest = {
-        "schema_version": 2,
-        "files": entries,
-        "labels_file": {"file": "labels.txt", "sha256": sha256_file(folder / "labels.txt")},
-        "source": {"sha256": "0" * 64},
-        "machine": {"cpu": "the release machine"},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    return fake_release(
+        folder, {name: {"latency": {"threads_1": {"median_ms": ms}}} for name, ms in files.items()}
+    )
 
 
 def test_the_probe_picks_what_is_faster_here_and_remembers_it(tmp_path, monkeypatch):

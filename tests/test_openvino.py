@@ -4,7 +4,6 @@ the engine choice that picks only among pairs a release validated."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import assert_outputs_vary
+from releases import fake_release
 
 from nsfw_mobile import open_runner
 from nsfw_mobile.cli import main
 from nsfw_mobile.errors import UsageError
-from nsfw_mobile.files import sha256_file
 from nsfw_mobile.formats import (
     ENGINE_KEYS,
     FILE_TYPES,
@@ -166,26 +165,12 @@ def test_validate_and_bench_take_an_engine(tiny_artifacts, tiny_model_path, tiny
 def _release(folder: Path, openvino: dict | None) -> Path:
     """A release of the shipped int8 files whose manifest records the int8 ONNX file on
     OpenVINO as ``openvino`` says (None: not recorded, as in a release made before it)."""
-    folder.mkdir()
-    shutil.copy(ROOT / "models" / "labels.txt", folder / "labels.txt")
-    entries = []
-    for name in ("nsfw_int8.tflite", "nsfw_int8.onnx"):
-        shutil.copy(ROOT / "models" / name, folder / name)
-        entry = {"file": name, "format": "", "sha256": sha256_file(folder / name),
-                 "releasable": True, "latency": {"threads_1": {"median_ms": 2.0}}}  # fmt: skip
-        if name.endswith(".onnx") and openvino is not None:
-            entry["engines"] = {"onnxruntime": {"releasable": True, "latency": {}},
-                                "openvino": openvino}  # fmt: skip
-        entries.append(entry)
-    manifest = {
-        "schema_version": 2,
-        "files": entries,
-        "labels_file": {"file": "labels.txt", "sha256": sha256_file(folder / "labels.txt")},
-        "source": {"sha256": "0" * 64},
-        "machine": {"cpu": "the release machine"},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    claimed = {"latency": {"threads_1": {"median_ms": 2.0}}}
+    onnx = dict(claimed)
+    if openvino is not None:
+        onnx["engines"] = {"onnxruntime": {"releasable": True, "latency": {}},
+                           "openvino": openvino}  # fmt: skip
+    return fake_release(folder, {"nsfw_int8.tflite": claimed, "nsfw_int8.onnx": onnx})
 
 
 PROBED_OPENVINO = "nsfw_int8.onnx on openvino"
